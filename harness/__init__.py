@@ -1,0 +1,1 @@
+"""The popbench harness: supervisor, load, faults, metrics, scoring, reports and the CLI."""
