@@ -1,12 +1,19 @@
-"""Registers every command of the ``popbench`` group. One line per module that owns commands."""
+"""Registers every command of the ``popbench`` group: one entry per module that owns commands.
+
+Each listed module exposes ``register(group: click.Group) -> None``.
+"""
 
 from __future__ import annotations
 
+import importlib
+
 import click
+
+COMMAND_MODULES: tuple[str, ...] = (
+    "harness.cli_run",
+)
 
 
 def register(group: click.Group) -> None:
-    @group.command()
-    def run() -> None:
-        """Run a benchmark network (not built yet)."""
-        raise click.ClickException("`popbench run` is not built yet: see issue 4")
+    for module_name in COMMAND_MODULES:
+        importlib.import_module(module_name).register(group)
