@@ -309,6 +309,28 @@ class Gossip(Message):
         return cls(kind, items)  # type: ignore[arg-type]
 
 
+class ItemsRequest(Message):
+    """Ask a peer for proofs or transfers by id (a proposal named items this node has not seen)."""
+
+    TYPE = 15
+    __slots__ = ("kind", "ids")
+
+    def __init__(self, kind: ItemKind, ids: list[bytes]) -> None:
+        self.kind = kind
+        self.ids = ids
+
+    def encode_body(self) -> bytes:
+        return Writer().u8(self.kind).hashes(self.ids).getvalue()
+
+    @classmethod
+    def decode_body(cls, body: Body) -> ItemsRequest:
+        reader = Reader(body)
+        kind = parse_enum(ItemKind, reader.u8())
+        ids = reader.hashes()
+        reader.finish()
+        return cls(kind, ids)  # type: ignore[arg-type]
+
+
 # --- PBFT -----------------------------------------------------------------------------------------
 
 
@@ -666,7 +688,7 @@ class PowChain(BlockResponse):
 
 MESSAGE_TYPES: tuple[type[Message], ...] = (
     Hello, HelloAck, Ping, Pong, Disconnect,
-    Submit, SubmitResult, Subscribe, Committed, Gossip,
+    Submit, SubmitResult, Subscribe, Committed, Gossip, ItemsRequest,
     PrePrepare, Prepare, Commit, ViewChange, NewView,
     BlockRequest, BlockResponse, SnapshotRequest, SnapshotChunk,
     StatusRequest, Status, PeersRequest, Peers,
