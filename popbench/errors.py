@@ -71,6 +71,10 @@ class SyncError(PopbenchError):
     """Raised when a snapshot or a fetched block fails its checks (root, certificate, height)."""
 
 
+class ClientError(PopbenchError):
+    """Raised when a node cannot be reached, refuses the handshake, or does not answer in time."""
+
+
 class HarnessError(PopbenchError):
     """Raised when the harness cannot start, drive or measure a run."""
 

@@ -1,0 +1,177 @@
+"""A load driver: one forked process that sends its share of the workload and records every proof.
+
+It prepares (grinds and signs) its whole plan before the window, connects to its nodes, waits for the
+window's start time, then sends on schedule (open loop) or keeps a fixed number in flight (closed
+loop). It records, per proof, when it was due, when it went out, what the node answered and when its
+commit was seen, and how late it sent: the report warns when the generator fell behind.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from harness import workload
+from harness.records import NO_ANSWER, ProofRecord, write_records
+from popbench.client import NodeClient
+from popbench.errors import ClientError
+from popbench.wire import TOPIC_COMMITS, Committed, ItemKind, RejectReason, SubmitResult
+
+SUBSCRIPTIONS = 2  # commit notifications from two nodes, so one crashed node loses no commit times
+Address = tuple[str, int]
+Report = Callable[[str, dict[str, Any]], None]
+
+
+@dataclass
+class DriverSpec:
+    """One driver's share of the workload (the profile's fields it needs, already resolved)."""
+
+    index: int
+    drivers: int
+    nodes: list[Address]
+    chain_id: bytes
+    slots: list[int]  # send offsets (ns after the window start) of this driver's share
+    start_ns: int  # wall-clock start of the window, the same for every driver
+    work_bits: int
+    payload_bytes: int
+    invalid_fraction: float
+    invalid_kinds: list[workload.Expect]
+    seed: int
+    run_tag: int
+    closed_loop_in_flight: int = 0  # > 0: closed loop with this many proofs outstanding
+    drain_s: float = 5.0  # after the last send, how long to wait for outstanding commits
+    records_path: Path = field(default_factory=lambda: Path("records.bin"))
+
+
+class Driver:
+    """Sends one plan and tracks every item's fate."""
+
+    def __init__(self, spec: DriverSpec, plan: list[workload.Planned]) -> None:
+        self.spec = spec
+        self.plan = plan
+        self.records = [ProofRecord(i, p.proof_id, int(p.expect), spec.start_ns + p.offset_ns) for i, p in enumerate(plan)]
+        self.index_of = {p.proof_id: i for i, p in enumerate(plan) if p.expect is not workload.Expect.REPLAY}
+        self.clients: list[NodeClient] = []
+        self.outstanding = 0
+        self.settled = asyncio.Event()
+        self.invalid_committed = 0
+
+    async def connect(self) -> None:
+        for host, port in self.spec.nodes:
+            client = await NodeClient.connect(host, port, chain_id=self.spec.chain_id)
+            client.on_result = self._on_result
+            client.on_committed = self._on_committed
+            self.clients.append(client)
+        for client in self.clients[:SUBSCRIPTIONS]:
+            client.subscribe(TOPIC_COMMITS)
+
+    # -- sending -----------------------------------------------------------------------------------
+    async def run_open_loop(self) -> None:
+        loop = asyncio.get_running_loop()
+        start = loop.time() + (self.spec.start_ns - time.time_ns()) / 1e9
+        for index, planned in enumerate(self.plan):
+            due = start + planned.offset_ns / 1e9
+            delay = due - loop.time()
+            if delay > 0:
+                await asyncio.sleep(delay)  # pacing to the schedule, not a synchronisation
+            self._send(index)
+
+    async def run_closed_loop(self) -> None:
+        await asyncio.sleep(max(0.0, (self.spec.start_ns - time.time_ns()) / 1e9))  # wait for the window
+        limit = self.spec.closed_loop_in_flight
+        self._room = asyncio.Event()
+        for index in range(len(self.plan)):
+            while self.outstanding >= limit:
+                self._room.clear()
+                await self._room.wait()
+            self.records[index].due_ns = time.time_ns()  # closed loop: due when there is room
+            self._send(index)
+
+    def _send(self, index: int) -> None:
+        record = self.records[index]
+        record.sent_ns = time.time_ns()
+        self.outstanding += 1
+        client = self.clients[index % len(self.clients)]
+        try:
+            client.submit(index, ItemKind.PROOF, self.plan[index].raw)
+        except ClientError:
+            record.reason = NO_ANSWER
+            self._settle()
+
+    # -- answers -----------------------------------------------------------------------------------
+    def _on_result(self, result: SubmitResult) -> None:
+        record = self.records[result.request_id]
+        record.answer_ns = time.time_ns()
+        record.reason = int(result.reason)
+        if result.reason != RejectReason.ACCEPTED or record.expect != workload.Expect.COMMIT:
+            self._settle()
+
+    def _on_committed(self, note: Committed) -> None:
+        seen_ns = time.time_ns()
+        for proof_id in note.proof_ids:
+            index = self.index_of.get(proof_id)
+            if index is None:
+                continue
+            record = self.records[index]
+            if record.commit_ns:
+                continue
+            record.commit_ns = seen_ns
+            record.height = note.height
+            if record.expect != workload.Expect.COMMIT:
+                self.invalid_committed += 1
+            elif record.reason == RejectReason.ACCEPTED:
+                self._settle()
+
+    def _settle(self) -> None:
+        self.outstanding -= 1
+        room = getattr(self, "_room", None)
+        if room is not None:
+            room.set()
+        if self.outstanding <= 0:
+            self.settled.set()
+
+    async def drain(self) -> None:
+        """Wait for outstanding commits, at most ``drain_s``: what is left is reported uncommitted."""
+        if self.outstanding > 0:
+            self.settled.clear()
+            try:
+                await asyncio.wait_for(self.settled.wait(), self.spec.drain_s)
+            except asyncio.TimeoutError:
+                pass
+
+    def close(self) -> None:
+        for client in self.clients:
+            client.close()
+
+
+def prepare(spec: DriverSpec) -> list[workload.Planned]:
+    keys = workload.owner_keys(spec.seed, spec.index)
+    return workload.make_plan(spec.slots, spec.start_ns, spec.chain_id, keys, spec.work_bits, spec.payload_bytes,
+                              spec.run_tag, spec.invalid_fraction, spec.invalid_kinds, spec.seed * 1000 + spec.index)  # fmt: skip
+
+
+async def drive(spec: DriverSpec, report: Report, stop: asyncio.Event) -> dict[str, Any]:
+    """Prepare, connect, send on schedule until done or ``stop``, drain, write records; return a summary."""
+    began = time.perf_counter()
+    plan = prepare(spec)
+    report("prepared", {"proofs": len(plan), "prepare_s": time.perf_counter() - began})
+    driver = Driver(spec, plan)
+    await driver.connect()
+    report("connected", {"nodes": len(driver.clients)})
+    sender = driver.run_closed_loop() if spec.closed_loop_in_flight else driver.run_open_loop()
+    sending = asyncio.ensure_future(sender)
+    stopping = asyncio.ensure_future(stop.wait())
+    await asyncio.wait({sending, stopping}, return_when=asyncio.FIRST_COMPLETED)
+    interrupted = not sending.done()
+    sending.cancel()
+    if not interrupted:
+        await asyncio.wait({asyncio.ensure_future(driver.drain()), stopping}, return_when=asyncio.FIRST_COMPLETED)
+    stopping.cancel()
+    driver.close()
+    write_records(spec.records_path, driver.records)
+    return {"driver": spec.index, "planned": len(plan), "interrupted": interrupted,
+            "invalid_committed": driver.invalid_committed, "records": str(spec.records_path)}  # fmt: skip

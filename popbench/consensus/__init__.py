@@ -1,0 +1,1 @@
+"""Consensus engines: PBFT for the PoP network, proof-of-work for Antimony."""

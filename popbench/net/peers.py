@@ -1,0 +1,150 @@
+"""The peer manager: accept and dial connections, keep one link per peer, broadcast to validators.
+
+Link rule: a validator dials peers with a *lower* node id and accepts the others, so a full mesh has
+exactly one connection per pair. If two links to one peer still appear (both sides dialled during
+discovery), the one dialled by the lower node id is kept on both sides, so both sides agree.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+from collections.abc import Callable, Iterable
+
+from popbench.net.connection import Connection, ConnectionHost
+from popbench.wire import DisconnectReason, Message, Role, encode_frame
+
+DIAL_TIMEOUT_S = 5.0
+REDIAL_MIN_S = 0.05
+REDIAL_MAX_S = 2.0
+
+Address = tuple[str, int]
+
+
+class PeerManager:
+    """Owns every connection of one node and the tasks that keep its outbound links up."""
+
+    def __init__(self, host: ConnectionHost, delay_for: Callable[[int], float] | None = None) -> None:
+        self.host = host
+        self.links: dict[int, Connection] = {}  # established links to validators and followers
+        self.clients: set[Connection] = set()  # drivers, monitors, joiners in the handshake's CLIENT role
+        self.addresses: dict[int, Address] = {}  # listen addresses learned from HELLO or configuration
+        self._delay_for = delay_for or (lambda node_id: 0.0)
+        self._dialing: dict[Address, asyncio.Task[None]] = {}
+        self._link_closed: dict[int, asyncio.Event] = {}
+        self._server: asyncio.Server | None = None
+        self._all: set[Connection] = set()
+        self._closing = False
+
+    # -- listening and dialling --------------------------------------------------------------------
+    async def listen(self, sock: socket.socket) -> None:
+        """Serve on an already bound socket (the supervisor binds it before forking)."""
+        loop = asyncio.get_running_loop()
+        self._server = await loop.create_server(lambda: self._track(Connection(self.host, outbound=False)), sock=sock)
+
+    def dial(self, address: Address, node_id: int | None = None) -> None:
+        """Keep a link to the node at ``address`` up: dial now, and again with backoff whenever it drops.
+
+        ``node_id`` may be unknown (``popbench node --peer HOST:PORT``): the handshake tells it.
+        """
+        if node_id is not None:
+            self.addresses[node_id] = address
+        if address in self._dialing or self._closing:
+            return
+        self._dialing[address] = asyncio.get_running_loop().create_task(self._keep_dialled(address, node_id))
+
+    async def _keep_dialled(self, address: Address, node_id: int | None) -> None:
+        backoff = REDIAL_MIN_S
+        while not self._closing:
+            link = self.links.get(node_id) if node_id is not None else None
+            if link is not None:
+                await self._closed_event(link.peer_id).wait()
+                continue
+            conn = await self._dial_once(address, node_id)
+            if conn is not None:
+                node_id = conn.peer_id
+                backoff = REDIAL_MIN_S
+                continue
+            await asyncio.sleep(backoff)  # redial backoff after a refused or failed dial, not a sync wait
+            backoff = min(backoff * 2, REDIAL_MAX_S)
+
+    async def _dial_once(self, address: Address, node_id: int | None) -> Connection | None:
+        loop = asyncio.get_running_loop()
+        delay_s = self._delay_for(node_id) if node_id is not None else 0.0
+        try:
+            _, conn = await asyncio.wait_for(
+                loop.create_connection(lambda: self._track(Connection(self.host, True, delay_s)), *address),
+                DIAL_TIMEOUT_S,
+            )
+            await asyncio.wait_for(conn.established, DIAL_TIMEOUT_S)
+        except (OSError, ConnectionError, asyncio.TimeoutError):
+            return None
+        return conn
+
+    def _closed_event(self, node_id: int) -> asyncio.Event:
+        event = self._link_closed.get(node_id)
+        if event is None or event.is_set():
+            event = self._link_closed[node_id] = asyncio.Event()
+        return event
+
+    def _track(self, conn: Connection) -> Connection:
+        self._all.add(conn)
+        return conn
+
+    # -- registry (called by the node's ConnectionHost methods) ------------------------------------
+    def register(self, conn: Connection) -> bool:
+        """Record an established connection; False when it duplicates a link that wins the tie-break."""
+        assert conn.peer is not None
+        if conn.peer.role not in (Role.VALIDATOR, Role.FOLLOWER):
+            self.clients.add(conn)
+            return True
+        peer_id = conn.peer.node_id
+        existing = self.links.get(peer_id)
+        if existing is not None and existing.is_open and not self._prefer(conn, existing):
+            return False
+        self.links[peer_id] = conn
+        if existing is not None and existing.is_open:
+            existing.disconnect(DisconnectReason.DUPLICATE_PEER, "replaced by the link the lower id dialled")
+        if conn.peer.listen_port:
+            self.addresses.setdefault(peer_id, (conn.peer.listen_host, conn.peer.listen_port))
+        conn.delay_s = self._delay_for(peer_id)
+        self._closed_event(peer_id)
+        return True
+
+    def _prefer(self, new: Connection, old: Connection) -> bool:
+        me = self.host.identity.node_id
+        new_dialer = me if new.outbound else new.peer_id
+        old_dialer = me if old.outbound else old.peer_id
+        return new_dialer < old_dialer or new_dialer == old_dialer
+
+    def unregister(self, conn: Connection) -> None:
+        self._all.discard(conn)
+        self.clients.discard(conn)
+        peer_id = conn.peer_id
+        if self.links.get(peer_id) is conn:
+            del self.links[peer_id]
+            event = self._link_closed.get(peer_id)
+            if event is not None:
+                event.set()
+
+    # -- sending -------------------------------------------------------------------------------
+    def broadcast(self, message: Message, to: Iterable[Connection] | None = None) -> None:
+        """Encode once and send to every validator link (or to ``to``)."""
+        frame = encode_frame(message)
+        name = type(message).__name__
+        for conn in self.validator_links() if to is None else to:
+            conn.send_encoded(frame, name)
+
+    def validator_links(self) -> list[Connection]:
+        return [conn for conn in self.links.values() if conn.peer_role == Role.VALIDATOR]
+
+    # -- shutdown ------------------------------------------------------------------------------
+    async def close(self) -> None:
+        self._closing = True
+        for task in self._dialing.values():
+            task.cancel()
+        for conn in list(self._all):
+            conn.disconnect(DisconnectReason.SHUTDOWN)
+        if self._server is not None:
+            self._server.close()
+            await asyncio.gather(*self._dialing.values(), return_exceptions=True)

@@ -1,0 +1,309 @@
+"""The PoP validator node: the composition root that wires store, ledger, network and PBFT together.
+
+A node is one OS process on its own uvloop loop. It serves clients (SUBMIT, SUBSCRIBE, STATUS), speaks
+PBFT with the other validators over authenticated links, catches up from peers, and serves snapshots to
+joining nodes. ``run_node`` is the one entry point, used by ``popbench node`` and by the harness.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import socket
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from popbench import crypto
+from popbench.admission import Admission
+from popbench.catchup import CatchUp
+from popbench.consensus.byzantine import engine_for
+from popbench.counters import NodeCounters
+from popbench.genesis import Genesis
+from popbench.ledger import CommittedBlock, Ledger
+from popbench.mempool import Mempool
+from popbench.net.connection import Connection, Identity
+from popbench.net.peers import Address, PeerManager
+from popbench.status import node_status
+from popbench.store import Store
+from popbench.wire import (
+    TOPIC_COMMITS,
+    BlockRequest,
+    BlockResponse,
+    Commit,
+    Committed,
+    DisconnectReason,
+    Gossip,
+    ItemKind,
+    ItemsRequest,
+    Message,
+    NewView,
+    Peers,
+    PeersRequest,
+    Ping,
+    Pong,
+    Prepare,
+    PrePrepare,
+    RejectReason,
+    Role,
+    SnapshotRequest,
+    Status,
+    StatusRequest,
+    Submit,
+    SubmitResult,
+    Subscribe,
+    ViewChange,
+    encode_frame,
+)
+from popbench.wire.messages import PeerAddress
+
+CONSENSUS_MESSAGES = (PrePrepare, Prepare, Commit, ViewChange, NewView)
+DISCOVERY_INTERVAL_S = 0.5
+Reporter = Callable[[str, dict[str, Any]], None]
+
+
+@dataclass
+class NodeConfig:
+    """Everything one node needs to start; the harness and ``popbench node`` both build one."""
+
+    node_id: int
+    genesis: Genesis
+    key: crypto.SigningKey
+    data_dir: Path
+    listen: Address = ("127.0.0.1", 0)
+    listen_socket: socket.socket | None = None
+    dial: list[tuple[int | None, Address]] = field(default_factory=list)  # (node id if known, address)
+    discover: bool = False  # learn every validator's address by peer exchange and link to all
+    role: Role = Role.VALIDATOR
+    byzantine: str | None = None
+    region_of: dict[int, str] = field(default_factory=dict)
+    latency_ms: dict[str, dict[str, float]] = field(default_factory=dict)
+    expected_links: int | None = None  # report "connected" once this many links are up
+
+
+class Node:
+    """One validator (or follower): implements the hosts the connections and the engine talk to."""
+
+    def __init__(self, config: NodeConfig, report: Reporter | None = None) -> None:
+        self.config = config
+        self.genesis: Genesis = config.genesis
+        self.key = config.key
+        self.node_id = config.node_id
+        self.counters = NodeCounters()
+        self.started_ns = time.time_ns()
+        self.report = report or (lambda event, fields: None)
+        config.data_dir.mkdir(parents=True, exist_ok=True)
+        self.store = Store(config.data_dir / f"node-{config.node_id}.sqlite")
+        self.ledger = Ledger(self.genesis, self.store)
+        self.mempool = Mempool(self.genesis.params.mempool_limit)
+        self.identity = Identity(self.genesis.chain_id, config.node_id, config.role, config.key,
+                                 self.genesis.public_keys, *config.listen)  # fmt: skip
+        self.peers = PeerManager(self, self._delay_for)
+        self.admission = Admission(self.ledger, self.mempool, self.counters, self.peers.broadcast)
+        self.engine = engine_for(config.byzantine, self, config.role)
+        self.catchup = CatchUp(self)
+        self.subscribers: set[Connection] = set()
+        self.round_times_s: list[float] = []
+        self.commit_times_ns: list[int] = []
+        self._connected_reported = False
+        self._tasks: list[asyncio.Task[None]] = []
+        self._handlers = self._build_handlers()
+
+    # -- lifecycle ---------------------------------------------------------------------------------
+    async def start(self) -> None:
+        sock = self.config.listen_socket or _bind(self.config.listen)
+        self.identity.listen_host, self.identity.listen_port = sock.getsockname()[:2]
+        await self.peers.listen(sock)
+        self.report("listening", {"host": self.identity.listen_host, "port": self.identity.listen_port})
+        for node_id, address in self.config.dial:
+            self.peers.dial(address, node_id)
+        if self.config.discover:
+            self._tasks.append(asyncio.get_running_loop().create_task(self._discover()))
+        self.engine.start()
+
+    async def stop(self) -> None:
+        self.engine.stop()
+        for task in self._tasks:
+            task.cancel()
+        await self.peers.close()
+        self.store.close()
+
+    # -- ConnectionHost ----------------------------------------------------------------------------
+    def connection_established(self, conn: Connection) -> bool:
+        if not self.peers.register(conn):
+            return False
+        if conn.peer_role == Role.VALIDATOR:
+            self._links_changed()
+            conn.send(BlockRequest(self.ledger.height + 1, 1))  # a restarted node learns if it is behind
+            if self.config.role == Role.FOLLOWER:
+                conn.send(Subscribe(TOPIC_COMMITS))  # a follower learns of new blocks by notification
+        return True
+
+    def connection_closed(self, conn: Connection) -> None:
+        self.peers.unregister(conn)
+        self.subscribers.discard(conn)
+
+    def message_from(self, conn: Connection, message: Message) -> None:
+        handler = self._handlers.get(type(message))
+        if handler is None:
+            conn.disconnect(DisconnectReason.UNEXPECTED_MESSAGE, type(message).__name__)
+            return
+        handler(conn, message)
+
+    def _build_handlers(self) -> dict[type[Message], Callable[[Connection, Any], None]]:
+        handlers: dict[type[Message], Callable[[Connection, Any], None]] = {
+            Submit: self._on_submit, Gossip: self._on_gossip, ItemsRequest: self._on_items_request,
+            Subscribe: self._on_subscribe, StatusRequest: self._on_status_request, Ping: self._on_ping,
+            PeersRequest: self._on_peers_request, Peers: self._on_peers,
+            BlockRequest: self.catchup.on_block_request, BlockResponse: self.catchup.on_block_response,
+            SnapshotRequest: self.catchup.on_snapshot_request, Committed: self._on_committed_notice,
+        }  # fmt: skip
+        for kind in CONSENSUS_MESSAGES:
+            handlers[kind] = self._on_consensus
+        return handlers
+
+    # -- clients -------------------------------------------------------------------------------------
+    def _on_submit(self, conn: Connection, message: Submit) -> None:
+        if self.config.role != Role.VALIDATOR:
+            conn.send(SubmitResult(message.request_id, bytes(32), RejectReason.NOT_A_VALIDATOR))
+            return
+        reason, item_id = self.admission.admit(message.kind, message.item, relay=True)
+        conn.send(SubmitResult(message.request_id, item_id, reason))
+        if reason == 0:
+            self.engine.work_arrived()
+
+    def _on_subscribe(self, conn: Connection, message: Subscribe) -> None:
+        if message.topics & TOPIC_COMMITS:
+            self.subscribers.add(conn)
+
+    def _on_status_request(self, conn: Connection, message: StatusRequest) -> None:
+        conn.send(Status(self.status()))
+
+    def _on_ping(self, conn: Connection, message: Ping) -> None:
+        conn.send(Pong(message.nonce, message.sent_ns))
+
+    def status(self) -> dict[str, Any]:
+        return node_status(self)
+
+    # -- validators ----------------------------------------------------------------------------------
+    def _on_committed_notice(self, conn: Connection, message: Committed) -> None:
+        if message.height > self.ledger.height:
+            self.catchup.request(conn.peer_id)
+
+    def _on_gossip(self, conn: Connection, message: Gossip) -> None:
+        admitted = 0
+        for raw in message.items:
+            reason, _ = self.admission.admit(message.kind, raw, relay=False)
+            admitted += reason == 0
+        if admitted:
+            self.engine.work_arrived()
+
+    def _on_items_request(self, conn: Connection, message: ItemsRequest) -> None:
+        found = self.admission.lookup(message.ids)
+        if found:
+            conn.send(Gossip(message.kind, found))
+
+    def _on_consensus(self, conn: Connection, message: Message) -> None:
+        if not conn.is_validator_link:
+            conn.disconnect(DisconnectReason.UNEXPECTED_MESSAGE, "consensus messages are for validators")
+            return
+        self.engine.on_message(conn.peer_id, message)
+
+    # -- PbftHost ------------------------------------------------------------------------------------
+    def broadcast(self, message: Message) -> None:
+        self.admission.flush_gossip()  # a proposal's items must reach peers before the proposal does
+        self.peers.broadcast(message)
+
+    def send_to(self, node_id: int, message: Message) -> None:
+        link = self.peers.links.get(node_id)
+        if link is not None:
+            link.send(message)
+
+    def verify(self, public_key: bytes, message: bytes, signature: bytes) -> bool:
+        self.counters.signature_verifications += 1
+        return crypto.verify(public_key, message, signature)
+
+    def request_items(self, node_id: int, kind: ItemKind, ids: list[bytes]) -> None:
+        self.send_to(node_id, ItemsRequest(kind, ids))
+
+    def request_catch_up(self, node_id: int) -> None:
+        self.catchup.request(node_id)
+
+    def block_committed(self, record: CommittedBlock, view: int, round_s: float | None) -> None:
+        block = record.block
+        self.mempool.remove(block.proof_ids)
+        self.mempool.remove(block.transfer_ids)
+        counters = self.counters
+        counters.blocks_committed += 1
+        counters.proofs_committed += len(block.proof_ids)
+        counters.transfers_committed += len(block.transfer_ids)
+        if round_s is not None:
+            self.round_times_s.append(round_s)
+        self.commit_times_ns.append(time.time_ns())
+        self._notify_subscribers(record, view)
+
+    def _notify_subscribers(self, record: CommittedBlock, view: int) -> None:
+        if not self.subscribers:
+            return
+        block = record.block
+        note = Committed(block.height, block.hash, view, time.time_ns(), block.proof_ids, block.transfer_ids)
+        frame = encode_frame(note)
+        for conn in self.subscribers:
+            conn.send_encoded(frame, "Committed")
+
+    # -- peers and discovery -------------------------------------------------------------------------
+    def _links_changed(self) -> None:
+        links = len(self.peers.validator_links())
+        expected = self.config.expected_links
+        if expected is not None and links >= expected and not self._connected_reported:
+            self._connected_reported = True
+            self.report("connected", {"peers": links})
+
+    def _on_peers_request(self, conn: Connection, message: PeersRequest) -> None:
+        entries = [PeerAddress(self.node_id, int(self.config.role), socket.inet_aton(self.identity.listen_host), self.identity.listen_port)]
+        for node_id, (host, port) in self.peers.addresses.items():
+            entries.append(PeerAddress(node_id, int(Role.VALIDATOR), socket.inet_aton(host), port))
+        conn.send(Peers(entries))
+
+    def _on_peers(self, conn: Connection, message: Peers) -> None:
+        for entry in message.peers:
+            if entry.node_id < self.node_id and entry.node_id in self.genesis.public_keys:
+                self.peers.dial((socket.inet_ntoa(entry.host), entry.port), entry.node_id)
+
+    async def _discover(self) -> None:
+        """Ask linked peers for addresses until this node links to every lower validator."""
+        lower = sum(1 for node_id in self.genesis.public_keys if node_id < self.node_id)
+        while sum(1 for node_id in self.peers.links if node_id < self.node_id) < lower:
+            links = list(self.peers.links.values())
+            for link in random.sample(links, min(2, len(links))):
+                link.send(PeersRequest())
+            await asyncio.sleep(DISCOVERY_INTERVAL_S)  # a polling period of peer exchange, not a sync wait
+
+    def _delay_for(self, peer_id: int) -> float:
+        regions = self.config.region_of
+        mine, theirs = regions.get(self.node_id), regions.get(peer_id)
+        if mine is None or theirs is None:
+            return 0.0
+        return self.config.latency_ms.get(mine, {}).get(theirs, 0.0) / 1000
+
+
+def _bind(address: Address) -> socket.socket:
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind(address)
+    sock.listen(1024)
+    return sock
+
+
+async def serve(config: NodeConfig, stop: asyncio.Event, report: Reporter | None = None) -> Node:
+    """Run a node until ``stop`` is set; returns the stopped node (its counters stay readable)."""
+    node = Node(config, report)
+    try:
+        await node.start()
+        await stop.wait()
+    finally:
+        await node.stop()
+    return node
+

@@ -1,0 +1,54 @@
+"""Run one node process in the foreground: a fresh uvloop loop, signal handling, periodic status.
+
+Used by ``popbench node`` and by the harness's node children (after fork, a child never reuses the
+supervisor's loop: it builds its own here).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+from collections.abc import Callable
+from typing import Any
+
+import uvloop
+
+from popbench.node import Node, NodeConfig, Reporter
+
+StatusSink = Callable[[dict[str, Any]], None]
+
+
+def run_node_forever(
+    config: NodeConfig,
+    report: Reporter | None = None,
+    status_every_s: float | None = None,
+    on_status: StatusSink | None = None,
+) -> dict[str, Any]:
+    """Serve until SIGINT or SIGTERM; returns the node's final status (its metrics summary)."""
+    return uvloop.run(_serve(config, report, status_every_s, on_status))
+
+
+async def _serve(config: NodeConfig, report: Reporter | None, every_s: float | None, on_status: StatusSink | None) -> dict[str, Any]:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, stop.set)
+    node = Node(config, report)
+    ticker: asyncio.Task[None] | None = None
+    try:
+        await node.start()
+        if every_s and on_status:
+            ticker = loop.create_task(_tick(node, every_s, on_status))
+        await stop.wait()
+    finally:
+        if ticker is not None:
+            ticker.cancel()
+        final = node.status()
+        await node.stop()
+    return final
+
+
+async def _tick(node: Node, every_s: float, on_status: StatusSink) -> None:
+    while True:
+        await asyncio.sleep(every_s)  # the status line's period, not a synchronisation
+        on_status(node.status())
