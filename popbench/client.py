@@ -120,8 +120,8 @@ class NodeClient:
         except asyncio.TimeoutError as err:
             raise ClientError(f"no {answer_type.__name__} within {timeout_s} s") from err
 
-    async def status(self) -> dict[str, Any]:
-        answer = await self.request(StatusRequest())
+    async def status(self, timeout_s: float = REQUEST_TIMEOUT_S) -> dict[str, Any]:
+        answer = await self.request(StatusRequest(), timeout_s)
         assert isinstance(answer, Status)
         return answer.payload
 

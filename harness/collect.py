@@ -1,0 +1,130 @@
+"""The collector: samples every node's STATUS and psutil figures, and the harness's own CPU share.
+
+It runs in the supervisor's event loop. STATUS travels over one client connection per node; CPU comes
+from psutil's cumulative CPU times (differences between samples, so no blocking interval); USS is read
+less often because it walks /proc/<pid>/smaps, which is costly for a hundred processes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import psutil
+
+from popbench.client import NodeClient
+from popbench.errors import ClientError
+
+STATUS_TIMEOUT_S = 5.0
+USS_EVERY_SAMPLES = 10
+Address = tuple[str, int]
+
+
+@dataclass
+class ProcessSample:
+    cpu_s: float  # cumulative user + system CPU seconds
+    uss_bytes: int | None
+    open_files: int
+    ctx_switches: int
+
+
+@dataclass
+class Sample:
+    """One round of observations at wall-clock ``at_ns``."""
+
+    at_ns: int
+    statuses: dict[int, dict[str, Any]]  # node id -> STATUS payload (missing: did not answer)
+    processes: dict[int, ProcessSample]  # node id -> psutil figures (missing: process gone)
+    harness_cpu_s: float
+
+
+@dataclass
+class Collector:
+    """Keeps a connection to every node and samples them on demand or every ``interval_s``."""
+
+    nodes: dict[int, Address]
+    chain_id: bytes
+    pids: dict[int, int]
+    harness_pids: Callable[[], list[int]]
+    samples: list[Sample] = field(default_factory=list)
+    _clients: dict[int, NodeClient] = field(default_factory=dict)
+    _procs: dict[int, psutil.Process] = field(default_factory=dict)
+
+    async def connect(self) -> None:
+        await asyncio.gather(*(self._connect(node_id) for node_id in self.nodes))
+
+    async def _connect(self, node_id: int) -> None:
+        client = self._clients.get(node_id)
+        if client is not None and client.conn is not None and client.conn.is_open:
+            return
+        try:
+            self._clients[node_id] = await NodeClient.connect(*self.nodes[node_id], chain_id=self.chain_id)
+        except ClientError:
+            self._clients.pop(node_id, None)
+
+    def node_restarted(self, node_id: int, pid: int) -> None:
+        self.pids[node_id] = pid
+        self._procs.pop(node_id, None)
+        self._clients.pop(node_id, None)
+
+    async def sample(self) -> Sample:
+        statuses = await self._statuses()
+        with_uss = len(self.samples) % USS_EVERY_SAMPLES == 0
+        processes = {node_id: s for node_id in self.pids if (s := self._process(node_id, with_uss)) is not None}
+        sample = Sample(time.time_ns(), statuses, processes, self._harness_cpu())
+        self.samples.append(sample)
+        return sample
+
+    async def run(self, interval_s: float, stop: asyncio.Event, on_sample: Callable[[Sample], None]) -> None:
+        while not stop.is_set():
+            on_sample(await self.sample())
+            try:
+                await asyncio.wait_for(stop.wait(), interval_s)
+            except asyncio.TimeoutError:
+                pass
+
+    async def _statuses(self) -> dict[int, dict[str, Any]]:
+        missing = [node_id for node_id in self.nodes if node_id not in self._clients]
+        if missing:
+            await asyncio.gather(*(self._connect(node_id) for node_id in missing))
+        answers = await asyncio.gather(*(self._status(node_id, c) for node_id, c in self._clients.items()))
+        return {node_id: status for node_id, status in answers if status is not None}
+
+    async def _status(self, node_id: int, client: NodeClient) -> tuple[int, dict[str, Any] | None]:
+        try:
+            return node_id, await client.status(STATUS_TIMEOUT_S)
+        except ClientError:
+            self._clients.pop(node_id, None)
+            client.close()
+            return node_id, None
+
+    def _process(self, node_id: int, with_uss: bool) -> ProcessSample | None:
+        proc = self._procs.get(node_id)
+        if proc is None:
+            proc = self._procs[node_id] = psutil.Process(self.pids[node_id])
+        try:
+            with proc.oneshot():
+                times = proc.cpu_times()
+                uss = proc.memory_full_info().uss if with_uss else None
+                switches = proc.num_ctx_switches()
+                return ProcessSample(times.user + times.system, uss, proc.num_fds(), switches.voluntary + switches.involuntary)
+        except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
+            return None
+
+    def _harness_cpu(self) -> float:
+        total = 0.0
+        for pid in self.harness_pids():
+            try:
+                times = psutil.Process(pid).cpu_times()
+            except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
+                continue
+            total += times.user + times.system
+        return total
+
+    def close(self) -> None:
+        for client in self._clients.values():
+            client.close()
+        self._clients.clear()
