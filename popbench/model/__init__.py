@@ -1,0 +1,1 @@
+"""The data model: proofs, transfers, blocks, votes and commit certificates, with canonical encodings."""
