@@ -11,6 +11,7 @@ import click
 
 COMMAND_MODULES: tuple[str, ...] = (
     "harness.cli_run",
+    "harness.cli_node",
 )
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 from pathlib import Path
 from typing import Any
 
@@ -51,9 +52,11 @@ def config_from_options(options: dict[str, Any]) -> NodeConfig:
     else:
         key = node_key(genesis_path, Path(options["keys"]) if options.get("keys") else None, node_id)
     peers = [parse_address(p, "--peer") for p in options.get("peers", [])]
+    listen_fd = options.get("listen_fd")
     return NodeConfig(
         node_id=node_id, genesis=genesis, key=key, data_dir=Path(options["data_dir"]),
-        listen=parse_address(options.get("listen", "127.0.0.1:0"), "--listen"),
+        listen=parse_address(options.get("listen") or "127.0.0.1:0", "--listen"),
+        listen_socket=socket.socket(fileno=int(listen_fd)) if listen_fd is not None else None,
         dial=[(None, address) for address in peers], discover=True, role=role,
         byzantine=options.get("byzantine"),
     )  # fmt: skip
@@ -80,6 +83,7 @@ def register(group: click.Group) -> None:
 @click.option("--node-id", type=int, help="This validator's id in the genesis.")
 @click.option("--data-dir", type=click.Path(file_okay=False), help="Where the node's SQLite database lives.")
 @click.option("--listen", default="127.0.0.1:0", show_default=True, help="HOST:PORT to listen on.")
+@click.option("--listen-fd", type=int, help="Serve on this inherited, already listening socket (overrides --listen).")
 @click.option("--peer", "peers", multiple=True, help="HOST:PORT of a peer to dial (repeatable).")
 @click.option("--keys", type=click.Path(exists=True, dir_okay=False), help="Keys file (default: beside the genesis).")
 @click.option("--config", "config_file", type=click.Path(exists=True, dir_okay=False), help="JSON file with the same options.")
@@ -87,7 +91,7 @@ def register(group: click.Group) -> None:
 def node_command(config_file: str | None, **options: Any) -> None:
     """Run one validator in the foreground, with a status line every second."""
     if config_file:
-        options = {**_load_config(Path(config_file)), **{k: v for k, v in options.items() if v}}
+        options = {**_load_config(Path(config_file)), **{k: v for k, v in options.items() if v not in (None, ())}}
     for required in ("genesis", "node_id", "data_dir"):
         if options.get(required) is None:
             raise click.UsageError(f"--{required.replace('_', '-')} is required (or give --config)")

@@ -1,0 +1,265 @@
+"""The genesis file: validators, stakes, balances and chain parameters; its hash is the chain id.
+
+The file is JSON (format: docs/genesis.md). It holds no private keys: ``popbench genesis`` writes them to
+a separate keys file, reproducible from the seed (a benchmark network, not a production one).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from functools import cached_property
+from math import gcd
+from pathlib import Path
+from typing import Any
+
+from popbench import crypto
+from popbench.errors import ConfigError
+from popbench.model.hashing import address_of
+
+MAX_SCHEDULE_SLOTS = 10_000  # stakes are scaled down until one rotation fits in this many slots
+
+
+@dataclass(frozen=True)
+class ChainParams:
+    """Consensus and economics of a chain; every field is validated on load."""
+
+    batch_size: int = 500  # items per block at most
+    batch_interval_ms: int = 50  # a leader with items waits at most this long for a fuller batch
+    view_timeout_ms: int = 2000  # first view timeout; doubles per failed view in a row
+    view_timeout_max_ms: int = 30000
+    min_stake: int = 1000
+    min_work_bits: int = 8  # leading zero bits every proof's work digest must have at least
+    reward_per_proof: int = 1
+    block_reward: int = 10
+    validator_reward: int = 1
+    epoch_length: int = 100  # blocks per epoch (validator-set changes, designed: docs/consensus.md)
+    mempool_limit: int = 50_000  # items; SUBMIT answers BUSY beyond it
+    pow_block_interval_ms: int = 2000
+    pow_retarget_blocks: int = 10
+    pow_initial_work_bits: int = 16
+
+    def __post_init__(self) -> None:
+        for item in dataclasses.fields(self):
+            value = getattr(self, item.name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+                raise ConfigError(f"must be a non-negative integer, got {value!r}", key=f"params.{item.name}")
+        for name in ("batch_size", "batch_interval_ms", "view_timeout_ms", "mempool_limit", "epoch_length",
+                     "pow_block_interval_ms", "pow_retarget_blocks"):  # fmt: skip
+            if getattr(self, name) == 0:
+                raise ConfigError("must be at least 1", key=f"params.{name}")
+        if self.min_work_bits > 64 or self.pow_initial_work_bits > 64:
+            raise ConfigError("work bits above 64 are not minable here", key="params.min_work_bits")
+
+
+@dataclass(frozen=True)
+class ValidatorInfo:
+    node_id: int
+    public_key: bytes
+    stake: int
+
+    @property
+    def address(self) -> bytes:
+        return address_of(self.public_key)
+
+
+@dataclass(frozen=True)
+class Genesis:
+    chain_name: str
+    validators: tuple[ValidatorInfo, ...]
+    balances: Mapping[bytes, int] = field(default_factory=dict)
+    params: ChainParams = field(default_factory=ChainParams)
+
+    def __post_init__(self) -> None:
+        if not self.validators:
+            raise ConfigError("a genesis needs at least one validator", key="validators")
+        ids = [v.node_id for v in self.validators]
+        keys = [v.public_key for v in self.validators]
+        if len(set(ids)) != len(ids) or len(set(keys)) != len(keys):
+            raise ConfigError("validator ids and keys must be unique", key="validators")
+        for v in self.validators:
+            if v.stake < self.params.min_stake:
+                raise ConfigError(f"stake {v.stake} of validator {v.node_id} is below the minimum {self.params.min_stake}", key="validators")
+
+    # -- identity ----------------------------------------------------------------------------------
+    def to_json_dict(self) -> dict[str, Any]:
+        return {
+            "chain_name": self.chain_name,
+            "validators": [{"node_id": v.node_id, "public_key": v.public_key.hex(), "stake": v.stake} for v in self.validators],
+            "balances": {address.hex(): amount for address, amount in sorted(self.balances.items())},
+            "params": dataclasses.asdict(self.params),
+        }
+
+    @cached_property
+    def chain_id(self) -> bytes:
+        canonical = json.dumps(self.to_json_dict(), sort_keys=True, separators=(",", ":")).encode()
+        return hashlib.sha256(canonical).digest()
+
+    # -- validator set -----------------------------------------------------------------------------
+    @property
+    def n(self) -> int:
+        return len(self.validators)
+
+    @property
+    def f(self) -> int:
+        return (self.n - 1) // 3
+
+    @property
+    def quorum(self) -> int:
+        return 2 * self.f + 1
+
+    @cached_property
+    def public_keys(self) -> dict[int, bytes]:
+        return {v.node_id: v.public_key for v in self.validators}
+
+    @cached_property
+    def _by_id(self) -> dict[int, ValidatorInfo]:
+        return {v.node_id: v for v in self.validators}
+
+    def validator(self, node_id: int) -> ValidatorInfo:
+        return self._by_id[node_id]
+
+    @cached_property
+    def leader_schedule(self) -> tuple[int, ...]:
+        """Smooth weighted round-robin over the stakes: with equal stakes, plain round-robin."""
+        stakes = _scaled_stakes([v.stake for v in self.validators])
+        current = [0] * self.n
+        total = sum(stakes)
+        schedule = []
+        for _ in range(total):
+            current = [c + s for c, s in zip(current, stakes)]
+            chosen = max(range(self.n), key=lambda i: (current[i], -i))
+            current[chosen] -= total
+            schedule.append(self.validators[chosen].node_id)
+        return tuple(schedule)
+
+    def leader_for_view(self, view: int) -> int:
+        schedule = self.leader_schedule
+        return schedule[view % len(schedule)]
+
+
+def _scaled_stakes(stakes: list[int]) -> list[int]:
+    divisor = 0
+    for stake in stakes:
+        divisor = gcd(divisor, stake)
+    scaled = [stake // divisor for stake in stakes]
+    while sum(scaled) > MAX_SCHEDULE_SLOTS:  # keep every validator at least one slot
+        factor = sum(scaled) / MAX_SCHEDULE_SLOTS
+        scaled = [max(1, round(s / factor)) for s in scaled]
+    return scaled
+
+
+# -- making, reading and writing ----------------------------------------------------------------------
+def make_genesis(count: int, seed: str = "popbench", stake: int = 10_000, balance: int = 1_000_000,
+                 params: ChainParams | None = None, chain_name: str = "popbench-bench") -> tuple[Genesis, list[crypto.SigningKey]]:  # fmt: skip
+    """A reproducible genesis of ``count`` validators; validator i's key is ``derive_key(seed, i)``."""
+    if count < 1:
+        raise ConfigError("at least one validator", key="--count")
+    keys = [crypto.derive_key(seed, index) for index in range(count)]
+    validators = tuple(ValidatorInfo(index, key.public_key, stake) for index, key in enumerate(keys))
+    balances = {v.address: balance for v in validators}
+    return Genesis(chain_name, validators, balances, params or ChainParams()), keys
+
+
+def genesis_from_dict(data: Any, source: str) -> Genesis:
+    if not isinstance(data, dict):
+        raise ConfigError("a genesis file must be a JSON object", source=source)
+    _check_keys(data, {"chain_name", "validators", "balances", "params"}, "", source)
+    params = _params(data.get("params", {}), source)
+    validators = tuple(_validator(entry, i, source) for i, entry in enumerate(_list(data, "validators", source)))
+    balances = {_hex(k, f"balances.{k}", source, 20): _int(v, f"balances.{k}", source) for k, v in data.get("balances", {}).items()}
+    try:
+        return Genesis(str(data.get("chain_name", "popbench")), validators, balances, params)
+    except ConfigError as err:
+        raise ConfigError(str(err), source=source) from err
+
+
+def load_genesis(path: Path) -> Genesis:
+    return genesis_from_dict(_read_json(path), str(path))
+
+
+def write_genesis(genesis: Genesis, path: Path) -> None:
+    path.write_text(json.dumps(genesis.to_json_dict(), indent=2, sort_keys=True) + "\n")
+
+
+def write_keys(keys: list[crypto.SigningKey], path: Path) -> None:
+    path.write_text(json.dumps({str(i): key.secret.hex() for i, key in enumerate(keys)}, indent=2) + "\n")
+    os.chmod(path, 0o600)
+
+
+def load_keys(path: Path) -> dict[int, crypto.SigningKey]:
+    data = _read_json(path)
+    if not isinstance(data, dict):
+        raise ConfigError("a keys file maps node ids to secret keys", source=str(path))
+    return {int(node_id): crypto.SigningKey(_hex(secret, node_id, str(path), 32)) for node_id, secret in data.items()}
+
+
+def genesis_from_validators_file(path: Path, params: ChainParams | None = None) -> Genesis:
+    data = _read_json(path)
+    entries = data.get("validators") if isinstance(data, dict) else data
+    wrapped = {"validators": entries, "params": dataclasses.asdict(params or ChainParams())}
+    if isinstance(data, dict):
+        wrapped.update({k: v for k, v in data.items() if k != "validators"})
+    return genesis_from_dict(wrapped, str(path))
+
+
+# -- validation helpers ---------------------------------------------------------------------------------
+def _read_json(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError) as err:
+        raise ConfigError(f"cannot read JSON: {err}", source=str(path)) from err
+
+
+def _check_keys(data: dict[str, Any], allowed: set[str], prefix: str, source: str) -> None:
+    for key in data:
+        if key not in allowed:
+            raise ConfigError(f"unknown key (known: {', '.join(sorted(allowed))})", key=f"{prefix}{key}", source=source)
+
+
+def _params(data: Any, source: str) -> ChainParams:
+    if not isinstance(data, dict):
+        raise ConfigError("must be an object", key="params", source=source)
+    known = {f.name for f in dataclasses.fields(ChainParams)}
+    _check_keys(data, known, "params.", source)
+    try:
+        return ChainParams(**data)
+    except ConfigError as err:
+        raise ConfigError(str(err), source=source) from err
+
+
+def _validator(entry: Any, index: int, source: str) -> ValidatorInfo:
+    key = f"validators[{index}]"
+    if not isinstance(entry, dict):
+        raise ConfigError("must be an object", key=key, source=source)
+    _check_keys(entry, {"node_id", "public_key", "stake"}, f"{key}.", source)
+    return ValidatorInfo(_int(entry.get("node_id"), f"{key}.node_id", source),
+                         _hex(entry.get("public_key"), f"{key}.public_key", source, 33),
+                         _int(entry.get("stake"), f"{key}.stake", source))  # fmt: skip
+
+
+def _list(data: dict[str, Any], key: str, source: str) -> list[Any]:
+    value = data.get(key)
+    if not isinstance(value, list):
+        raise ConfigError("must be a list", key=key, source=source)
+    return value
+
+
+def _int(value: Any, key: str, source: str) -> int:
+    if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+        raise ConfigError(f"must be a non-negative integer, got {value!r}", key=key, source=source)
+    return value
+
+
+def _hex(value: Any, key: str, source: str, size: int) -> bytes:
+    try:
+        raw = bytes.fromhex(value)
+    except (TypeError, ValueError) as err:
+        raise ConfigError(f"must be hex, got {value!r}", key=key, source=source) from err
+    if len(raw) != size:
+        raise ConfigError(f"must be {size} bytes of hex, got {len(raw)}", key=key, source=source)
+    return raw

@@ -1,0 +1,144 @@
+"""One SQLite database per node: committed blocks with certificates, account state, seen item ids.
+
+WAL mode with ``synchronous=NORMAL``: a commit survives the node process being killed (kill -9), which
+is what the harness and the tests do; it is not promised to survive the operating system crashing.
+Every committed block is written with its state changes and item ids in one transaction.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from types import TracebackType
+
+from popbench.errors import StorageError
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS blocks (
+    height INTEGER PRIMARY KEY, hash BLOB NOT NULL, view INTEGER NOT NULL,
+    committed BLOB NOT NULL, state_root BLOB NOT NULL);
+CREATE TABLE IF NOT EXISTS accounts (
+    address BLOB PRIMARY KEY, balance INTEGER NOT NULL, stake INTEGER NOT NULL,
+    rewards INTEGER NOT NULL, nonce INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS items (id BLOB PRIMARY KEY, height INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS pow_blocks (
+    hash BLOB PRIMARY KEY, prev_hash BLOB NOT NULL, height INTEGER NOT NULL,
+    total_work TEXT NOT NULL, encoded BLOB NOT NULL);
+"""
+Row = tuple[bytes, int, int, int, int]
+
+
+class Store:
+    """The node's database; used from the node's one thread."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        try:
+            self._db = sqlite3.connect(path, isolation_level=None)
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=NORMAL")
+            self._db.executescript(SCHEMA)
+        except sqlite3.Error as err:
+            raise StorageError(f"cannot open the node database {path}: {err}") from err
+
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, error: BaseException | None, trace: TracebackType | None) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._db.close()
+
+    # -- PoP chain ---------------------------------------------------------------------------------
+    def save_committed(self, height: int, block_hash: bytes, view: int, committed: bytes, item_ids: Sequence[bytes],
+                       accounts: Iterable[Row], state_root: bytes) -> None:  # fmt: skip
+        with self._transaction():
+            self._db.execute("INSERT INTO blocks VALUES (?, ?, ?, ?, ?)", (height, block_hash, view, committed, state_root))
+            self._db.executemany("INSERT OR IGNORE INTO items VALUES (?, ?)", ((i, height) for i in item_ids))
+            self._upsert_accounts(accounts)
+
+    def replace_state(self, height: int, block_hash: bytes, committed: bytes, accounts: Iterable[Row], state_root: bytes) -> None:
+        """Install a verified snapshot: the state at ``height`` and the block that certifies it."""
+        with self._transaction():
+            for table in ("blocks", "accounts", "items"):
+                self._db.execute(f"DELETE FROM {table}")  # noqa: S608 (fixed table names)
+            self._db.execute("INSERT INTO blocks VALUES (?, ?, ?, ?, ?)", (height, block_hash, 0, committed, state_root))
+            self._upsert_accounts(accounts)
+
+    def _upsert_accounts(self, accounts: Iterable[Row]) -> None:
+        self._db.executemany("INSERT OR REPLACE INTO accounts VALUES (?, ?, ?, ?, ?)", accounts)
+
+    def head(self) -> tuple[int, bytes] | None:
+        row = self._one("SELECT height, hash FROM blocks ORDER BY height DESC LIMIT 1")
+        return (row[0], row[1]) if row else None
+
+    def committed_range(self, from_height: int, count: int) -> list[bytes]:
+        rows = self._all("SELECT committed FROM blocks WHERE height >= ? ORDER BY height LIMIT ?", (from_height, count))
+        return [row[0] for row in rows]
+
+    def committed_at(self, height: int) -> bytes | None:
+        row = self._one("SELECT committed FROM blocks WHERE height = ?", (height,))
+        return row[0] if row else None
+
+    def block_hashes(self) -> list[tuple[int, bytes]]:
+        return [(row[0], row[1]) for row in self._all("SELECT height, hash FROM blocks ORDER BY height")]
+
+    def state_root_at(self, height: int) -> bytes | None:
+        row = self._one("SELECT state_root FROM blocks WHERE height = ?", (height,))
+        return row[0] if row else None
+
+    def load_accounts(self) -> list[Row]:
+        return [tuple(row) for row in self._all("SELECT address, balance, stake, rewards, nonce FROM accounts")]  # type: ignore[misc]
+
+    def seen_ids(self) -> set[bytes]:
+        return {row[0] for row in self._all("SELECT id FROM items")}
+
+    def has_item(self, item_id: bytes) -> bool:
+        return self._one("SELECT 1 FROM items WHERE id = ?", (item_id,)) is not None
+
+    # -- PoW chain ---------------------------------------------------------------------------------
+    def save_pow_block(self, block_hash: bytes, prev_hash: bytes, height: int, total_work: int, encoded: bytes) -> None:
+        with self._transaction():
+            self._db.execute("INSERT OR IGNORE INTO pow_blocks VALUES (?, ?, ?, ?, ?)",
+                             (block_hash, prev_hash, height, format(total_work, "x"), encoded))  # fmt: skip
+
+    def load_pow_blocks(self) -> list[tuple[bytes, bytes, int, int, bytes]]:
+        rows = self._all("SELECT hash, prev_hash, height, total_work, encoded FROM pow_blocks ORDER BY height")
+        return [(r[0], r[1], r[2], int(r[3], 16), r[4]) for r in rows]
+
+    # -- plumbing ----------------------------------------------------------------------------------
+    def _transaction(self) -> _Transaction:
+        return _Transaction(self._db, self.path)
+
+    def _one(self, sql: str, args: tuple[object, ...] = ()) -> tuple[object, ...] | None:
+        try:
+            return self._db.execute(sql, args).fetchone()  # type: ignore[no-any-return]
+        except sqlite3.Error as err:
+            raise StorageError(f"{self.path}: {err}") from err
+
+    def _all(self, sql: str, args: tuple[object, ...] = ()) -> list[tuple[object, ...]]:
+        try:
+            return self._db.execute(sql, args).fetchall()
+        except sqlite3.Error as err:
+            raise StorageError(f"{self.path}: {err}") from err
+
+
+class _Transaction:
+    """BEGIN ... COMMIT, or ROLLBACK on any error; sqlite3 errors leave as StorageError."""
+
+    def __init__(self, db: sqlite3.Connection, path: Path) -> None:
+        self._db = db
+        self._path = path
+
+    def __enter__(self) -> None:
+        self._db.execute("BEGIN")
+
+    def __exit__(self, kind: type[BaseException] | None, error: BaseException | None, trace: TracebackType | None) -> None:
+        if kind is None:
+            self._db.execute("COMMIT")
+            return
+        self._db.execute("ROLLBACK")
+        if isinstance(error, sqlite3.Error):
+            raise StorageError(f"{self._path}: {error}") from error
