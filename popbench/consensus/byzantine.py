@@ -12,6 +12,7 @@ from __future__ import annotations
 from popbench.consensus.pbft import PbftEngine, PbftHost
 from popbench.errors import ConfigError
 from popbench.mempool import PoolItem
+from popbench.mining import grind
 from popbench.model.proof import Proof
 from popbench.wire import Gossip, ItemKind, Message, PrePrepare, Role
 
@@ -45,11 +46,13 @@ class InvalidProofLeader(PbftEngine):
 
 
 def _forge(item: PoolItem) -> PoolItem:
+    """The same proof with its payload inverted: well formed, new id, the old signature no longer fits."""
     proof: Proof = item.obj
-    tampered = Proof.decode(item.raw)
-    tampered.payload = bytes(b ^ 0xFF for b in proof.payload) or b"\x00"
-    tampered.reset_id()
-    return PoolItem(tampered.id, ItemKind.PROOF, tampered, tampered.encode())
+    payload = bytes(b ^ 0xFF for b in proof.payload) or b"\x00"
+    forged = Proof(proof.chain_id, proof.owner, proof.work_bits, proof.run_tag, proof.submitted_ns,
+                   payload, proof.nonce, proof.signature)  # fmt: skip
+    forged.nonce = grind(forged.work_prefix(), proof.work_bits) or 0  # real work: only the signature is wrong
+    return PoolItem(forged.id, ItemKind.PROOF, forged, forged.encode())
 
 
 ENGINES: dict[str | None, type[PbftEngine]] = {

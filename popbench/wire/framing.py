@@ -112,8 +112,7 @@ class FramedProtocol(asyncio.Protocol):
 
     # -- asyncio.Protocol ---------------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
+        self.transport = transport  # type: ignore[assignment]  (uvloop's transports are not asyncio.Transport subclasses)
 
     def data_received(self, data: bytes) -> None:
         if self._broken:
@@ -122,8 +121,8 @@ class FramedProtocol(asyncio.Protocol):
         try:
             messages = self._decoder.feed(data)
         except ProtocolError as err:
+            self.protocol_error(err)  # may still send a DISCONNECT saying why
             self._broken = True
-            self.protocol_error(err)
             return
         self.frames_in += len(messages)
         for message in messages:

@@ -1,0 +1,164 @@
+"""A local network of real ``popbench node`` processes for tests.
+
+Each node is its own OS process started from the console script, serving on a listening socket the test
+bound first and passed down (``--listen-fd``), so ports are known before any process starts and cannot
+race. Readiness and progress are read from the nodes' STATUS over the wire, polled with a deadline.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from popbench.client import NodeClient
+from popbench.errors import ClientError
+from popbench.genesis import ChainParams, make_genesis, write_genesis, write_keys
+
+POPBENCH = str(Path(sys.executable).with_name("popbench"))
+POLL_S = 0.1
+
+
+class LocalCluster:
+    """N validators on loopback: start, kill -9, restart, stop; ask them for status."""
+
+    def __init__(self, root: Path, n: int, params: ChainParams | None = None, byzantine: dict[int, str] | None = None) -> None:
+        self.root = root
+        self.n = n
+        self.byzantine = byzantine or {}
+        self.genesis, self.keys = make_genesis(n, seed="test-cluster", params=params)
+        self.genesis_path = root / "genesis.json"
+        write_genesis(self.genesis, self.genesis_path)
+        write_keys(self.keys, root / "genesis.keys.json")
+        self.sockets = [_listening_socket() for _ in range(n)]
+        self.ports = [s.getsockname()[1] for s in self.sockets]
+        self.procs: dict[int, subprocess.Popen[bytes]] = {}
+
+    @property
+    def chain_id(self) -> bytes:
+        return self.genesis.chain_id
+
+    def address(self, node: int) -> tuple[str, int]:
+        return ("127.0.0.1", self.ports[node])
+
+    def start(self, node: int | None = None) -> None:
+        for index in range(self.n) if node is None else [node]:
+            self.procs[index] = self._spawn(index)
+
+    def _spawn(self, node: int) -> subprocess.Popen[bytes]:
+        sock = self.sockets[node]
+        args = [POPBENCH, "node", "--genesis", str(self.genesis_path), "--node-id", str(node),
+                "--data-dir", str(self.root / f"node-{node}"), "--listen-fd", str(sock.fileno())]  # fmt: skip
+        for peer in range(node):
+            args += ["--peer", f"127.0.0.1:{self.ports[peer]}"]
+        if node in self.byzantine:
+            args += ["--byzantine", self.byzantine[node]]
+        log = open(self.root / f"node-{node}.log", "ab")  # noqa: SIM115 (the process owns it)
+        return subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, pass_fds=(sock.fileno(),))
+
+    def kill(self, node: int) -> None:
+        proc = self.procs.pop(node)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=10)
+
+    def stop(self) -> None:
+        for proc in self.procs.values():
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+        for proc in self.procs.values():
+            try:
+                proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(timeout=5)
+        self.procs.clear()
+        for sock in self.sockets:
+            sock.close()
+
+    def log(self, node: int) -> str:
+        return (self.root / f"node-{node}.log").read_text(errors="replace")
+
+    # -- talking to nodes --------------------------------------------------------------------------
+    async def client(self, node: int) -> NodeClient:
+        return await NodeClient.connect(*self.address(node), chain_id=self.chain_id)
+
+    async def status(self, node: int) -> dict[str, Any] | None:
+        try:
+            client = await self.client(node)
+        except ClientError:
+            return None
+        try:
+            return await client.status(5.0)
+        except ClientError:
+            return None
+        finally:
+            client.close()
+
+    async def statuses(self, nodes: list[int] | None = None) -> dict[int, dict[str, Any] | None]:
+        chosen = list(self.procs) if nodes is None else nodes
+        answers = await asyncio.gather(*(self.status(node) for node in chosen))
+        return dict(zip(chosen, answers))
+
+    async def wait_until(self, condition: Callable[[dict[int, dict[str, Any] | None]], bool], timeout_s: float,
+                         nodes: list[int] | None = None, what: str = "condition") -> dict[int, dict[str, Any] | None]:  # fmt: skip
+        """Poll STATUS until ``condition`` holds; on timeout fail with the last statuses and node logs."""
+        deadline = time.monotonic() + timeout_s
+        while True:
+            statuses = await self.statuses(nodes)
+            if condition(statuses):
+                return statuses
+            self._check_alive()
+            if time.monotonic() > deadline:
+                raise AssertionError(f"timed out after {timeout_s} s waiting for {what}: {_brief(statuses)}")
+            await asyncio.sleep(POLL_S)  # polling period of a condition with a deadline
+
+    def _check_alive(self) -> None:
+        for node, proc in self.procs.items():
+            if proc.poll() is not None:
+                raise AssertionError(f"node {node} exited with {proc.returncode}:\n{self.log(node)[-3000:]}")
+
+    async def wait_connected(self, timeout_s: float = 60.0, nodes: list[int] | None = None) -> None:
+        expected = self.n - 1
+        await self.wait_until(lambda s: all(x is not None and x["peers"] >= expected for x in s.values()),
+                              timeout_s, nodes, "every node linked to every other")  # fmt: skip
+
+
+def _listening_socket() -> socket.socket:
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.bind(("127.0.0.1", 0))
+    sock.listen(1024)
+    sock.set_inheritable(True)
+    return sock
+
+
+def _brief(statuses: dict[int, dict[str, Any] | None]) -> str:
+    return ", ".join(
+        f"{node}: " + ("down" if s is None else f"h={s['height']} v={s['view']} peers={s['peers']} mempool={s['mempool']}")
+        for node, s in statuses.items()
+    )
+
+
+def chains_agree(paths: list[Path]) -> tuple[bool, int]:
+    """Whether every database holds the same block hash at every height they share; and the max height."""
+    from popbench.store import Store
+
+    hashes: dict[int, bytes] = {}
+    top = 0
+    for path in paths:
+        with Store(path) as store:
+            for height, block_hash in store.block_hashes():
+                top = max(top, height)
+                if hashes.setdefault(height, block_hash) != block_hash:
+                    return False, top
+    return True, top
+
+
+def node_db(root: Path, node: int) -> Path:
+    return root / f"node-{node}" / f"node-{node}.sqlite"
+
