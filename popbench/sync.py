@@ -13,7 +13,7 @@ from pathlib import Path
 
 from popbench import crypto
 from popbench.client import NodeClient
-from popbench.errors import ConfigError, ProtocolError, SyncError
+from popbench.errors import ConfigError, ConsensusError, ProtocolError, SyncError
 from popbench.genesis import Genesis
 from popbench.ledger import CommittedBlock
 from popbench.net.peers import Address
@@ -89,7 +89,10 @@ def verify_snapshot(genesis: Genesis, height: int, data: bytes, raw_record: byte
     block = record.block
     if block.height != height:
         raise SyncError(f"asked for the block at height {height}, got {block.height}")
-    record.certificate.verify(genesis.chain_id, block.height, block.hash, genesis.public_keys, genesis.quorum)
+    try:
+        record.certificate.verify(genesis.chain_id, block.height, block.hash, genesis.public_keys, genesis.quorum)
+    except ConsensusError as err:
+        raise SyncError(f"snapshot refused: the block at height {height} is not certified: {err}") from err
     state = State.decode_snapshot(data)
     if state.root() != block.state_root:
         raise SyncError(f"snapshot refused: its state root does not match the certified block at height {height}")
