@@ -21,6 +21,7 @@ from popbench.client import NodeClient
 from popbench.errors import ClientError
 from popbench.wire import TOPIC_COMMITS, Committed, ItemKind, RejectReason, SubmitResult
 
+PROGRESS_EVERY_S = 1.0
 SUBSCRIPTIONS = 2  # commit notifications from two nodes, so one crashed node loses no commit times
 Address = tuple[str, int]
 Report = Callable[[str, dict[str, Any]], None]
@@ -59,6 +60,9 @@ class Driver:
         self.outstanding = 0
         self.settled = asyncio.Event()
         self.invalid_committed = 0
+        self.sent = 0
+        self.committed = 0
+        self.recent_latencies_ns: list[int] = []  # commits since the last progress report
 
     async def connect(self) -> None:
         for host, port in self.spec.nodes:
@@ -94,6 +98,7 @@ class Driver:
     def _send(self, index: int) -> None:
         record = self.records[index]
         record.sent_ns = time.time_ns()
+        self.sent += 1
         self.outstanding += 1
         client = self.clients[index % len(self.clients)]
         try:
@@ -107,7 +112,8 @@ class Driver:
         record = self.records[result.request_id]
         record.answer_ns = time.time_ns()
         record.reason = int(result.reason)
-        if result.reason != RejectReason.ACCEPTED or record.expect != workload.Expect.COMMIT:
+        # settled now unless it was accepted and its commit is still to come (it may have come first)
+        if result.reason != RejectReason.ACCEPTED or record.expect != workload.Expect.COMMIT or record.commit_ns:
             self._settle()
 
     def _on_committed(self, note: Committed) -> None:
@@ -123,7 +129,10 @@ class Driver:
             record.height = note.height
             if record.expect != workload.Expect.COMMIT:
                 self.invalid_committed += 1
-            elif record.reason == RejectReason.ACCEPTED:
+                continue
+            self.committed += 1
+            self.recent_latencies_ns.append(seen_ns - record.due_ns)
+            if record.reason == RejectReason.ACCEPTED:
                 self._settle()
 
     def _settle(self) -> None:
@@ -148,6 +157,15 @@ class Driver:
             client.close()
 
 
+async def _report_progress(driver: Driver, report: Report) -> None:
+    """Every second: how many went out and committed, and the p99 commit latency of that second."""
+    while True:
+        await asyncio.sleep(PROGRESS_EVERY_S)  # the progress period, not a synchronisation
+        fresh, driver.recent_latencies_ns = sorted(driver.recent_latencies_ns), []
+        p99_ms = fresh[min(len(fresh) - 1, int(len(fresh) * 0.99))] / 1e6 if fresh else None
+        report("progress", {"sent": driver.sent, "committed": driver.committed, "p99_ms": p99_ms})
+
+
 def prepare(spec: DriverSpec) -> list[workload.Planned]:
     keys = workload.owner_keys(spec.seed, spec.index)
     return workload.make_plan(spec.slots, spec.start_ns, spec.chain_id, keys, spec.work_bits, spec.payload_bytes,
@@ -163,6 +181,7 @@ async def drive(spec: DriverSpec, report: Report, stop: asyncio.Event) -> dict[s
     await driver.connect()
     report("connected", {"nodes": len(driver.clients)})
     sender = driver.run_closed_loop() if spec.closed_loop_in_flight else driver.run_open_loop()
+    progress = asyncio.ensure_future(_report_progress(driver, report))
     sending = asyncio.ensure_future(sender)
     stopping = asyncio.ensure_future(stop.wait())
     await asyncio.wait({sending, stopping}, return_when=asyncio.FIRST_COMPLETED)
@@ -171,6 +190,7 @@ async def drive(spec: DriverSpec, report: Report, stop: asyncio.Event) -> dict[s
     if not interrupted:
         await asyncio.wait({asyncio.ensure_future(driver.drain()), stopping}, return_when=asyncio.FIRST_COMPLETED)
     stopping.cancel()
+    progress.cancel()
     driver.close()
     write_records(spec.records_path, driver.records)
     return {"driver": spec.index, "planned": len(plan), "interrupted": interrupted,

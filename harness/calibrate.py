@@ -1,0 +1,62 @@
+"""Calibration: what this host can do per core, so scores mean the same on a laptop and a server.
+
+Measured at the start of every run, in the supervisor before anything is forked (nothing else is
+running yet): secp256k1 verifications per second and sha256 midstate hashes per second, on one core.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from popbench import crypto
+from popbench.mining import grind
+
+CALIBRATION_S = 0.3
+HASH_SLICE = 20_000
+
+
+@dataclass(frozen=True)
+class Calibration:
+    verifies_per_s_per_core: float
+    hashes_per_s_per_core: float
+    cores: int
+    crypto_backend: str
+    duration_s: float
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def measure_verifies(seconds: float = CALIBRATION_S) -> float:
+    key = crypto.derive_key("calibration", 0)
+    message = b"popbench calibration" * 8
+    signature = key.sign(message)
+    done, began = 0, time.perf_counter()
+    while (elapsed := time.perf_counter() - began) < seconds:
+        for _ in range(200):
+            crypto.verify(key.public_key, message, signature)
+        done += 200
+    return done / elapsed
+
+
+def measure_hashes(seconds: float = CALIBRATION_S) -> float:
+    prefix = b"popbench calibration prefix".ljust(120, b".")
+    done, began, nonce = 0, time.perf_counter(), 0
+    while (elapsed := time.perf_counter() - began) < seconds:
+        grind(prefix, 255, nonce, HASH_SLICE)  # 255 bits of work never succeeds: every nonce is hashed
+        done += HASH_SLICE
+        nonce += HASH_SLICE
+    return done / elapsed
+
+
+def calibrate(cores: int) -> Calibration:
+    began = time.perf_counter()
+    verifies, hashes = measure_verifies(), measure_hashes()
+    return Calibration(verifies, hashes, cores, crypto.backend_name(), time.perf_counter() - began)
+
+
+def pop_ceiling(calibration: Calibration, nodes: int) -> float:
+    """Proofs/s a network can commit at most when every node verifies every proof: cores / (N x verify time)."""
+    return calibration.cores * calibration.verifies_per_s_per_core / nodes
