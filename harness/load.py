@@ -36,7 +36,7 @@ class DriverSpec:
     nodes: list[Address]
     chain_id: bytes
     slots: list[int]  # send offsets (ns after the window start) of this driver's share
-    start_ns: int  # wall-clock start of the window, the same for every driver
+    start_ns: int  # wall-clock start of the window, the same for every driver (set by the go)
     work_bits: int
     payload_bytes: int
     invalid_fraction: float
@@ -46,6 +46,7 @@ class DriverSpec:
     closed_loop_in_flight: int = 0  # > 0: closed loop with this many proofs outstanding
     drain_s: float = 5.0  # after the last send, how long to wait for outstanding commits
     records_path: Path = field(default_factory=lambda: Path("records.bin"))
+    go_path: Path = field(default_factory=lambda: Path("go"))  # where the supervisor writes the start time
 
 
 class Driver:
@@ -172,15 +173,33 @@ def prepare(spec: DriverSpec) -> list[workload.Planned]:
                               spec.run_tag, spec.invalid_fraction, spec.invalid_kinds, spec.seed * 1000 + spec.index)  # fmt: skip
 
 
-async def drive(spec: DriverSpec, report: Report, stop: asyncio.Event) -> dict[str, Any]:
-    """Prepare, connect, send on schedule until done or ``stop``, drain, write records; return a summary."""
+async def drive(spec: DriverSpec, report: Report, stop: asyncio.Event, go: asyncio.Future[int]) -> dict[str, Any]:
+    """Prepare, wait for the go (the window's start time), connect, send until done or ``stop``, drain.
+
+    Preparation (grinding and signing) happens before the go, while the nodes are still starting, so
+    the window measures the network and not the generator. Records are written whatever happened.
+    """
     began = time.perf_counter()
     plan = prepare(spec)
     report("prepared", {"proofs": len(plan), "prepare_s": time.perf_counter() - began})
+    await asyncio.wait({go, asyncio.ensure_future(stop.wait())}, return_when=asyncio.FIRST_COMPLETED)
+    if not go.done():
+        write_records(spec.records_path, [])
+        return _summary(spec, plan, Driver(spec, []), interrupted=True)
+    spec.start_ns = go.result()
     driver = Driver(spec, plan)
-    await driver.connect()
-    report("connected", {"nodes": len(driver.clients)})
-    sender = driver.run_closed_loop() if spec.closed_loop_in_flight else driver.run_open_loop()
+    try:
+        await driver.connect()
+        report("connected", {"nodes": len(driver.clients)})
+        interrupted = await _send_and_drain(driver, report, stop)
+    finally:
+        driver.close()
+        write_records(spec.records_path, driver.records)
+    return _summary(spec, plan, driver, interrupted)
+
+
+async def _send_and_drain(driver: Driver, report: Report, stop: asyncio.Event) -> bool:
+    sender = driver.run_closed_loop() if driver.spec.closed_loop_in_flight else driver.run_open_loop()
     progress = asyncio.ensure_future(_report_progress(driver, report))
     sending = asyncio.ensure_future(sender)
     stopping = asyncio.ensure_future(stop.wait())
@@ -188,10 +207,13 @@ async def drive(spec: DriverSpec, report: Report, stop: asyncio.Event) -> dict[s
     interrupted = not sending.done()
     sending.cancel()
     if not interrupted:
+        report("sent", {"sent": driver.sent})
         await asyncio.wait({asyncio.ensure_future(driver.drain()), stopping}, return_when=asyncio.FIRST_COMPLETED)
     stopping.cancel()
     progress.cancel()
-    driver.close()
-    write_records(spec.records_path, driver.records)
-    return {"driver": spec.index, "planned": len(plan), "interrupted": interrupted,
+    return interrupted
+
+
+def _summary(spec: DriverSpec, plan: list[workload.Planned], driver: Driver, interrupted: bool) -> dict[str, Any]:
+    return {"driver": spec.index, "planned": len(plan), "sent": driver.sent, "interrupted": interrupted,
             "invalid_committed": driver.invalid_committed, "records": str(spec.records_path)}  # fmt: skip

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import signal
 import time
+from pathlib import Path
 from typing import Any
 
 import uvloop
@@ -14,7 +16,7 @@ from harness.load import DriverSpec, drive
 from popbench.node import NodeConfig
 from popbench.runner import run_node_forever
 
-PROGRESS_EVERY_S = 1.0
+GO_SIGNAL = signal.SIGUSR1
 
 
 def node_target(config: NodeConfig) -> Any:
@@ -32,14 +34,30 @@ def driver_target(spec: DriverSpec) -> Any:
 
     def main(ctx: ChildContext) -> None:
         summary = uvloop.run(_drive(spec, ctx))
-        ctx.report("done", **summary)
+        times = os.times()
+        ctx.report("done", cpu_s=times.user + times.system, **summary)  # the generator's own cost
 
     return main
 
 
 async def _drive(spec: DriverSpec, ctx: ChildContext) -> dict[str, Any]:
     stop = asyncio.Event()
+    go: asyncio.Future[int] = asyncio.get_running_loop().create_future()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, stop.set)
-    return await drive(spec, lambda event, fields: ctx.report(event, at_ns=time.time_ns(), **fields), stop)
+    loop.add_signal_handler(GO_SIGNAL, _read_go, spec.go_path, go)
+    return await drive(spec, lambda event, fields: ctx.report(event, at_ns=time.time_ns(), **fields), stop, go)
+
+
+def _read_go(go_path: Path, go: asyncio.Future[int]) -> None:
+    """The supervisor wrote the window's start time, then signalled: the go is a message, not a guess."""
+    if not go.done():
+        go.set_result(int(go_path.read_text()))
+
+
+def send_go(go_path: Path, start_ns: int) -> None:
+    """Supervisor side: publish the start time atomically; the caller then signals the drivers."""
+    partial = go_path.with_suffix(".tmp")
+    partial.write_text(str(start_ns))
+    partial.replace(go_path)

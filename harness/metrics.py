@@ -1,0 +1,69 @@
+"""All the metrics of one run, computed from its RunData after the run (docs/metrics.md defines each).
+
+The result is plain data (dicts of numbers and strings) that goes into report.json as it is.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+from typing import Any
+
+from harness import metrics_network as net
+from harness import metrics_throughput as tp
+from harness.calibrate import pop_ceiling
+from harness.run import RunData
+
+
+def steady_window(data: RunData) -> tp.SteadyWindow | None:
+    """The load window minus warm-up and cool-down, cut short where an interrupted run ended."""
+    if data.window is None:
+        return None
+    run = data.profile.run
+    start = data.window[0] + int(run.warmup_s * 1e9)
+    end = min(data.window[1] - int(run.cooldown_s * 1e9), data.phases.get("stopping", data.window[1]))
+    return tp.SteadyWindow(start, end) if end > start else None
+
+
+def compute(data: RunData) -> dict[str, Any]:
+    nodes = data.profile.network.nodes
+    steady = steady_window(data)
+    run_s = ((data.phases.get("stopped") or data.started_ns) - data.started_ns) / 1e9
+    cores = data.calibration.cores if data.calibration else 1
+    crashes = [asdict(crash) for crash in data.crashes]
+    planned_kills = {f["node"] for f in data.faults_applied if f["kind"] == "kill"}
+    window_sample = _last_sample_before(data, steady.end_ns if steady else None)
+    return {
+        "connectivity": net.connectivity(window_sample, data.deployment.get("intended_links", 0), nodes,
+                                         data.phases, data.started_ns, data.final_statuses),  # fmt: skip
+        "throughput": _throughput(data, steady),
+        "invalid_proofs": tp.invalid_outcomes(tp.load_records(data.records_paths)),
+        "consensus": net.consensus(data.samples, (steady.start_ns, steady.end_ns) if steady else (0, 0), data.final_statuses),
+        "work": net.work_per_proof(data.final_statuses),
+        "stability": net.stability(data.final_statuses, crashes, planned_kills, nodes, _node_span_s(data),
+                                   data.safety.as_dict() if data.safety else None),  # fmt: skip
+        "resources": net.resources(data.samples, data.harness_cpu_s, run_s, cores),
+        "mining": None,  # filled by the mining metrics when miners or PoW ran
+    }
+
+
+def _node_span_s(data: RunData) -> float:
+    """How long nodes should have been up: from the first fork to the start of shut-down."""
+    began, ended = data.phases.get("forking"), data.phases.get("stopping")
+    return (ended - began) / 1e9 if began and ended else 0.0
+
+
+def _throughput(data: RunData, steady: tp.SteadyWindow | None) -> dict[str, Any] | None:
+    if steady is None or not data.records_paths:
+        return None
+    records = tp.load_records(data.records_paths)
+    ceiling = pop_ceiling(data.calibration, data.profile.network.nodes) if data.calibration else 0.0
+    result = tp.throughput(records, steady, ceiling)
+    result["valid_rejected_by_reason"] = tp.rejections(records)
+    return result
+
+
+def _last_sample_before(data: RunData, end_ns: int | None) -> Any:
+    candidates = [s for s in data.samples if s.statuses and (end_ns is None or s.at_ns <= end_ns)]
+    if candidates:
+        return candidates[-1]
+    return data.samples[-1] if data.samples else None

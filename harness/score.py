@@ -1,0 +1,144 @@
+"""The score: connectivity 25 + throughput 25 + mining 25 + stability 25 = 100 (formula version 1).
+
+Every curve and threshold is here and in docs/scoring.md, which must change with it (and the version
+with both). A part that a run did not exercise (no mining load in a PoP run without miners) is left out
+and the other parts are scaled up to 100, and the report says so. A safety violation (two nodes
+committed different blocks at one height) fails the run: score 0, grade F, whatever else happened.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+SCORE_VERSION = 1
+PART_POINTS = 25.0
+GRADES = ((90.0, "A"), (80.0, "B"), (70.0, "C"), (60.0, "D"), (0.0, "F"))
+
+# connectivity
+CONNECT_GOOD_S_BASE, CONNECT_GOOD_S_PER_NODE = 2.0, 0.05  # full marks within 2 s + 0.05 s per node
+CONNECT_BAD_S_BASE, CONNECT_BAD_S_PER_NODE = 10.0, 0.5  # none beyond 10 s + 0.5 s per node
+# throughput
+LATENCY_GOOD_MS, LATENCY_BAD_MS = 500.0, 10_000.0  # p99 commit latency, log-scaled between
+CEILING_FRACTION_FULL = 0.10  # 10 % of the verify-bound ceiling earns the headroom points
+# mining
+HASH_EFFICIENCY_FULL = 0.80
+INTERVAL_ERROR_ZERO = 1.0  # |mean interval / target - 1| at which the interval points reach zero
+STALE_RATE_ZERO = 0.25
+# stability
+CRASH_PENALTY = 5.0
+PROTOCOL_ERRORS_ZERO = 100
+
+
+@dataclass
+class Part:
+    name: str
+    points: float
+    max_points: float
+    exercised: bool = True
+    items: dict[str, float] = field(default_factory=dict)  # item -> points earned
+    notes: list[str] = field(default_factory=list)
+
+
+@dataclass
+class Score:
+    version: int
+    total: float
+    grade: str
+    passed_safety: bool
+    parts: list[Part]
+    notes: list[str]
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def clamp01(value: float) -> float:
+    return max(0.0, min(1.0, value))
+
+
+def linear(value: float, good: float, bad: float) -> float:
+    """1 at ``good`` or better, 0 at ``bad`` or worse, linear between (either direction)."""
+    if good == bad:
+        return 1.0 if value == good else 0.0
+    return clamp01((value - bad) / (good - bad))
+
+
+def log_scaled(value: float, good: float, bad: float) -> float:
+    return linear(math.log10(max(value, 1e-9)), math.log10(good), math.log10(bad))
+
+
+def grade(total: float) -> str:
+    return next(letter for floor, letter in GRADES if total >= floor)
+
+
+# -- the four parts ------------------------------------------------------------------------------------
+def connectivity_part(metrics: dict[str, Any], nodes: int) -> Part:
+    c = metrics["connectivity"]
+    seconds = c["time_to_connected_s"]
+    good = CONNECT_GOOD_S_BASE + CONNECT_GOOD_S_PER_NODE * nodes
+    bad = CONNECT_BAD_S_BASE + CONNECT_BAD_S_PER_NODE * nodes
+    items = {
+        "links_up": 15 * clamp01(c["links_ratio"]),
+        "graph_connected": 5.0 if c["graph_connected"] else 0.0,
+        "time_to_connected": 5 * linear(seconds, good, bad) if seconds is not None else 0.0,
+    }
+    return Part("connectivity", sum(items.values()), PART_POINTS, True, items)
+
+
+def throughput_part(metrics: dict[str, Any]) -> Part:
+    t = metrics["throughput"]
+    if t is None or not t["valid_submitted"]:
+        return Part("throughput", 0.0, PART_POINTS, True, {}, ["no valid proof was submitted in the steady window"])
+    p99 = t["commit_latency"]["p99_ms"]
+    items = {
+        "delivery": 10 * clamp01(t["delivery_ratio"] or 0.0),
+        "latency_p99": 10 * log_scaled(p99, LATENCY_GOOD_MS, LATENCY_BAD_MS) if p99 is not None else 0.0,
+        "ceiling_headroom": 5 * clamp01((t["fraction_of_ceiling"] or 0.0) / CEILING_FRACTION_FULL),
+    }
+    notes = ["the load generator fell behind its schedule"] if t["generator"]["fell_behind"] else []
+    return Part("throughput", sum(items.values()), PART_POINTS, True, items, notes)
+
+
+def mining_part(metrics: dict[str, Any]) -> Part:
+    m = metrics.get("mining")
+    if not m:
+        return Part("mining", 0.0, PART_POINTS, False, {}, ["not exercised: no miners and no proof-of-work in this run"])
+    items = {"hash_efficiency": 10 * clamp01((m.get("hash_efficiency") or 0.0) / HASH_EFFICIENCY_FULL)}
+    interval = m.get("block_interval")
+    if interval and interval.get("mean_s") and interval.get("target_s"):
+        error = abs(interval["mean_s"] / interval["target_s"] - 1.0)
+        items["block_interval"] = 10 * linear(error, 0.0, INTERVAL_ERROR_ZERO)
+        items["stale_rate"] = 5 * linear(m.get("stale_rate") or 0.0, 0.0, STALE_RATE_ZERO)
+    else:
+        items["hash_efficiency"] *= 2.5  # PoP mining load: efficiency is the whole part
+    return Part("mining", sum(items.values()), PART_POINTS, True, items)
+
+
+def stability_part(metrics: dict[str, Any]) -> Part:
+    s = metrics["stability"]
+    success = s["consensus_success_rate"]
+    items = {
+        "uptime": 10 * clamp01(s["uptime_mean"] or 0.0),
+        "no_unplanned_crashes": max(0.0, 5 - CRASH_PENALTY * s["unplanned_crashes"]),
+        "protocol_errors": 5 * linear(s["protocol_errors"], 0, PROTOCOL_ERRORS_ZERO),
+        "consensus_success": 5 * clamp01(success) if success is not None else 0.0,
+    }
+    return Part("stability", sum(items.values()), PART_POINTS, True, items)
+
+
+# -- the total -----------------------------------------------------------------------------------------
+def score(metrics: dict[str, Any], nodes: int) -> Score:
+    parts = [connectivity_part(metrics, nodes), throughput_part(metrics), mining_part(metrics), stability_part(metrics)]
+    exercised = [p for p in parts if p.exercised]
+    scale = 100.0 / sum(p.max_points for p in exercised)
+    total = round(sum(p.points for p in exercised) * scale, 1)
+    notes = [f"{p.name}: {note}" for p in parts for note in p.notes]
+    if scale != 1.0:
+        notes.append(f"parts not exercised are left out; the rest are scaled by {scale:.3f} to total 100")
+    safety = (metrics["stability"].get("safety") or {}).get("agree", True)
+    if not safety:
+        notes.append("SAFETY VIOLATION: nodes committed different blocks at the same height; the run fails")
+        total = 0.0
+    return Score(SCORE_VERSION, total, grade(total), safety, parts, notes)
