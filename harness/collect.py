@@ -102,10 +102,10 @@ class Collector:
             return node_id, None
 
     def _process(self, node_id: int, with_uss: bool) -> ProcessSample | None:
-        proc = self._procs.get(node_id)
-        if proc is None:
-            proc = self._procs[node_id] = psutil.Process(self.pids[node_id])
         try:
+            proc = self._procs.get(node_id)
+            if proc is None:
+                proc = self._procs[node_id] = psutil.Process(self.pids[node_id])
             with proc.oneshot():
                 times = proc.cpu_times()
                 uss = proc.memory_full_info().uss if with_uss else None

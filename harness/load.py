@@ -64,15 +64,26 @@ class Driver:
         self.sent = 0
         self.committed = 0
         self.recent_latencies_ns: list[int] = []  # commits since the last progress report
+        self.unreachable: list[str] = []
 
     async def connect(self) -> None:
-        for host, port in self.spec.nodes:
-            client = await NodeClient.connect(host, port, chain_id=self.spec.chain_id)
-            client.on_result = self._on_result
-            client.on_committed = self._on_committed
-            self.clients.append(client)
+        """Connect to every node that answers; a node already down is skipped (and named in the summary)."""
+        answers = await asyncio.gather(*(self._connect_one(address) for address in self.spec.nodes))
+        self.clients = [client for client in answers if client is not None]
+        if not self.clients:
+            raise ClientError(f"no node answered: {', '.join(self.unreachable)}")
         for client in self.clients[:SUBSCRIPTIONS]:
             client.subscribe(TOPIC_COMMITS)
+
+    async def _connect_one(self, address: Address) -> NodeClient | None:
+        try:
+            client = await NodeClient.connect(*address, chain_id=self.spec.chain_id)
+        except ClientError:
+            self.unreachable.append(f"{address[0]}:{address[1]}")
+            return None
+        client.on_result = self._on_result
+        client.on_committed = self._on_committed
+        return client
 
     # -- sending -----------------------------------------------------------------------------------
     async def run_open_loop(self) -> None:
@@ -101,12 +112,15 @@ class Driver:
         record.sent_ns = time.time_ns()
         self.sent += 1
         self.outstanding += 1
-        client = self.clients[index % len(self.clients)]
-        try:
-            client.submit(index, ItemKind.PROOF, self.plan[index].raw)
-        except ClientError:
-            record.reason = NO_ANSWER
-            self._settle()
+        for attempt in range(len(self.clients)):  # a node that went down mid-run: the next one takes it
+            client = self.clients[(index + attempt) % len(self.clients)]
+            try:
+                client.submit(index, ItemKind.PROOF, self.plan[index].raw)
+                return
+            except ClientError:
+                continue
+        record.reason = NO_ANSWER
+        self._settle()
 
     # -- answers -----------------------------------------------------------------------------------
     def _on_result(self, result: SubmitResult) -> None:
@@ -216,4 +230,5 @@ async def _send_and_drain(driver: Driver, report: Report, stop: asyncio.Event) -
 
 def _summary(spec: DriverSpec, plan: list[workload.Planned], driver: Driver, interrupted: bool) -> dict[str, Any]:
     return {"driver": spec.index, "planned": len(plan), "sent": driver.sent, "interrupted": interrupted,
-            "invalid_committed": driver.invalid_committed, "records": str(spec.records_path)}  # fmt: skip
+            "invalid_committed": driver.invalid_committed, "unreachable_nodes": driver.unreachable,
+            "records": str(spec.records_path)}  # fmt: skip

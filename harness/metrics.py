@@ -31,9 +31,9 @@ def compute(data: RunData) -> dict[str, Any]:
     cores = data.calibration.cores if data.calibration else 1
     crashes = [asdict(crash) for crash in data.crashes]
     planned_kills = {f["node"] for f in data.faults_applied if f["kind"] == "kill"}
-    window_sample = _last_sample_before(data, steady.end_ns if steady else None)
+    latest = _latest_statuses(data, steady.end_ns if steady else None)
     return {
-        "connectivity": net.connectivity(window_sample, data.deployment.get("intended_links", 0), nodes,
+        "connectivity": net.connectivity(latest, data.deployment.get("intended_links", 0), nodes,
                                          data.phases, data.started_ns, data.final_statuses),  # fmt: skip
         "throughput": _throughput(data, steady),
         "invalid_proofs": tp.invalid_outcomes(tp.load_records(data.records_paths)),
@@ -62,8 +62,10 @@ def _throughput(data: RunData, steady: tp.SteadyWindow | None) -> dict[str, Any]
     return result
 
 
-def _last_sample_before(data: RunData, end_ns: int | None) -> Any:
-    candidates = [s for s in data.samples if s.statuses and (end_ns is None or s.at_ns <= end_ns)]
-    if candidates:
-        return candidates[-1]
-    return data.samples[-1] if data.samples else None
+def _latest_statuses(data: RunData, end_ns: int | None) -> dict[int, dict[str, Any]]:
+    """Each node's last STATUS up to the end of the steady window (a busy node may miss a sample)."""
+    latest: dict[int, dict[str, Any]] = {}
+    for sample in data.samples:
+        if end_ns is None or sample.at_ns <= end_ns:
+            latest.update(sample.statuses)
+    return latest

@@ -48,10 +48,10 @@ def _bfs(origin: int, neighbours: dict[int, list[int]]) -> dict[int, int]:
     return distances
 
 
-def connectivity(sample: Sample | None, intended: int, nodes: int, phases: dict[str, int], started_ns: int,
+def connectivity(statuses: dict[int, dict[str, Any]], intended: int, nodes: int, phases: dict[str, int], started_ns: int,
                  finals: dict[int, dict[str, Any]]) -> dict[str, Any]:  # fmt: skip
-    links = observed_links(sample.statuses) if sample else set()
-    connected, hops = diameter(set(range(nodes)), links) if sample else (False, None)
+    links = observed_links(statuses)
+    connected, hops = diameter(set(range(nodes)), links) if statuses else (False, None)
     failures: dict[str, int] = {}
     for status in finals.values():
         for reason, count in status["counters"].get("handshake_failures", {}).items():

@@ -139,6 +139,14 @@ class Supervisor:
         self._adopt_into_group(pid)
         self._pin(child)
         asyncio.get_running_loop().add_reader(read_fd, self._read_pipe, child)
+        self._write_pids()
+
+    def _write_pids(self) -> None:
+        """``pids.json`` in the run directory: which pid is which child, for users and tests."""
+        pids = {c.name: c.pid for c in self.children.values() if c.pid}
+        partial = self.run_dir / "pids.tmp"
+        partial.write_bytes(orjson.dumps(pids))
+        partial.replace(self.run_dir / "pids.json")
 
     def _adopt_into_group(self, pid: int) -> None:
         try:
@@ -240,9 +248,16 @@ class Supervisor:
         if child.pipe_fd >= 0:
             self._read_pipe(child)  # the last words it wrote before dying
             self._close_pipe(child)
-        if not child.stopping:
+        if self._is_crash(child, status):
             self.crashes.append(Crash(child.name, child.pid, child.exited_ns, child.describe_exit(), child.stderr_tail()))
         self._wake_waiters()
+
+    @staticmethod
+    def _is_crash(child: Child, status: int) -> bool:
+        """Nodes never end on their own; drivers and miners may, but only with exit status 0."""
+        if child.stopping:
+            return False
+        return child.kind == "node" or not (os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0)
 
     # -- stopping ----------------------------------------------------------------------------------
     def signal(self, names: Iterable[str], signum: int) -> None:
