@@ -8,6 +8,7 @@ from __future__ import annotations
 from dataclasses import asdict
 from typing import Any
 
+from harness import metrics_mining as mining
 from harness import metrics_network as net
 from harness import metrics_throughput as tp
 from harness.calibrate import pop_ceiling
@@ -42,8 +43,16 @@ def compute(data: RunData) -> dict[str, Any]:
         "stability": net.stability(data.final_statuses, crashes, planned_kills, nodes, _node_span_s(data),
                                    data.safety.as_dict() if data.safety else None),  # fmt: skip
         "resources": net.resources(data.samples, data.harness_cpu_s, run_s, cores),
-        "mining": None,  # filled by the mining metrics when miners or PoW ran
+        "mining": _mining(data),
     }
+
+
+def _mining(data: RunData) -> dict[str, Any] | None:
+    """PoP mining load when miners ran; None when nothing mined (the score leaves the part out)."""
+    if not data.miner_summaries or data.calibration is None:
+        return None
+    cores = min(len(data.miner_summaries), data.calibration.cores)
+    return mining.pop_mining(data.miner_summaries, data.calibration.hashes_per_s_per_core, cores)
 
 
 def _node_span_s(data: RunData) -> float:

@@ -25,11 +25,12 @@ from harness.collect import Collector, Sample
 from harness.deploy import Deployment, deploy
 from harness.faults import FaultScheduler
 from harness.load import DriverSpec
+from harness.miner import MinerSpec
 from harness.profile import Profile
 from harness.progress import StatusLine
 from harness.safety import SafetyCheck, check_safety
 from harness.supervisor import Crash, Supervisor
-from harness.targets import GO_SIGNAL, driver_target, node_target, send_go
+from harness.targets import GO_SIGNAL, driver_target, miner_target, node_target, send_go
 from popbench.errors import HarnessError, NodeStartError
 
 GO_MARGIN_S = 1.0  # between the go and the window start: drivers connect to the nodes in this time
@@ -56,6 +57,7 @@ class RunData:
     final_statuses: dict[int, dict[str, Any]] = field(default_factory=dict)
     connected_events: dict[int, int] = field(default_factory=dict)  # node id -> ns it reported "connected"
     driver_summaries: list[dict[str, Any]] = field(default_factory=list)
+    miner_summaries: list[dict[str, Any]] = field(default_factory=list)
     records_paths: list[Path] = field(default_factory=list)
     crashes: list[Crash] = field(default_factory=list)
     faults_applied: list[dict[str, Any]] = field(default_factory=list)
@@ -82,6 +84,7 @@ class Run:
         self.collector: Collector | None = None
         self.node_names: list[str] = []
         self.driver_names: list[str] = []
+        self.miner_names: list[str] = []
         self._body_task: asyncio.Future[None] | None = None
 
     def interrupt(self, reason: str) -> None:
@@ -142,6 +145,8 @@ class Run:
         self._start_collector()
         if self._has_load():
             await self._start_drivers()
+        if self.profile.network.consensus == "pbft" and self.profile.miners.count:
+            await self._start_miners()
         await self._window()
 
     async def _start_nodes(self) -> None:
@@ -187,6 +192,17 @@ class Run:
         await self.supervisor.wait_for("prepared", self.driver_names, timeout)
         self.data.mark("prepared")
 
+    async def _start_miners(self) -> None:
+        assert self.supervisor is not None and self.deployment is not None
+        miners = self.profile.miners
+        for index in range(miners.count):
+            spec = MinerSpec(index, self.deployment.addresses(), self.deployment.genesis.chain_id,
+                             max(miners.work_bits, self.profile.consensus.min_work_bits), self.profile.run.seed, self.profile.run.seed)  # fmt: skip
+            name = f"miner-{index}"
+            self.supervisor.spawn(name, "miner", miner_target(spec, self.data.run_dir / "go"), cpus=self.pins.harness_cores)
+            self.miner_names.append(name)
+        await self.supervisor.wait_for("ready", self.miner_names, self.profile.run.ready_timeout_s)
+
     def _driver_specs(self) -> list[DriverSpec]:
         assert self.deployment is not None
         load, run = self.profile.workload, self.profile.run
@@ -219,9 +235,9 @@ class Run:
         start_ns = time.time_ns() + int(GO_MARGIN_S * 1e9)
         end_ns = start_ns + int(run.duration_s * 1e9)
         self.data.window = (start_ns, end_ns)
-        if self.driver_names:
+        if self.driver_names or self.miner_names:
             send_go(self.data.run_dir / "go", start_ns)
-            self.supervisor.signal(self.driver_names, GO_SIGNAL)
+            self.supervisor.signal(self.driver_names + self.miner_names, GO_SIGNAL)
         self.data.mark("go")
         self.console(f"load window: {run.duration_s:g} s (warm-up {run.warmup_s:g} s, cool-down {run.cooldown_s:g} s)")
         await self._watch_until(end_ns)
@@ -235,6 +251,7 @@ class Run:
         try:
             await self._wait_window_end(end_ns)
             self.data.mark("window_end")
+            await self._stop_miners()
             await self._wait_drivers_done()
             self.data.mark("drained")
         finally:
@@ -257,6 +274,7 @@ class Run:
         self.data.mark("stopping")
         await self.supervisor.stop(self.driver_names, STOP_GRACE_S)
         self._collect_driver_summaries()
+        await self._stop_miners()
         if self.collector is not None:
             await self._final_sample()
         await self.supervisor.stop(self.node_names, STOP_GRACE_S)
@@ -274,6 +292,16 @@ class Run:
             self.data.notes.append("the final status sample timed out")
         self.collector.close()
         self.data.samples = self.collector.samples
+
+    async def _stop_miners(self) -> None:
+        """Miners grind until told to stop; each reports its hashes and finds as it exits."""
+        assert self.supervisor is not None
+        if not self.miner_names or self.data.miner_summaries:
+            return
+        await self.supervisor.stop(self.miner_names, STOP_GRACE_S)
+        for name in self.miner_names:
+            done = self.supervisor.children[name].events.get("done")
+            self.data.miner_summaries.append(done or {"miner": int(name.split("-")[1]), "missing": True})
 
     def _collect_driver_summaries(self) -> None:
         assert self.supervisor is not None

@@ -13,6 +13,7 @@ import uvloop
 
 from harness.child import ChildContext
 from harness.load import DriverSpec, drive
+from harness.miner import MinerSpec, run_miner
 from popbench.node import NodeConfig
 from popbench.runner import run_node_forever
 
@@ -41,13 +42,35 @@ def driver_target(spec: DriverSpec) -> Any:
 
 
 async def _drive(spec: DriverSpec, ctx: ChildContext) -> dict[str, Any]:
-    stop = asyncio.Event()
-    go: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+    stop, go = _stop_and_go(spec.go_path)
+    return await drive(spec, lambda event, fields: ctx.report(event, at_ns=time.time_ns(), **fields), stop, go)
+
+
+def miner_target(spec: MinerSpec, go_path: Path) -> Any:
+    """A PoP miner child: wait for the go, grind and submit proofs until SIGTERM, report a summary."""
+
+    def main(ctx: ChildContext) -> None:
+        summary = uvloop.run(_mine(spec, go_path, ctx))
+        ctx.report("done", **summary)
+
+    return main
+
+
+async def _mine(spec: MinerSpec, go_path: Path, ctx: ChildContext) -> dict[str, Any]:
+    stop, go = _stop_and_go(go_path)
+    ctx.report("ready")
+    return await run_miner(spec, lambda event, fields: ctx.report(event, **fields), stop, go)
+
+
+def _stop_and_go(go_path: Path) -> tuple[asyncio.Event, asyncio.Future[int]]:
+    """SIGINT/SIGTERM set ``stop``; the go signal resolves ``go`` with the window's start time."""
     loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    go: asyncio.Future[int] = loop.create_future()
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, stop.set)
-    loop.add_signal_handler(GO_SIGNAL, _read_go, spec.go_path, go)
-    return await drive(spec, lambda event, fields: ctx.report(event, at_ns=time.time_ns(), **fields), stop, go)
+    loop.add_signal_handler(GO_SIGNAL, _read_go, go_path, go)
+    return stop, go
 
 
 def _read_go(go_path: Path, go: asyncio.Future[int]) -> None:
