@@ -12,6 +12,8 @@ from harness import metrics_mining as mining
 from harness import metrics_network as net
 from harness import metrics_throughput as tp
 from harness.calibrate import pop_ceiling
+from harness.metrics_pow import pow_metrics
+from harness.pow_chains import read_chains
 from harness.run import RunData
 
 
@@ -48,8 +50,14 @@ def compute(data: RunData) -> dict[str, Any]:
 
 
 def _mining(data: RunData) -> dict[str, Any] | None:
-    """PoP mining load when miners ran; None when nothing mined (the score leaves the part out)."""
-    if not data.miner_summaries or data.calibration is None:
+    """PoW chain metrics, or the PoP mining load when miners ran; None when nothing mined."""
+    if data.calibration is None:
+        return None
+    if data.profile.network.consensus == "pow" and data.data_dir is not None:
+        chains = read_chains(data.data_dir, data.profile.network.nodes)
+        target_s = data.profile.miners.block_interval_ms / 1000
+        return pow_metrics(chains, data.final_statuses, target_s, data.calibration.hashes_per_s_per_core)
+    if not data.miner_summaries:
         return None
     cores = min(len(data.miner_summaries), data.calibration.cores)
     return mining.pop_mining(data.miner_summaries, data.calibration.hashes_per_s_per_core, cores)

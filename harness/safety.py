@@ -2,8 +2,8 @@
 
 Two nodes that committed different blocks at the same height is a safety violation, and fails the run
 whatever its score. Nodes may be at different heights (a crashed node stops early); only heights that
-several nodes hold are compared. Proof-of-work nodes are judged by their main chains' common prefix in
-the PoW metrics instead, since forks there are expected and resolved by work.
+several nodes hold are compared. Proof-of-work nodes fork by design, so there the check is on the
+confirmed part of every node's main chain: all but its last POW_CONFIRMATIONS blocks must agree.
 """
 
 from __future__ import annotations
@@ -13,7 +13,10 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from harness.pow_chains import read_chains
 from popbench.store import Store
+
+POW_CONFIRMATIONS = 6  # blocks below a PoW tip that every node must agree on
 
 
 @dataclass
@@ -33,23 +36,36 @@ def node_database(data_dir: Path, node_id: int) -> Path:
 
 
 def check_safety(data_dir: Path, nodes: int, consensus: str) -> SafetyCheck:
+    if consensus == "pow":
+        return check_pow_prefix(data_dir, nodes)
     by_height: dict[int, dict[bytes, list[int]]] = defaultdict(lambda: defaultdict(list))
     heights: dict[int, int] = {}
     for node_id in range(nodes):
         path = node_database(data_dir, node_id)
         if not path.exists():
             continue
-        chain = _committed_chain(path, consensus)
+        with Store(path) as store:
+            chain = store.block_hashes()
         heights[node_id] = max((height for height, _ in chain), default=0)
         for height, block_hash in chain:
             by_height[height][block_hash].append(node_id)
+    return _verdict(by_height, heights)
+
+
+def check_pow_prefix(data_dir: Path, nodes: int) -> SafetyCheck:
+    """PoW: every node's main chain agrees below its last POW_CONFIRMATIONS blocks (the confirmed part)."""
+    by_height: dict[int, dict[bytes, list[int]]] = defaultdict(lambda: defaultdict(list))
+    chains = read_chains(data_dir, nodes)
+    mains = {node_id: chain.main_chain() for node_id, chain in chains.items()}
+    heights = {node_id: len(main) - 1 for node_id, main in mains.items()}
+    confirmed = min(heights.values(), default=0) - POW_CONFIRMATIONS
+    for node_id, main in mains.items():
+        for height, block_hash in enumerate(main[: max(0, confirmed + 1)]):
+            by_height[height][block_hash].append(node_id)
+    return _verdict(by_height, heights)
+
+
+def _verdict(by_height: dict[int, dict[bytes, list[int]]], heights: dict[int, int]) -> SafetyCheck:
     conflicts = [{"height": height, "hashes": {h.hex(): ids for h, ids in hashes.items()}}
                  for height, hashes in sorted(by_height.items()) if len(hashes) > 1]  # fmt: skip
     return SafetyCheck(len(heights), len(by_height), not conflicts, conflicts[:10], heights)
-
-
-def _committed_chain(path: Path, consensus: str) -> list[tuple[int, bytes]]:
-    with Store(path) as store:
-        if consensus == "pow":
-            return []  # PoW agreement is judged on the tips (metrics), not per height here
-        return store.block_hashes()
