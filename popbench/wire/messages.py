@@ -15,7 +15,7 @@ from typing import Any, Callable, ClassVar
 import orjson
 
 from popbench.errors import ProtocolError
-from popbench.wire.codec import HASH_BYTES, Reader, Writer
+from popbench.wire.codec import HASH_BYTES, MAX_TEXT_BYTES, Reader, Writer
 from popbench.wire.enums import DisconnectReason, ItemKind, RejectReason, Role, parse_enum
 
 PROTOCOL_VERSION = 1
@@ -32,6 +32,11 @@ class Message:
 
     __slots__ = ()
     TYPE: ClassVar[int] = -1
+    FIELDS: ClassVar[tuple[str, ...]] = ()  # every slot, inherited ones too (Pong declares none of its own)
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        cls.FIELDS = cls.FIELDS + tuple(cls.__dict__.get("__slots__", ()))
 
     def encode_body(self) -> bytes:
         raise NotImplementedError
@@ -42,14 +47,14 @@ class Message:
 
     def __eq__(self, other: object) -> bool:
         return type(self) is type(other) and all(
-            getattr(self, name) == getattr(other, name) for name in self.__slots__
+            getattr(self, name) == getattr(other, name) for name in self.FIELDS
         )
 
     def __hash__(self) -> int:
-        return hash((type(self), *(repr(getattr(self, name)) for name in self.__slots__)))
+        return hash((type(self), *(repr(getattr(self, name)) for name in self.FIELDS)))
 
     def __repr__(self) -> str:
-        fields = ", ".join(f"{name}={getattr(self, name)!r}" for name in self.__slots__)
+        fields = ", ".join(f"{name}={getattr(self, name)!r}" for name in self.FIELDS)
         return f"{type(self).__name__}({fields})"
 
 
@@ -183,7 +188,9 @@ class Disconnect(Message):
         self.detail = detail
 
     def encode_body(self) -> bytes:
-        return Writer().u8(self.reason).text(self.detail[:200]).getvalue()
+        # Cut by bytes, not characters: 200 non-ASCII characters would overflow the u8-length text field.
+        detail = self.detail.encode("utf-8", "replace")[:MAX_TEXT_BYTES].decode("utf-8", "ignore")
+        return Writer().u8(self.reason).text(detail).getvalue()
 
     @classmethod
     def decode_body(cls, body: Body) -> Disconnect:
