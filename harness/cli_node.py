@@ -17,6 +17,7 @@ from popbench.client import NodeClient
 from popbench.errors import ConfigError
 from popbench.genesis import load_genesis, load_keys
 from popbench.node import NodeConfig
+from popbench.node_factory import CONSENSUS_KINDS
 from popbench.runner import run_node_forever
 from popbench.sync import join
 from popbench.wire import Role
@@ -58,11 +59,29 @@ def config_from_options(options: dict[str, Any]) -> NodeConfig:
         listen=parse_address(options.get("listen") or "127.0.0.1:0", "--listen"),
         listen_socket=socket.socket(fileno=int(listen_fd)) if listen_fd is not None else None,
         dial=[(None, address) for address in peers], discover=True, role=role,
-        byzantine=options.get("byzantine"),
+        byzantine=options.get("byzantine"), consensus=_consensus(options.get("consensus")),
+        mine=_flag(options.get("mine"), "mine", default=True),
     )  # fmt: skip
 
 
+def _consensus(value: Any) -> str:
+    chosen = "pbft" if value is None else str(value)
+    if chosen not in CONSENSUS_KINDS:
+        raise ConfigError(f"{chosen!r} is not one of {', '.join(CONSENSUS_KINDS)}", key="consensus")
+    return chosen
+
+
+def _flag(value: Any, key: str, default: bool) -> bool:
+    if value is None:
+        return default
+    if not isinstance(value, bool):
+        raise ConfigError(f"must be true or false, got {value!r}", key=key)
+    return value
+
+
 def status_line(status: dict[str, Any], previous: dict[str, Any] | None) -> str:
+    if "pow" in status:
+        return pow_status_line(status)
     committed = status["counters"]["proofs_committed"]
     rate = 0.0
     if previous is not None:
@@ -70,6 +89,13 @@ def status_line(status: dict[str, Any], previous: dict[str, Any] | None) -> str:
         rate = (committed - previous["counters"]["proofs_committed"]) / elapsed if elapsed > 0 else 0.0
     return (f"node {status['node_id']} height {status['height']} view {status['view']} "
             f"peers {status['peers']} mempool {status['mempool']} committed {rate:,.0f} proofs/s")  # fmt: skip
+
+
+def pow_status_line(status: dict[str, Any]) -> str:
+    pow_ = status["pow"]
+    return (f"node {status['node_id']} pow height {pow_['height']} tip {pow_['tip_hash'][:12]} bits {pow_['work_bits']} "
+            f"mined {pow_['blocks_mined']} {pow_['hash_rate'] / 1e6:.2f} MH/s stale {pow_['stale_blocks']} "
+            f"reorgs {pow_['reorgs']} peers {status['peers']} mempool {status['mempool']}")  # fmt: skip
 
 
 def register(group: click.Group) -> None:
@@ -88,6 +114,8 @@ def register(group: click.Group) -> None:
 @click.option("--keys", type=click.Path(exists=True, dir_okay=False), help="Keys file (default: beside the genesis).")
 @click.option("--config", "config_file", type=click.Path(exists=True, dir_okay=False), help="JSON file with the same options.")
 @click.option("--byzantine", type=click.Choice(["silent", "equivocate", "invalid-proofs"]), help="Fault to inject when leading.")
+@click.option("--consensus", type=click.Choice(CONSENSUS_KINDS), help="pbft (PoP validator, default) or pow (Antimony).")
+@click.option("--mine/--no-mine", default=None, help="PoW only: mine blocks (default: on).")
 def node_command(config_file: str | None, **options: Any) -> None:
     """Run one validator in the foreground, with a status line every second."""
     if config_file:

@@ -53,10 +53,15 @@ class Deployment:
             dial=[(peer, self.address(peer)) for peer in self.topology.dial[node_id]],
             discover=self.topology.discover, role=Role.VALIDATOR, byzantine=self._byzantine(node_id),
             region_of=self.regions, latency_ms=net.latency_ms,
-            expected_links=self.topology.expected_links(node_id),
+            expected_links=self.topology.expected_links(node_id), consensus=net.consensus,
+            mine=self._mines(node_id),
         )  # fmt: skip
-        _set_pow_fields(config, self.profile, node_id)
         return config
+
+    def _mines(self, node_id: int) -> bool:
+        """PoW: the profile's mining nodes (all when it names none); PoP nodes never mine blocks."""
+        chosen = self.profile.miners.mining_nodes
+        return self.profile.network.consensus == "pow" and (not chosen or node_id in chosen)
 
     def _byzantine(self, node_id: int) -> str | None:
         for fault in self.profile.faults:
@@ -76,15 +81,6 @@ class Deployment:
     def close(self) -> None:
         for sock in self.sockets:
             sock.close()
-
-
-def _set_pow_fields(config: NodeConfig, profile: Profile, node_id: int) -> None:
-    """PoW runs: the node's engine and whether it mines (fields exist once the PoW node is built in)."""
-    if hasattr(config, "consensus"):
-        config.consensus = profile.network.consensus
-    if hasattr(config, "mine"):
-        mining = profile.miners.mining_nodes
-        config.mine = profile.network.consensus == "pow" and (not mining or node_id in mining)
 
 
 def chain_params(profile: Profile) -> ChainParams:

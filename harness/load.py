@@ -44,6 +44,7 @@ class DriverSpec:
     seed: int
     run_tag: int
     closed_loop_in_flight: int = 0  # > 0: closed loop with this many proofs outstanding
+    window_s: float = 0.0  # closed loop: stop sending when the window ends
     drain_s: float = 5.0  # after the last send, how long to wait for outstanding commits
     records_path: Path = field(default_factory=lambda: Path("records.bin"))
     go_path: Path = field(default_factory=lambda: Path("go"))  # where the supervisor writes the start time
@@ -100,10 +101,13 @@ class Driver:
         await asyncio.sleep(max(0.0, (self.spec.start_ns - time.time_ns()) / 1e9))  # wait for the window
         limit = self.spec.closed_loop_in_flight
         self._room = asyncio.Event()
+        end_ns = self.spec.start_ns + int(self.spec.window_s * 1e9)
         for index in range(len(self.plan)):
             while self.outstanding >= limit:
                 self._room.clear()
                 await self._room.wait()
+            if time.time_ns() >= end_ns:
+                return  # the window is over: the rest stays unsent (due at the window start, outside the steady window)
             self.records[index].due_ns = time.time_ns()  # closed loop: due when there is room
             self._send(index)
 

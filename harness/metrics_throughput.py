@@ -64,6 +64,7 @@ def throughput(records: list[ProofRecord], steady: SteadyWindow, ceiling_per_s: 
         "ceiling_per_s": ceiling_per_s,
         "fraction_of_ceiling": per_s / ceiling_per_s if ceiling_per_s else None,
         "generator": generator_lateness(sent),
+        "plan_exhausted": bool(records) and all(r.sent_ns for r in records),  # closed loop: the pool ran dry
     }  # fmt: skip
 
 

@@ -49,7 +49,7 @@ class Consensus:
 @dataclass(frozen=True)
 class Workload:
     mode: str = "open"
-    rate: float = 500.0  # AGGREGATE proofs/s across all drivers (open loop)
+    rate: float = 500.0  # AGGREGATE proofs/s across all drivers (open loop); closed loop: pool size per second
     shape: str = "constant"
     ramp_from: float = 0.0
     steps: list[float] = field(default_factory=list)
@@ -188,6 +188,8 @@ def validate(profile: Profile) -> None:
     _at_least(run.status_interval_s, 0.05, "run.status_interval_s", src)
     if not 0.0 <= load.invalid_fraction <= 1.0:
         raise ConfigError(f"must be between 0 and 1, got {load.invalid_fraction}", key="workload.invalid_fraction", source=src)
+    if load.mode == "closed" and load.rate <= 0:
+        raise ConfigError("closed loop needs a rate > 0: it sizes the pool of pre-signed proofs (rate x duration)", key="workload.rate", source=src)
     if run.warmup_s + run.cooldown_s >= run.duration_s:
         raise ConfigError("warm-up plus cool-down must leave a steady window inside the duration", key="run.warmup_s", source=src)
     if net.consensus == "pbft" and net.topology == "k-regular":

@@ -72,6 +72,8 @@ def issues_found(data: RunData, metrics: dict[str, Any], score: Score) -> list[s
     if throughput and throughput["generator"]["fell_behind"]:
         found.append("the load generator fell behind its schedule: p99 send lateness "
                      f"{throughput['generator']['send_late_p99_ms']:.0f} ms")  # fmt: skip
+    if throughput and throughput["plan_exhausted"] and data.profile.workload.mode == "closed":
+        found.append("the closed-loop pool of proofs ran dry before the window ended: raise workload.rate")
     if metrics["connectivity"]["links_ratio"] < 1.0:
         c = metrics["connectivity"]
         found.append(f"only {c['links_up']} of {c['intended_links']} intended links were up at the end of the window")

@@ -37,6 +37,7 @@ GO_MARGIN_S = 1.0  # between the go and the window start: drivers connect to the
 PREPARE_TIMEOUT_FLOOR_S = 60.0
 PREPARE_PROOFS_PER_S_FLOOR = 500.0  # a very slow host still grinds and signs this many proofs per second
 STOP_GRACE_S = 15.0
+TIP_POLL_S = 0.2
 Console = Callable[[str], None]
 
 
@@ -86,6 +87,7 @@ class Run:
         self.driver_names: list[str] = []
         self.miner_names: list[str] = []
         self._body_task: asyncio.Future[None] | None = None
+        self._enough_blocks = asyncio.Event()
 
     def interrupt(self, reason: str) -> None:
         """First call: stop the run's body (shut-down and report still happen). Second: kill everything now."""
@@ -176,7 +178,7 @@ class Run:
 
     def _has_load(self) -> bool:
         load = self.profile.workload
-        return self.profile.network.consensus == "pbft" and (load.rate > 0 or load.mode == "closed")
+        return self.profile.network.consensus == "pbft" and load.rate > 0
 
     async def _start_drivers(self) -> None:
         assert self.supervisor is not None
@@ -215,18 +217,16 @@ class Run:
             start_ns=time.time_ns(), work_bits=max(load.work_bits, self.profile.consensus.min_work_bits),
             payload_bytes=load.payload_bytes, invalid_fraction=load.invalid_fraction, invalid_kinds=kinds,
             seed=run.seed, run_tag=run.seed & 0xFFFFFFFF, closed_loop_in_flight=max(1, closed) if closed else 0,
-            drain_s=run.drain_s, records_path=self.data.run_dir / f"records-{index}.bin",
+            window_s=run.duration_s, drain_s=run.drain_s, records_path=self.data.run_dir / f"records-{index}.bin",
             go_path=self.data.run_dir / "go",
         ) for index in range(load.drivers)]  # fmt: skip
 
     def _offsets(self) -> list[int]:
         load, run = self.profile.workload, self.profile.run
         if load.mode == "closed":
-            # closed loop: the plan is a pool of proofs, sent as fast as answers come back; size it to
-            # what the host could commit at most in the window, so the pool never runs dry
-            assert self.data.calibration is not None
-            ceiling = self.data.calibration.verifies_per_s_per_core * self.data.calibration.cores
-            return [0] * int(min(ceiling, load.rate or ceiling) * run.duration_s)
+            # closed loop: a pool of proofs sent as fast as answers come back; ``rate`` sizes the pool
+            # (the most proofs/s it can feed for the whole window; a pool that runs dry is reported)
+            return [0] * int(load.rate * run.duration_s)
         return workload.schedule_offsets(workload.Shape(load.shape), load.rate, run.duration_s, load.ramp_from, load.steps)
 
     async def _window(self) -> None:
@@ -251,6 +251,8 @@ class Run:
         try:
             await self._wait_window_end(end_ns)
             self.data.mark("window_end")
+            if self.profile.network.consensus == "pow":
+                await self._wait_tips_converge()
             await self._stop_miners()
             await self._wait_drivers_done()
             self.data.mark("drained")
@@ -260,7 +262,26 @@ class Run:
             await asyncio.gather(sampling, return_exceptions=True)
 
     async def _wait_window_end(self, end_ns: int) -> None:
-        await asyncio.sleep(max(0.0, (end_ns - time.time_ns()) / 1e9))  # the window's length is the plan
+        """The window ends on time, or early once a PoW race has mined the blocks it was asked for."""
+        remaining_s = max(0.0, (end_ns - time.time_ns()) / 1e9)
+        try:
+            await asyncio.wait_for(self._enough_blocks.wait(), remaining_s)  # never set without a block target
+            self.data.notes.append("the window ended early: the PoW block target was reached")
+        except asyncio.TimeoutError:
+            pass
+
+    async def _wait_tips_converge(self) -> None:
+        """PoW: poll the nodes until they all report one tip (or drain_s passes); record how long it took."""
+        assert self.collector is not None
+        deadline = time.monotonic() + self.profile.run.drain_s
+        while time.monotonic() < deadline:
+            sample = await self.collector.sample()
+            tips = {s["pow"]["tip_hash"] for s in sample.statuses.values() if "pow" in s}
+            if len(tips) == 1 and len(sample.statuses) == self.profile.network.nodes:
+                self.data.mark("tips_converged")
+                return
+            await asyncio.sleep(TIP_POLL_S)  # polling the nodes' tips, with a deadline
+        self.data.notes.append(f"tips had not converged {self.profile.run.drain_s:g} s after the window")
 
     async def _wait_drivers_done(self) -> None:
         assert self.supervisor is not None
@@ -325,6 +346,17 @@ class Run:
 
     def _on_sample(self, sample: Sample) -> None:
         self.status_line.on_sample(sample, self.data.window)
+        target = self._block_target()
+        if target and max((s["height"] for s in sample.statuses.values()), default=0) >= target:
+            self._enough_blocks.set()
+
+    def _block_target(self) -> int:
+        """concurrent-miners: stop after every mining node could have won ``blocks_per_miner`` blocks."""
+        miners = self.profile.miners
+        if self.profile.network.consensus != "pow" or not miners.blocks_per_miner:
+            return 0
+        mining = len(miners.mining_nodes) or self.profile.network.nodes
+        return mining * miners.blocks_per_miner
 
 
 def _own_cpu_s() -> float:
