@@ -45,6 +45,7 @@ class DriverSpec:
     run_tag: int
     closed_loop_in_flight: int = 0  # > 0: closed loop with this many proofs outstanding
     window_s: float = 0.0  # closed loop: stop sending when the window ends
+    item_kind: ItemKind = ItemKind.PROOF  # PoW runs send transfers
     drain_s: float = 5.0  # after the last send, how long to wait for outstanding commits
     records_path: Path = field(default_factory=lambda: Path("records.bin"))
     go_path: Path = field(default_factory=lambda: Path("go"))  # where the supervisor writes the start time
@@ -119,7 +120,7 @@ class Driver:
         for attempt in range(len(self.clients)):  # a node that went down mid-run: the next one takes it
             client = self.clients[(index + attempt) % len(self.clients)]
             try:
-                client.submit(index, ItemKind.PROOF, self.plan[index].raw)
+                client.submit(index, self.spec.item_kind, self.plan[index].raw)
                 return
             except ClientError:
                 continue
@@ -137,7 +138,7 @@ class Driver:
 
     def _on_committed(self, note: Committed) -> None:
         seen_ns = time.time_ns()
-        for proof_id in note.proof_ids:
+        for proof_id in note.transfer_ids if self.spec.item_kind == ItemKind.TRANSFER else note.proof_ids:
             index = self.index_of.get(proof_id)
             if index is None:
                 continue
@@ -187,6 +188,8 @@ async def _report_progress(driver: Driver, report: Report) -> None:
 
 def prepare(spec: DriverSpec) -> list[workload.Planned]:
     keys = workload.owner_keys(spec.seed, spec.index)
+    if spec.item_kind == ItemKind.TRANSFER:
+        return workload.make_transfer_plan(spec.slots, spec.chain_id, keys, spec.seed * 1000 + spec.index)
     return workload.make_plan(spec.slots, spec.start_ns, spec.chain_id, keys, spec.work_bits, spec.payload_bytes,
                               spec.run_tag, spec.invalid_fraction, spec.invalid_kinds, spec.seed * 1000 + spec.index)  # fmt: skip
 

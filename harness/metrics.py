@@ -56,7 +56,9 @@ def _mining(data: RunData) -> dict[str, Any] | None:
     if data.profile.network.consensus == "pow" and data.data_dir is not None:
         chains = read_chains(data.data_dir, data.profile.network.nodes)
         target_s = data.profile.miners.block_interval_ms / 1000
-        return pow_metrics(chains, data.final_statuses, target_s, data.calibration.hashes_per_s_per_core)
+        converged = data.phases.get("tips_converged")
+        after_s = (converged - data.phases["window_end"]) / 1e9 if converged and "window_end" in data.phases else None
+        return pow_metrics(chains, data.final_statuses, target_s, data.calibration.hashes_per_s_per_core, after_s)
     if not data.miner_summaries:
         return None
     cores = min(len(data.miner_summaries), data.calibration.cores)

@@ -4,10 +4,11 @@
   the nodes that were up had it; p50 and p90 over blocks;
 - stale rate: blocks mined that are not on the final heaviest main chain, over all blocks mined; beside
   it the rate predicted from the measured propagation delay d (mean time to 100 %) and the measured
-  block interval T: 1 - exp(-d / T);
+  block interval T: 1 - exp(-d / T), with d the median time for a block to reach every node;
 - block interval: mean and standard deviation of the main chain's timestamp gaps, against the target;
 - hash rate: every node's hashes over its grinding seconds; efficiency against the calibrated core;
-- tips: whether every node ended on the same tip; deepest reorg any node saw.
+- tips: how long after the window every node reported one tip (mining goes on, so the tips at the
+  very stop may differ by a block in flight); deepest reorg any node saw.
 """
 
 from __future__ import annotations
@@ -73,7 +74,7 @@ def hash_rate(finals: dict[int, dict[str, Any]], hashes_per_s_per_core: float) -
 
 
 def pow_metrics(chains: dict[int, StoredChain], finals: dict[int, dict[str, Any]], target_s: float,
-                hashes_per_s_per_core: float) -> dict[str, Any]:  # fmt: skip
+                hashes_per_s_per_core: float, converged_after_s: float | None) -> dict[str, Any]:  # fmt: skip
     timelines = block_timelines(chains)
     main = heaviest_main_chain(chains)
     on_main = set(main)
@@ -81,7 +82,7 @@ def pow_metrics(chains: dict[int, StoredChain], finals: dict[int, dict[str, Any]
     stale = sum(1 for h in mined if h not in on_main)
     prop = propagation(timelines, len(chains))
     spacing = interval(chains, main, target_s)
-    d_ms, t_s = prop["all_nodes"]["mean_ms"], spacing["mean_s"]
+    d_ms, t_s = prop["all_nodes"]["p50_ms"], spacing["mean_s"]
     tips = {s["pow"]["tip_hash"] for s in finals.values() if "pow" in s}
     blocks = _blocks_by_hash(chains)
     won = Counter(blocks[h].miner for h in main if h in blocks and blocks[h].height > 0)
@@ -94,5 +95,5 @@ def pow_metrics(chains: dict[int, StoredChain], finals: dict[int, dict[str, Any]
         "blocks_won_per_miner": dict(sorted(won.items())),
         "deepest_reorg": max((s["pow"]["deepest_reorg"] for s in finals.values() if "pow" in s), default=0),
         "reorgs_total": sum(s["pow"]["reorgs"] for s in finals.values() if "pow" in s),
-        "tips_agree_at_end": len(tips) == 1, "distinct_tips_at_end": len(tips),
+        "distinct_tips_at_stop": len(tips), "tips_converged_after_window_s": converged_after_s,
     }  # fmt: skip

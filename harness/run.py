@@ -32,6 +32,7 @@ from harness.safety import SafetyCheck, check_safety
 from harness.supervisor import Crash, Supervisor
 from harness.targets import GO_SIGNAL, driver_target, miner_target, node_target, send_go
 from popbench.errors import HarnessError, NodeStartError
+from popbench.wire import ItemKind
 
 GO_MARGIN_S = 1.0  # between the go and the window start: drivers connect to the nodes in this time
 PREPARE_TIMEOUT_FLOOR_S = 60.0
@@ -178,7 +179,7 @@ class Run:
 
     def _has_load(self) -> bool:
         load = self.profile.workload
-        return self.profile.network.consensus == "pbft" and load.rate > 0
+        return load.rate > 0
 
     async def _start_drivers(self) -> None:
         assert self.supervisor is not None
@@ -189,7 +190,7 @@ class Run:
             self.driver_names.append(name)
             self.data.records_paths.append(spec.records_path)
         total = sum(len(spec.slots) for spec in specs)
-        self.console(f"drivers preparing {total:,} signed proofs before the window ...")
+        self.console(f"drivers preparing {total:,} signed items before the window ...")
         timeout = max(PREPARE_TIMEOUT_FLOOR_S, total / PREPARE_PROOFS_PER_S_FLOOR)
         await self.supervisor.wait_for("prepared", self.driver_names, timeout)
         self.data.mark("prepared")
@@ -211,13 +212,15 @@ class Run:
         offsets = self._offsets()
         kinds = [workload.Expect[kind.upper()] for kind in load.invalid_kinds]
         closed = load.in_flight // load.drivers if load.mode == "closed" else 0
+        pow_run = self.profile.network.consensus == "pow"
         return [DriverSpec(
             index=index, drivers=load.drivers, nodes=self.deployment.addresses(),
             chain_id=self.deployment.genesis.chain_id, slots=workload.driver_slots(offsets, index, load.drivers),
             start_ns=time.time_ns(), work_bits=max(load.work_bits, self.profile.consensus.min_work_bits),
             payload_bytes=load.payload_bytes, invalid_fraction=load.invalid_fraction, invalid_kinds=kinds,
             seed=run.seed, run_tag=run.seed & 0xFFFFFFFF, closed_loop_in_flight=max(1, closed) if closed else 0,
-            window_s=run.duration_s, drain_s=run.drain_s, records_path=self.data.run_dir / f"records-{index}.bin",
+            window_s=run.duration_s, item_kind=ItemKind.TRANSFER if pow_run else ItemKind.PROOF,
+            drain_s=run.drain_s, records_path=self.data.run_dir / f"records-{index}.bin",
             go_path=self.data.run_dir / "go",
         ) for index in range(load.drivers)]  # fmt: skip
 

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from popbench import crypto
 from popbench.mining import meets_work
 from popbench.model.proof import Proof
+from popbench.model.transfer import Transfer
 
 RUN_TAG_BITS = 32
 OWNER_KEYS_PER_DRIVER = 16  # proof owners per driver: enough accounts that rewards spread
@@ -145,3 +146,16 @@ def _without_work(key: crypto.SigningKey, proof: Proof) -> Proof:
 
 def _digest(prefix: bytes, nonce: int) -> bytes:
     return hashlib.sha256(prefix + nonce.to_bytes(8, "big")).digest()
+
+
+def make_transfer_plan(slots: list[int], chain_id: bytes, keys: list[crypto.SigningKey], seed: int) -> list[Planned]:
+    """PoW load: one signed PAY transfer per slot (the Antimony chain orders transfers; it does not
+    execute balances, docs/pow.md), each with a fresh account nonce so no two are the same item."""
+    rng = random.Random(seed)
+    plan = []
+    for index, offset in enumerate(slots):
+        key = keys[index % len(keys)]
+        transfer = Transfer.create(key, chain_id, rng.randbytes(20), 1, 1, index // len(keys))
+        plan.append(Planned(offset, transfer.encode(), transfer.id, Expect.COMMIT))
+    return plan
+
