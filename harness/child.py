@@ -77,6 +77,8 @@ def redirect_output(log_path: str) -> None:
     os.dup2(devnull, 1)
     os.close(fd)
     os.close(devnull)
+    # whatever sys.stderr was in the parent (a test runner may have swapped it), the child writes to fd 2
+    sys.stderr = open(2, "w", buffering=1, closefd=False, errors="backslashreplace")  # noqa: SIM115
 
 
 def close_inherited(sockets: list[socket.socket], fds: list[int]) -> None:
