@@ -81,6 +81,8 @@ class NodeConfig:
     region_of: dict[int, str] = field(default_factory=dict)
     latency_ms: dict[str, dict[str, float]] = field(default_factory=dict)
     expected_links: int | None = None  # report "connected" once this many links are up
+    consensus: str = "pbft"  # "pbft" (this module's Node) or "pow" (popbench.pow.node.PowNode)
+    mine: bool = True  # PoW only: whether this node mines
 
 
 class Node:

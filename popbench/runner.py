@@ -13,7 +13,8 @@ from typing import Any
 
 import uvloop
 
-from popbench.node import Node, NodeConfig, Reporter
+from popbench.node import NodeConfig, Reporter
+from popbench.node_factory import AnyNode, make_node
 
 StatusSink = Callable[[dict[str, Any]], None]
 
@@ -33,7 +34,7 @@ async def _serve(config: NodeConfig, report: Reporter | None, every_s: float | N
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, stop.set)
-    node = Node(config, report)
+    node = make_node(config, report)
     ticker: asyncio.Task[None] | None = None
     try:
         await node.start()
@@ -48,7 +49,7 @@ async def _serve(config: NodeConfig, report: Reporter | None, every_s: float | N
     return final
 
 
-async def _tick(node: Node, every_s: float, on_status: StatusSink) -> None:
+async def _tick(node: AnyNode, every_s: float, on_status: StatusSink) -> None:
     while True:
         await asyncio.sleep(every_s)  # the status line's period, not a synchronisation
         on_status(node.status())

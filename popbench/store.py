@@ -25,6 +25,8 @@ CREATE TABLE IF NOT EXISTS items (id BLOB PRIMARY KEY, height INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS pow_blocks (
     hash BLOB PRIMARY KEY, prev_hash BLOB NOT NULL, height INTEGER NOT NULL,
     total_work TEXT NOT NULL, encoded BLOB NOT NULL);
+CREATE TABLE IF NOT EXISTS pow_arrivals (
+    hash BLOB PRIMARY KEY, height INTEGER NOT NULL, miner INTEGER NOT NULL, seen_ns INTEGER NOT NULL);
 """
 Row = tuple[bytes, int, int, int, int]
 
@@ -107,6 +109,15 @@ class Store:
     def load_pow_blocks(self) -> list[tuple[bytes, bytes, int, int, bytes]]:
         rows = self._all("SELECT hash, prev_hash, height, total_work, encoded FROM pow_blocks ORDER BY height")
         return [(r[0], r[1], r[2], int(r[3], 16), r[4]) for r in rows]
+
+    def save_pow_arrival(self, block_hash: bytes, height: int, miner: int, seen_ns: int) -> None:
+        """When this node first saw (or mined) a block; a later sighting keeps the first time."""
+        with self._transaction():
+            self._db.execute("INSERT OR IGNORE INTO pow_arrivals VALUES (?, ?, ?, ?)", (block_hash, height, miner, seen_ns))
+
+    def load_pow_arrivals(self) -> list[tuple[bytes, int, int, int]]:
+        rows = self._all("SELECT hash, height, miner, seen_ns FROM pow_arrivals ORDER BY seen_ns")
+        return [(r[0], r[1], r[2], r[3]) for r in rows]  # type: ignore[misc]
 
     # -- plumbing ----------------------------------------------------------------------------------
     def _transaction(self) -> _Transaction:

@@ -1,0 +1,18 @@
+"""Build the node a configuration asks for: the PoP (PBFT) validator or the PoW (Antimony) node."""
+
+from __future__ import annotations
+
+from popbench.errors import ConfigError
+from popbench.node import Node, NodeConfig, Reporter
+from popbench.pow.node import PowNode
+
+CONSENSUS_KINDS = ("pbft", "pow")
+AnyNode = Node | PowNode
+
+
+def make_node(config: NodeConfig, report: Reporter | None = None) -> AnyNode:
+    if config.consensus == "pbft":
+        return Node(config, report)
+    if config.consensus == "pow":
+        return PowNode(config, report)
+    raise ConfigError(f"unknown consensus {config.consensus!r} (known: {', '.join(CONSENSUS_KINDS)})", key="consensus")
