@@ -15,10 +15,10 @@ from harness.profile import Profile
 from harness.topology import Topology, assign_regions, build
 from popbench import crypto
 from popbench.genesis import ChainParams, Genesis, make_genesis, write_genesis, write_keys
+from popbench.net.peers import bind_listener
 from popbench.node import NodeConfig
 from popbench.wire import Role
 
-LISTEN_BACKLOG = 1024
 LOOPBACK = "127.0.0.1"
 
 
@@ -93,14 +93,6 @@ def chain_params(profile: Profile) -> ChainParams:
     )  # fmt: skip
 
 
-def bind_listener() -> socket.socket:
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind((LOOPBACK, 0))
-    sock.listen(LISTEN_BACKLOG)
-    return sock
-
-
 def deploy(profile: Profile, run_dir: Path) -> Deployment:
     """Genesis (written beside the report), topology, regions and bound sockets for ``profile``."""
     net = profile.network
@@ -109,6 +101,6 @@ def deploy(profile: Profile, run_dir: Path) -> Deployment:
     write_genesis(genesis, run_dir / "genesis.json")
     write_keys(keys, run_dir / "genesis.keys.json")
     topology = build(net.topology, net.nodes, net.consensus, net.degree, net.bootstrap_nodes, profile.run.seed)
-    sockets = [bind_listener() for _ in range(net.nodes)]
+    sockets = [bind_listener((LOOPBACK, 0)) for _ in range(net.nodes)]
     regions = assign_regions(net.nodes, net.regions)
     return Deployment(profile, genesis, keys, topology, regions, sockets, run_dir / "data")

@@ -25,7 +25,7 @@ from popbench.genesis import Genesis
 from popbench.ledger import CommittedBlock, Ledger
 from popbench.mempool import Mempool
 from popbench.net.connection import Connection, Identity
-from popbench.net.peers import Address, PeerManager
+from popbench.net.peers import Address, PeerManager, bind_listener
 from popbench.status import node_status
 from popbench.store import Store
 from popbench.wire import (
@@ -115,7 +115,7 @@ class Node:
 
     # -- lifecycle ---------------------------------------------------------------------------------
     async def start(self) -> None:
-        sock = self.config.listen_socket or _bind(self.config.listen)
+        sock = self.config.listen_socket or bind_listener(self.config.listen)
         self.identity.listen_host, self.identity.listen_port = sock.getsockname()[:2]
         await self.peers.listen(sock)
         self.report("listening", {"host": self.identity.listen_host, "port": self.identity.listen_port})
@@ -289,14 +289,6 @@ class Node:
         if mine is None or theirs is None:
             return 0.0
         return self.config.latency_ms.get(mine, {}).get(theirs, 0.0) / 1000
-
-
-def _bind(address: Address) -> socket.socket:
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind(address)
-    sock.listen(1024)
-    return sock
 
 
 async def serve(config: NodeConfig, stop: asyncio.Event, report: Reporter | None = None) -> Node:

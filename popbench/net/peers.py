@@ -15,6 +15,7 @@ from popbench.net.connection import Connection, ConnectionHost
 from popbench.wire import DisconnectReason, Message, Role, encode_frame
 
 DIAL_TIMEOUT_S = 5.0
+LISTEN_BACKLOG = 1024
 REDIAL_MIN_S = 0.05
 REDIAL_MAX_S = 2.0
 
@@ -148,3 +149,12 @@ class PeerManager:
         if self._server is not None:
             self._server.close()
             await asyncio.gather(*self._dialing.values(), return_exceptions=True)
+
+
+def bind_listener(address: Address) -> socket.socket:
+    """A listening TCP socket on ``address`` (port 0: the kernel picks); the harness binds before forking."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind(address)
+    sock.listen(LISTEN_BACKLOG)
+    return sock

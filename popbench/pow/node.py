@@ -20,8 +20,8 @@ from popbench.errors import ProtocolError
 from popbench.mempool import Mempool
 from popbench.model.transfer import Transfer
 from popbench.net.connection import Connection, Identity
-from popbench.net.peers import PeerManager
-from popbench.node import NodeConfig, Reporter, _bind
+from popbench.net.peers import PeerManager, bind_listener
+from popbench.node import NodeConfig, Reporter
 from popbench.pow.block import PowBlock
 from popbench.pow.chain import BlockTree, Reorg, transfers_to_return
 from popbench.pow.discovery import PeerDiscovery
@@ -107,7 +107,7 @@ class PowNode:
         self.confirmed_height = max(0, self.tree.tip.height - CONFIRMATIONS)  # confirmed in an earlier life
 
     async def start(self) -> None:
-        sock = self.config.listen_socket or _bind(self.config.listen)
+        sock = self.config.listen_socket or bind_listener(self.config.listen)
         self.identity.listen_host, self.identity.listen_port = sock.getsockname()[:2]
         await self.peers.listen(sock)
         self.report("listening", {"host": self.identity.listen_host, "port": self.identity.listen_port})
