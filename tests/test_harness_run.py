@@ -168,3 +168,47 @@ def test_planned_kill_and_restart_are_applied_and_the_restarted_node_catches_up(
     assert stability["unplanned_crashes"] == 0 and [c["name"] for c in stability["crashes"]] == ["node-1"]
     heights = stability["safety"]["heights"]
     assert heights["1"] >= 0.9 * max(heights.values()) and stability["safety"]["agree"] is True
+
+
+POW_PROFILE = """
+name = "tiny-pow"
+description = "test PoW run"
+
+[network]
+consensus = "pow"
+nodes = 4
+topology = "hierarchy"
+bootstrap_nodes = 1
+
+[miners]
+block_interval_ms = 300
+retarget_blocks = 5
+initial_work_bits = 14
+
+[workload]
+rate = 20.0
+
+[run]
+duration_s = 5.0
+warmup_s = 1.0
+cooldown_s = 0.5
+status_interval_s = 1.0
+drain_s = 8.0
+seed = 4
+"""
+
+
+def test_pow_run_mines_converges_and_scores_its_mining(tmp_path: Path) -> None:
+    profile = tmp_path / "tiny-pow.toml"
+    profile.write_text(POW_PROFILE)
+    run_dir = tmp_path / "run"
+    code, output = finish(start_run(profile, run_dir))
+    assert code == 0, output
+    report = read_report(run_dir)
+    mining = report["metrics"]["mining"]
+    assert mining["blocks_mined"] > 0 and mining["main_chain_height"] > 0
+    assert mining["propagation"]["all_nodes"]["blocks_reached"] > 0
+    assert mining["hashes"] > 0 and mining["hash_efficiency"] > 0
+    assert report["metrics"]["stability"]["safety"]["agree"] is True
+    assert [p["name"] for p in report["score"]["parts"] if p["exercised"]] == ["connectivity", "throughput", "mining", "stability"]
+    assert not processes_of(run_dir)
