@@ -110,7 +110,9 @@ class Genesis:
 
     @property
     def quorum(self) -> int:
-        return 2 * self.f + 1
+        # n - f, not 2f + 1: the two agree only when n = 3f + 1. For other n, 2f + 1 lets two quorums
+        # share fewer than f + 1 validators (n = 6: f = 1, two quorums of 3 can be disjoint).
+        return self.n - self.f
 
     @cached_property
     def public_keys(self) -> dict[int, bytes]:
@@ -147,9 +149,11 @@ def _scaled_stakes(stakes: list[int]) -> list[int]:
     for stake in stakes:
         divisor = gcd(divisor, stake)
     scaled = [stake // divisor for stake in stakes]
-    while sum(scaled) > MAX_SCHEDULE_SLOTS:  # keep every validator at least one slot
-        factor = sum(scaled) / MAX_SCHEDULE_SLOTS
-        scaled = [max(1, round(s / factor)) for s in scaled]
+    # Floor, not round: rounding can give the same total back and loop forever (e.g. 24643, 27274,
+    # 8496, 20370 -> 10,001 slots each pass). Floor shrinks every stake >= 2, so this ends.
+    while sum(scaled) > MAX_SCHEDULE_SLOTS and max(scaled) > 1:  # keep every validator at least one slot
+        total = sum(scaled)
+        scaled = [max(1, s * MAX_SCHEDULE_SLOTS // total) for s in scaled]
     return scaled
 
 
@@ -171,6 +175,8 @@ def genesis_from_dict(data: Any, source: str) -> Genesis:
     _check_keys(data, {"chain_name", "validators", "balances", "params"}, "", source)
     params = _params(data.get("params", {}), source)
     validators = tuple(_validator(entry, i, source) for i, entry in enumerate(_list(data, "validators", source)))
+    if not isinstance(data.get("balances", {}), dict):
+        raise ConfigError("must be an object of address: amount", key="balances", source=source)
     balances = {_hex(k, f"balances.{k}", source, 20): _int(v, f"balances.{k}", source) for k, v in data.get("balances", {}).items()}
     try:
         return Genesis(str(data.get("chain_name", "popbench")), validators, balances, params)
@@ -187,14 +193,20 @@ def write_genesis(genesis: Genesis, path: Path) -> None:
 
 
 def write_keys(keys: list[crypto.SigningKey], path: Path) -> None:
-    path.write_text(json.dumps({str(i): key.secret.hex() for i, key in enumerate(keys)}, indent=2) + "\n")
-    os.chmod(path, 0o600)
+    text = json.dumps({str(i): key.secret.hex() for i, key in enumerate(keys)}, indent=2) + "\n"
+    # Created 0600, so the secrets are never readable by others, not even between write and chmod.
+    with os.fdopen(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "w") as out:
+        os.chmod(path, 0o600)  # an existing file keeps its old mode through O_CREAT
+        out.write(text)
 
 
 def load_keys(path: Path) -> dict[int, crypto.SigningKey]:
     data = _read_json(path)
     if not isinstance(data, dict):
         raise ConfigError("a keys file maps node ids to secret keys", source=str(path))
+    for node_id in data:
+        if not node_id.isdecimal():
+            raise ConfigError("a node id must be a non-negative integer", key=node_id, source=str(path))
     return {int(node_id): crypto.SigningKey(_hex(secret, node_id, str(path), 32)) for node_id, secret in data.items()}
 
 
