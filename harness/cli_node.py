@@ -108,7 +108,7 @@ def register(group: click.Group) -> None:
 @click.option("--genesis", type=click.Path(exists=True, dir_okay=False), help="Genesis file (its hash is the chain id).")
 @click.option("--node-id", type=int, help="This validator's id in the genesis.")
 @click.option("--data-dir", type=click.Path(file_okay=False), help="Where the node's SQLite database lives.")
-@click.option("--listen", default="127.0.0.1:0", show_default=True, help="HOST:PORT to listen on.")
+@click.option("--listen", default=None, help="HOST:PORT to listen on  [default: 127.0.0.1:0, or the --config value]")
 @click.option("--listen-fd", type=int, help="Serve on this inherited, already listening socket (overrides --listen).")
 @click.option("--peer", "peers", multiple=True, help="HOST:PORT of a peer to dial (repeatable).")
 @click.option("--keys", type=click.Path(exists=True, dir_okay=False), help="Keys file (default: beside the genesis).")
