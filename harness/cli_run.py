@@ -41,6 +41,7 @@ def register(group: click.Group) -> None:
 @click.option("--duration", "duration_s", type=float, help="Load window in seconds (warm-up and cool-down included).")
 @click.option("--rate", type=float, help="AGGREGATE proofs/s offered across all drivers (open loop).")
 @click.option("--drivers", type=int, help="Load-driver processes sharing the rate.")
+@click.option("--in-flight", "in_flight", type=int, help="Closed loop: proofs outstanding across all drivers.")
 @click.option("--consensus", type=click.Choice(["pbft", "pow"]), help="Which network to run.")
 @click.option("--topology", type=click.Choice(["full-mesh", "hierarchy", "k-regular"]), help="How nodes find each other.")
 @click.option("--seed", type=int, help="Seed for keys, topology and the workload plan.")
