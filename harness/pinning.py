@@ -40,3 +40,14 @@ def plan(cores: list[int]) -> PinPlan:
         reserved = max(1, len(cores) // 4)
         return PinPlan(cores[reserved:], cores[:reserved])
     return PinPlan(list(cores), None)
+
+
+def pin_harness(pins: PinPlan) -> None:
+    """Keep the supervisor (and so everything it forks until pinned) on the harness's cores, if any."""
+    if pins.harness_cores is None:
+        return
+    try:
+        psutil.Process().cpu_affinity(pins.harness_cores)
+    except (AttributeError, psutil.Error, OSError):
+        pass  # affinity unsupported: the report's pinning note still says what was planned
+

@@ -132,6 +132,7 @@ class Run:
         net, load = self.profile.network, self.profile.workload
         cores = pinning.available_cores()
         self.pins = pinning.plan(cores)
+        pinning.pin_harness(self.pins)
         self.data.notes += [limits.raise_open_files(limits.fds_needed(net.nodes, load.drivers)),
                             limits.check_memory(net.nodes), f"pinning: {self.pins.describe()}"]  # fmt: skip
         self.data.notes = [note for note in self.data.notes if note]
