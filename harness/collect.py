@@ -1,4 +1,4 @@
-"""The collector: samples every node's STATUS and psutil figures, and the harness's own CPU share.
+"""The collector: samples every node's STATUS and psutil figures, and the supervisor's own CPU.
 
 It runs in the supervisor's event loop. STATUS travels over one client connection per node; CPU comes
 from psutil's cumulative CPU times (differences between samples, so no blocking interval); USS is read
@@ -8,6 +8,7 @@ less often because it walks /proc/<pid>/smaps, which is costly for a hundred pro
 from __future__ import annotations
 
 import asyncio
+import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -38,7 +39,7 @@ class Sample:
     at_ns: int
     statuses: dict[int, dict[str, Any]]  # node id -> STATUS payload (missing: did not answer)
     processes: dict[int, ProcessSample]  # node id -> psutil figures (missing: process gone)
-    harness_cpu_s: float
+    supervisor_cpu_s: float  # cumulative CPU of the supervisor process (collector included)
 
 
 @dataclass
@@ -48,7 +49,6 @@ class Collector:
     nodes: dict[int, Address]
     chain_id: bytes
     pids: dict[int, int]
-    harness_pids: Callable[[], list[int]]
     samples: list[Sample] = field(default_factory=list)
     _clients: dict[int, NodeClient] = field(default_factory=dict)
     _procs: dict[int, psutil.Process] = field(default_factory=dict)
@@ -74,7 +74,7 @@ class Collector:
         statuses = await self._statuses()
         with_uss = len(self.samples) % USS_EVERY_SAMPLES == 0
         processes = {node_id: s for node_id in self.pids if (s := self._process(node_id, with_uss)) is not None}
-        sample = Sample(time.time_ns(), statuses, processes, self._harness_cpu())
+        sample = Sample(time.time_ns(), statuses, processes, _own_cpu_s())
         self.samples.append(sample)
         return sample
 
@@ -114,17 +114,13 @@ class Collector:
         except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
             return None
 
-    def _harness_cpu(self) -> float:
-        total = 0.0
-        for pid in self.harness_pids():
-            try:
-                times = psutil.Process(pid).cpu_times()
-            except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
-                continue
-            total += times.user + times.system
-        return total
-
     def close(self) -> None:
         for client in self._clients.values():
             client.close()
         self._clients.clear()
+
+
+def _own_cpu_s() -> float:
+    times = os.times()
+    return times.user + times.system
+

@@ -139,8 +139,16 @@ def resources(samples: list[Sample], harness_cpu_s: float, run_s: float, cores: 
         "cpu_per_node_percent_mean": mean_cpu,
         "open_files_per_node_max": max(fds, default=None),
         "harness_cpu_s": harness_cpu_s,
+        "supervisor_cpu_percent_in_window": _supervisor_cpu(samples),
         "harness_cpu_share": harness_cpu_s / (run_s * cores) if run_s > 0 and cores else None,
     }  # fmt: skip
+
+
+def _supervisor_cpu(samples: list[Sample]) -> float | None:
+    """The supervisor's own CPU (collector, status line, event handling) between first and last sample."""
+    if len(samples) < 2 or samples[-1].at_ns <= samples[0].at_ns:
+        return None
+    return (samples[-1].supervisor_cpu_s - samples[0].supervisor_cpu_s) / ((samples[-1].at_ns - samples[0].at_ns) / 1e9) * 100
 
 
 def _latest_uss(samples: list[Sample]) -> dict[int, int]:

@@ -175,8 +175,7 @@ class Run:
     def _start_collector(self) -> None:
         assert self.supervisor is not None and self.deployment is not None
         pids = {int(name.split("-")[1]): pid for name, pid in self.supervisor.pids("node").items()}
-        self.collector = Collector(dict(enumerate(self.deployment.addresses())), self.deployment.genesis.chain_id,
-                                   pids, lambda: [])  # fmt: skip
+        self.collector = Collector(dict(enumerate(self.deployment.addresses())), self.deployment.genesis.chain_id, pids)
 
     def _has_load(self) -> bool:
         load = self.profile.workload
