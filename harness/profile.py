@@ -23,6 +23,7 @@ SHAPES = ("constant", "ramp", "steps")
 INVALID_KINDS = ("bad_signature", "low_work", "replay")
 FAULT_KINDS = ("kill", "restart", "byzantine")
 BYZANTINE_KINDS = ("silent", "equivocate", "invalid-proofs")
+CRYPTO_BACKENDS = ("coincurve", "ecdsa")
 
 
 @dataclass(frozen=True)
@@ -179,6 +180,7 @@ def validate(profile: Profile) -> None:
     _choice(net.consensus, CONSENSUS_KINDS, "network.consensus", src)
     _choice(net.topology, TOPOLOGIES, "network.topology", src)
     _choice(load.mode, WORKLOAD_MODES, "workload.mode", src)
+    _choice(profile.consensus.crypto, CRYPTO_BACKENDS, "consensus.crypto", src)
     _choice(load.shape, SHAPES, "workload.shape", src)
     for kind in load.invalid_kinds:
         _choice(kind, INVALID_KINDS, "workload.invalid_kinds", src)
