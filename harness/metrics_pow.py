@@ -73,6 +73,16 @@ def hash_rate(finals: dict[int, dict[str, Any]], hashes_per_s_per_core: float) -
             "hash_efficiency": rate / hashes_per_s_per_core if hashes_per_s_per_core else None}  # fmt: skip
 
 
+def _predicted_stale(d_ms: float | None, t_s: float | None, miners: int) -> float | None:
+    """1 - exp(-d/T): the chance another miner finds a block while one propagates. With a single miner
+    there is no other miner to race, so the prediction is 0."""
+    if miners <= 1:
+        return 0.0
+    if d_ms is None or not t_s:
+        return None
+    return 1 - math.exp(-(d_ms / 1000) / t_s)
+
+
 def pow_metrics(chains: dict[int, StoredChain], finals: dict[int, dict[str, Any]], target_s: float,
                 hashes_per_s_per_core: float, converged_after_s: float | None) -> dict[str, Any]:  # fmt: skip
     timelines = block_timelines(chains)
@@ -86,11 +96,12 @@ def pow_metrics(chains: dict[int, StoredChain], finals: dict[int, dict[str, Any]
     tips = {s["pow"]["tip_hash"] for s in finals.values() if "pow" in s}
     blocks = _blocks_by_hash(chains)
     won = Counter(blocks[h].miner for h in main if h in blocks and blocks[h].height > 0)
+    won_or_mining = {n for n, s in finals.items() if s.get("pow", {}).get("mining")} | set(won)
     return {
         **hash_rate(finals, hashes_per_s_per_core),
         "blocks_mined": len(mined), "main_chain_height": len(main) - 1 if main else 0,
         "stale_blocks": stale, "stale_rate": stale / len(mined) if mined else None,
-        "stale_rate_predicted": 1 - math.exp(-(d_ms / 1000) / t_s) if d_ms is not None and t_s else None,
+        "stale_rate_predicted": _predicted_stale(d_ms, t_s, len(won_or_mining)),
         "propagation": prop, "block_interval": spacing,
         "blocks_won_per_miner": dict(sorted(won.items())),
         "deepest_reorg": max((s["pow"]["deepest_reorg"] for s in finals.values() if "pow" in s), default=0),
