@@ -16,7 +16,7 @@ from popbench import crypto
 from popbench.client import NodeClient
 from popbench.errors import ConfigError
 from popbench.genesis import load_genesis, load_keys
-from popbench.node import NodeConfig
+from popbench.node_config import NodeConfig
 from popbench.node_factory import CONSENSUS_KINDS
 from popbench.runner import run_node_forever
 from popbench.sync import join

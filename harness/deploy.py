@@ -16,7 +16,7 @@ from harness.topology import Topology, assign_regions, build
 from popbench import crypto
 from popbench.genesis import ChainParams, Genesis, make_genesis, write_genesis, write_keys
 from popbench.net.peers import bind_listener
-from popbench.node import NodeConfig
+from popbench.node_config import NodeConfig
 from popbench.wire import Role
 
 LOOPBACK = "127.0.0.1"

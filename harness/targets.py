@@ -14,7 +14,7 @@ import uvloop
 from harness.child import ChildContext
 from harness.load import DriverSpec, drive
 from harness.miner import MinerSpec, run_miner
-from popbench.node import NodeConfig
+from popbench.node_config import NodeConfig
 from popbench.runner import run_node_forever
 
 GO_SIGNAL = signal.SIGUSR1

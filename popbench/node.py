@@ -12,8 +12,6 @@ import random
 import socket
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from popbench import crypto
@@ -22,10 +20,12 @@ from popbench.catchup import CatchUp
 from popbench.consensus.byzantine import engine_for
 from popbench.counters import NodeCounters
 from popbench.genesis import Genesis
+from popbench.node_base import NodeBase
+from popbench.node_config import NodeConfig, Reporter
 from popbench.ledger import CommittedBlock, Ledger
 from popbench.mempool import Mempool
 from popbench.net.connection import Connection, Identity
-from popbench.net.peers import Address, PeerManager, bind_listener
+from popbench.net.peers import PeerManager, bind_listener
 from popbench.status import node_status
 from popbench.store import Store
 from popbench.wire import (
@@ -43,13 +43,11 @@ from popbench.wire import (
     Peers,
     PeersRequest,
     Ping,
-    Pong,
     Prepare,
     PrePrepare,
     RejectReason,
     Role,
     SnapshotRequest,
-    Status,
     StatusRequest,
     Submit,
     SubmitResult,
@@ -61,31 +59,7 @@ from popbench.wire.messages import PeerAddress
 
 CONSENSUS_MESSAGES = (PrePrepare, Prepare, Commit, ViewChange, NewView)
 DISCOVERY_INTERVAL_S = 0.5
-Reporter = Callable[[str, dict[str, Any]], None]
-
-
-@dataclass
-class NodeConfig:
-    """Everything one node needs to start; the harness and ``popbench node`` both build one."""
-
-    node_id: int
-    genesis: Genesis
-    key: crypto.SigningKey
-    data_dir: Path
-    listen: Address = ("127.0.0.1", 0)
-    listen_socket: socket.socket | None = None
-    dial: list[tuple[int | None, Address]] = field(default_factory=list)  # (node id if known, address)
-    discover: bool = False  # learn every validator's address by peer exchange and link to all
-    role: Role = Role.VALIDATOR
-    byzantine: str | None = None
-    region_of: dict[int, str] = field(default_factory=dict)
-    latency_ms: dict[str, dict[str, float]] = field(default_factory=dict)
-    expected_links: int | None = None  # report "connected" once this many links are up
-    consensus: str = "pbft"  # "pbft" (this module's Node) or "pow" (popbench.pow.node.PowNode)
-    mine: bool = True  # PoW only: whether this node mines
-
-
-class Node:
+class Node(NodeBase):
     """One validator (or follower): implements the hosts the connections and the engine talk to."""
 
     def __init__(self, config: NodeConfig, report: Reporter | None = None) -> None:
@@ -102,14 +76,13 @@ class Node:
         self.mempool = Mempool(self.genesis.params.mempool_limit)
         self.identity = Identity(self.genesis.chain_id, config.node_id, config.role, config.key,
                                  self.genesis.public_keys, *config.listen)  # fmt: skip
-        self.peers = PeerManager(self, self._delay_for)
+        self.peers = PeerManager(self, config.delay_to)
         self.admission = Admission(self.ledger, self.mempool, self.counters, self.peers.broadcast)
         self.engine = engine_for(config.byzantine, self, config.role)
         self.catchup = CatchUp(self)
         self.subscribers: set[Connection] = set()
         self.round_times_s: list[float] = []
         self.commit_times_ns: list[int] = []
-        self._connected_reported = False
         self._tasks: list[asyncio.Task[None]] = []
         self._handlers = self._build_handlers()
 
@@ -147,13 +120,6 @@ class Node:
         self.peers.unregister(conn)
         self.subscribers.discard(conn)
 
-    def message_from(self, conn: Connection, message: Message) -> None:
-        handler = self._handlers.get(type(message))
-        if handler is None:
-            conn.disconnect(DisconnectReason.UNEXPECTED_MESSAGE, type(message).__name__)
-            return
-        handler(conn, message)
-
     def _build_handlers(self) -> dict[type[Message], Callable[[Connection, Any], None]]:
         handlers: dict[type[Message], Callable[[Connection, Any], None]] = {
             Submit: self._on_submit, Gossip: self._on_gossip, ItemsRequest: self._on_items_request,
@@ -179,12 +145,6 @@ class Node:
     def _on_subscribe(self, conn: Connection, message: Subscribe) -> None:
         if message.topics & TOPIC_COMMITS:
             self.subscribers.add(conn)
-
-    def _on_status_request(self, conn: Connection, message: StatusRequest) -> None:
-        conn.send(Status(self.status()))
-
-    def _on_ping(self, conn: Connection, message: Ping) -> None:
-        conn.send(Pong(message.nonce, message.sent_ns))
 
     def status(self) -> dict[str, Any]:
         return node_status(self)
@@ -256,12 +216,6 @@ class Node:
             conn.send_encoded(frame, "Committed")
 
     # -- peers and discovery -------------------------------------------------------------------------
-    def _links_changed(self) -> None:
-        links = len(self.peers.validator_links())
-        expected = self.config.expected_links
-        if expected is not None and links >= expected and not self._connected_reported:
-            self._connected_reported = True
-            self.report("connected", {"peers": links})
 
     def _on_peers_request(self, conn: Connection, message: PeersRequest) -> None:
         entries = [PeerAddress(self.node_id, int(self.config.role), socket.inet_aton(self.identity.listen_host), self.identity.listen_port)]
@@ -283,12 +237,6 @@ class Node:
                 link.send(PeersRequest())
             await asyncio.sleep(DISCOVERY_INTERVAL_S)  # a polling period of peer exchange, not a sync wait
 
-    def _delay_for(self, peer_id: int) -> float:
-        regions = self.config.region_of
-        mine, theirs = regions.get(self.node_id), regions.get(peer_id)
-        if mine is None or theirs is None:
-            return 0.0
-        return self.config.latency_ms.get(mine, {}).get(theirs, 0.0) / 1000
 
 
 async def serve(config: NodeConfig, stop: asyncio.Event, report: Reporter | None = None) -> Node:

@@ -13,7 +13,7 @@ from typing import Any
 
 import uvloop
 
-from popbench.node import NodeConfig, Reporter
+from popbench.node_config import NodeConfig, Reporter
 from popbench.node_factory import AnyNode, make_node
 
 StatusSink = Callable[[dict[str, Any]], None]

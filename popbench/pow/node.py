@@ -21,7 +21,8 @@ from popbench.mempool import Mempool
 from popbench.model.transfer import Transfer
 from popbench.net.connection import Connection, Identity
 from popbench.net.peers import PeerManager, bind_listener
-from popbench.node import NodeConfig, Reporter
+from popbench.node_base import NodeBase
+from popbench.node_config import NodeConfig, Reporter
 from popbench.pow.block import PowBlock
 from popbench.pow.chain import BlockTree, Reorg, transfers_to_return
 from popbench.pow.discovery import PeerDiscovery
@@ -35,7 +36,6 @@ from popbench.wire import (
     TOPIC_BLOCKS,
     TOPIC_COMMITS,
     Committed,
-    DisconnectReason,
     Gossip,
     ItemKind,
     ItemsRequest,
@@ -43,14 +43,12 @@ from popbench.wire import (
     Peers,
     PeersRequest,
     Ping,
-    Pong,
     PowAnnounce,
     PowChain,
     PowGetBlock,
     PowGetChain,
     RejectReason,
     Role,
-    Status,
     StatusRequest,
     Submit,
     SubmitResult,
@@ -62,7 +60,7 @@ from popbench.wire import PowBlock as PowBlockMessage
 CONFIRMATIONS = 6  # a block this deep under the tip counts as committed (COMMITTED, counters)
 
 
-class PowNode:
+class PowNode(NodeBase):
     """One proof-of-work node: implements the hosts its connections, relay and miner talk to."""
 
     def __init__(self, config: NodeConfig, report: Reporter | None = None) -> None:
@@ -79,7 +77,7 @@ class PowNode:
         self.pool = TransferPool(Mempool(params.mempool_limit), self.tree, chain_id, self.counters)
         self.identity = Identity(chain_id, config.node_id, config.role, config.key, self.genesis.public_keys, *config.listen)
         self.validator_ids = frozenset(self.genesis.public_keys)
-        self.peers = PeerManager(self, self._delay_for)
+        self.peers = PeerManager(self, config.delay_to)
         self.relay = BlockRelay(self)
         self.miner = Miner(self)
         self.discovery = PeerDiscovery(self)
@@ -91,7 +89,6 @@ class PowNode:
         self.confirmed_height = 0
         self.confirmed_intervals_s: list[float] = []
         self.commit_times_ns: list[int] = []
-        self._connected_reported = False
         self._tasks: list[asyncio.Task[None]] = []
         self._handlers = self._build_handlers()
         self._load_chain()
@@ -142,13 +139,6 @@ class PowNode:
         self.subscribers.pop(conn, None)
         self.relay.link_closed(conn)
 
-    def message_from(self, conn: Connection, message: Message) -> None:
-        handler = self._handlers.get(type(message))
-        if handler is None:
-            conn.disconnect(DisconnectReason.UNEXPECTED_MESSAGE, type(message).__name__)
-            return
-        handler(conn, message)
-
     def _build_handlers(self) -> dict[type[Message], Callable[[Connection, Any], None]]:
         relay = self.relay
         return {
@@ -181,12 +171,6 @@ class PowNode:
 
     def _on_subscribe(self, conn: Connection, message: Subscribe) -> None:
         self.subscribers[conn] = message.topics
-
-    def _on_status_request(self, conn: Connection, message: StatusRequest) -> None:
-        conn.send(Status(self.status()))
-
-    def _on_ping(self, conn: Connection, message: Ping) -> None:
-        conn.send(Pong(message.nonce, message.sent_ns))
 
     # -- blocks: MinerHost and RelayHost -------------------------------------------------------------
     def block_template(self) -> PowBlock | None:
@@ -267,16 +251,3 @@ class PowNode:
             conn.send_encoded(frame, type(message).__name__)
 
     # -- peers -----------------------------------------------------------------------------------------
-    def _links_changed(self) -> None:
-        links = len(self.peers.validator_links())
-        expected = self.config.expected_links
-        if expected is not None and links >= expected and not self._connected_reported:
-            self._connected_reported = True
-            self.report("connected", {"peers": links})
-
-    def _delay_for(self, peer_id: int) -> float:
-        regions = self.config.region_of
-        mine, theirs = regions.get(self.node_id), regions.get(peer_id)
-        if mine is None or theirs is None:
-            return 0.0
-        return self.config.latency_ms.get(mine, {}).get(theirs, 0.0) / 1000

@@ -1,0 +1,49 @@
+"""What the PoP validator and the PoW node share: message dispatch, liveness, STATUS, readiness.
+
+Each node builds its own handler table; this base dispatches by message type, refuses anything a node
+has no handler for (DISCONNECT UNEXPECTED_MESSAGE), and reports "connected" once its intended links
+are up, which the harness waits for.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from popbench.net.connection import Connection
+from popbench.net.peers import PeerManager
+from popbench.node_config import NodeConfig, Reporter
+from popbench.wire import DisconnectReason, Message, Ping, Pong, Status, StatusRequest
+
+Handler = Callable[[Connection, Any], None]
+
+
+class NodeBase:
+    config: NodeConfig
+    peers: PeerManager
+    report: Reporter
+    _handlers: dict[type[Message], Handler]
+    _connected_reported: bool = False
+
+    def status(self) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def message_from(self, conn: Connection, message: Message) -> None:
+        handler = self._handlers.get(type(message))
+        if handler is None:
+            conn.disconnect(DisconnectReason.UNEXPECTED_MESSAGE, type(message).__name__)
+            return
+        handler(conn, message)
+
+    def _on_status_request(self, conn: Connection, message: StatusRequest) -> None:
+        conn.send(Status(self.status()))
+
+    def _on_ping(self, conn: Connection, message: Ping) -> None:
+        conn.send(Pong(message.nonce, message.sent_ns))
+
+    def _links_changed(self) -> None:
+        links = len(self.peers.validator_links())
+        expected = self.config.expected_links
+        if expected is not None and links >= expected and not self._connected_reported:
+            self._connected_reported = True
+            self.report("connected", {"peers": links})
