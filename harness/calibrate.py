@@ -41,8 +41,10 @@ def measure_verifies(seconds: float = CALIBRATION_S) -> float:
     return done / elapsed
 
 
-def measure_hashes(seconds: float = CALIBRATION_S) -> float:
-    prefix = b"popbench calibration prefix".ljust(120, b".")
+def measure_hashes(prefix_bytes: int, seconds: float = CALIBRATION_S) -> float:
+    """Midstate hashes/s over a prefix as long as the one the run's miners grind: the cost of a hash
+    depends on how many 64-byte blocks follow the midstate."""
+    prefix = b"popbench calibration prefix".ljust(prefix_bytes, b".")
     done, began, nonce = 0, time.perf_counter(), 0
     while (elapsed := time.perf_counter() - began) < seconds:
         grind(prefix, 255, nonce, HASH_SLICE)  # 255 bits of work never succeeds: every nonce is hashed
@@ -51,9 +53,9 @@ def measure_hashes(seconds: float = CALIBRATION_S) -> float:
     return done / elapsed
 
 
-def calibrate(cores: int) -> Calibration:
+def calibrate(cores: int, hash_prefix_bytes: int) -> Calibration:
     began = time.perf_counter()
-    verifies, hashes = measure_verifies(), measure_hashes()
+    verifies, hashes = measure_verifies(), measure_hashes(hash_prefix_bytes)
     return Calibration(verifies, hashes, cores, crypto.backend_name(), time.perf_counter() - began)
 
 

@@ -25,6 +25,7 @@ from popbench.wire import TOPIC_COMMITS, Committed, ItemKind, RejectReason, Subm
 
 SLICE_NONCES = 20_000  # ~10-20 ms of grinding between looks at the network
 PROGRESS_EVERY_S = 1.0
+MINER_PAYLOAD_BYTES = 12  # miner index u32 + counter u64
 Address = tuple[str, int]
 Report = Callable[[str, dict[str, Any]], None]
 
@@ -74,7 +75,7 @@ class Miner:
 
     def _next_proof(self) -> Proof:
         self._counter += 1
-        payload = self.spec.index.to_bytes(4, "big") + self._counter.to_bytes(8, "big")
+        payload = self.spec.index.to_bytes(4, "big") + self._counter.to_bytes(8, "big")  # MINER_PAYLOAD_BYTES
         return Proof(self.spec.chain_id, self.key.public_key, self.spec.work_bits, self.spec.run_tag, time.time_ns(), payload)
 
     async def _grind(self, proof: Proof, stop: asyncio.Event) -> int | None:

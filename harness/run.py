@@ -25,13 +25,15 @@ from harness.collect import Collector, Sample
 from harness.deploy import Deployment, deploy
 from harness.faults import FaultScheduler
 from harness.load import DriverSpec
-from harness.miner import MinerSpec
+from harness.miner import MINER_PAYLOAD_BYTES, MinerSpec
 from harness.profile import Profile
 from harness.progress import StatusLine
 from harness.safety import SafetyCheck, check_safety
 from harness.supervisor import Crash, Supervisor
 from harness.targets import GO_SIGNAL, driver_target, miner_target, node_target, send_go
 from popbench.errors import HarnessError, NodeStartError
+from popbench.model.proof import HEAD as PROOF_HEAD
+from popbench.pow.block import PREFIX as POW_HEADER_PREFIX
 from popbench.wire import ItemKind
 
 GO_MARGIN_S = 1.0  # between the go and the window start: drivers connect to the nodes in this time
@@ -137,12 +139,18 @@ class Run:
                             limits.check_memory(net.nodes), f"pinning: {self.pins.describe()}"]  # fmt: skip
         self.data.notes = [note for note in self.data.notes if note]
         self.console(f"calibrating this host ({len(cores)} cores) ...")
-        self.data.calibration = calibrate(len(cores))
+        self.data.calibration = calibrate(len(cores), self._hash_prefix_bytes())
         self.data.mark("calibrated")
         self.deployment = deploy(self.profile, self.data.run_dir)
         self.data.deployment = self.deployment.describe()
         self.data.data_dir = self.deployment.data_dir
         self.data.mark("deployed")
+
+    def _hash_prefix_bytes(self) -> int:
+        """What the run's miners grind: a PoW block header, or a PoP proof (head + miner payload)."""
+        if self.profile.network.consensus == "pow":
+            return POW_HEADER_PREFIX.size
+        return PROOF_HEAD.size + MINER_PAYLOAD_BYTES
 
     async def _body(self) -> None:
         await self._start_nodes()
