@@ -15,6 +15,7 @@ from harness.calibrate import pop_ceiling
 from harness.metrics_pow import pow_metrics
 from harness.pow_chains import read_chains
 from harness.run import RunData
+from popbench.pow.node import CONFIRMATIONS as POW_CONFIRMATIONS
 
 
 def steady_window(data: RunData) -> tp.SteadyWindow | None:
@@ -75,10 +76,24 @@ def _throughput(data: RunData, steady: tp.SteadyWindow | None) -> dict[str, Any]
     if steady is None or not data.records_paths:
         return None
     records = tp.load_records(data.records_paths)
-    ceiling = pop_ceiling(data.calibration, data.profile.network.nodes) if data.calibration else 0.0
-    result = tp.throughput(records, steady, ceiling)
+    result = tp.throughput(records, steady, _ceiling(data))
     result["valid_rejected_by_reason"] = tp.rejections(records)
+    result["expected_commit_delay_ms"] = _expected_commit_delay_ms(data)
     return result
+
+
+def _ceiling(data: RunData) -> float:
+    """PBFT: the verify-bound ceiling. PoW: the chain's capacity, a full block per target interval."""
+    if data.profile.network.consensus == "pow":
+        return data.profile.consensus.batch_size / (data.profile.miners.block_interval_ms / 1000)
+    return pop_ceiling(data.calibration, data.profile.network.nodes) if data.calibration else 0.0
+
+
+def _expected_commit_delay_ms(data: RunData) -> float | None:
+    """PoW: a transfer commits k blocks deep, so k target intervals is the least latency to expect."""
+    if data.profile.network.consensus != "pow":
+        return None
+    return POW_CONFIRMATIONS * data.profile.miners.block_interval_ms
 
 
 def _latest_statuses(data: RunData, end_ns: int | None) -> dict[int, dict[str, Any]]:

@@ -72,7 +72,7 @@ def _throughput_rows(t: dict[str, Any] | None, invalid: dict[str, Any]) -> list[
     lat = t["commit_latency"]
     return [
         ["throughput", "offered / committed per s", f"{_fmt(t['offered_per_s'])} / {_fmt(t['committed_per_s'])}"],
-        ["throughput", "fraction of verify ceiling", f"{_fmt((t['fraction_of_ceiling'] or 0) * 100, ' %', 2)} of {_fmt(t['ceiling_per_s'], '/s', 0)}"],
+        ["throughput", "fraction of ceiling", f"{_fmt((t['fraction_of_ceiling'] or 0) * 100, ' %', 2)} of {_fmt(t['ceiling_per_s'], '/s', 0)}"],
         ["throughput", "delivery (valid committed)", f"{t['valid_committed']:,} / {t['valid_submitted']:,}"],
         ["throughput", "commit latency p50/p95/p99/max",
          " / ".join(_fmt(lat[k], "", 0) for k in ("p50_ms", "p95_ms", "p99_ms", "max_ms")) + " ms"],

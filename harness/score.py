@@ -21,6 +21,7 @@ CONNECT_GOOD_S_BASE, CONNECT_GOOD_S_PER_NODE = 2.0, 0.05  # full marks within 2 
 CONNECT_BAD_S_BASE, CONNECT_BAD_S_PER_NODE = 10.0, 0.5  # none beyond 10 s + 0.5 s per node
 # throughput
 LATENCY_GOOD_MS, LATENCY_BAD_MS = 500.0, 10_000.0  # p99 commit latency, log-scaled between
+POW_LATENCY_GOOD_FACTOR, POW_LATENCY_BAD_FACTOR = 1.5, 4.0  # x (k confirmations x target interval)
 CEILING_FRACTION_FULL = 0.10  # 10 % of the verify-bound ceiling earns the headroom points
 # mining
 HASH_EFFICIENCY_FULL = 0.80
@@ -87,6 +88,14 @@ def connectivity_part(metrics: dict[str, Any], nodes: int) -> Part:
     return Part("connectivity", sum(items.values()), PART_POINTS, True, items)
 
 
+def latency_thresholds_ms(throughput: dict[str, Any]) -> tuple[float, float]:
+    """(good, bad) p99 commit latency. PoW commits k blocks deep, so its curve starts from that delay."""
+    expected = throughput.get("expected_commit_delay_ms")
+    if expected:
+        return max(LATENCY_GOOD_MS, POW_LATENCY_GOOD_FACTOR * expected), max(LATENCY_BAD_MS, POW_LATENCY_BAD_FACTOR * expected)
+    return LATENCY_GOOD_MS, LATENCY_BAD_MS
+
+
 def throughput_part(metrics: dict[str, Any]) -> Part:
     t = metrics["throughput"]
     if t is None:
@@ -96,7 +105,7 @@ def throughput_part(metrics: dict[str, Any]) -> Part:
     p99 = t["commit_latency"]["p99_ms"]
     items = {
         "delivery": 10 * clamp01(t["delivery_ratio"] or 0.0),
-        "latency_p99": 10 * log_scaled(p99, LATENCY_GOOD_MS, LATENCY_BAD_MS) if p99 is not None else 0.0,
+        "latency_p99": 10 * log_scaled(p99, *latency_thresholds_ms(t)) if p99 is not None else 0.0,
         "ceiling_headroom": 5 * clamp01((t["fraction_of_ceiling"] or 0.0) / CEILING_FRACTION_FULL),
     }
     notes = ["the load generator fell behind its schedule"] if t["generator"]["fell_behind"] else []
