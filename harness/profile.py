@@ -229,6 +229,9 @@ def _fault(raw: Any, index: int, source: str) -> Fault:
     key = f"faults[{index}]"
     if not isinstance(raw, dict):
         raise ConfigError("must be a table", key=key, source=source)
+    for required in ("at_s", "kind", "node"):
+        if required not in raw:
+            raise ConfigError("missing (every fault needs at_s, kind and node)", key=f"{key}.{required}", source=source)
     fault = _section(Fault, raw, key, source)
     _choice(fault.kind, FAULT_KINDS, f"{key}.kind", source)
     if fault.kind == "byzantine":

@@ -1,6 +1,6 @@
 """Raw per-proof records of a run, kept compactly beside the report (``records-<driver>.bin``).
 
-File format (version 1): the 8-byte magic ``PBREC001``, then one fixed 82-byte big-endian record per
+File format (version 1): the 8-byte magic ``PBREC001``, then one fixed 74-byte big-endian record per
 proof (layout ``RECORD``): index u32, proof id 32 bytes, expected outcome u8 (0 commit, 1 bad signature,
 2 low work, 3 replay), due_ns u64 (scheduled send time), sent_ns u64, answer_ns u64 (SUBMIT_RESULT
 seen), reason u8 (RejectReason; 255: no answer), commit_ns u64 (COMMITTED seen; 0: never), height u32.

@@ -162,7 +162,7 @@ class Supervisor:
         try:
             psutil.Process(child.pid).cpu_affinity(child.cpus)
         except (psutil.Error, AttributeError, OSError):
-            child.cpus = None  # affinity unsupported here: reported as unpinned
+            child.cpus = None  # affinity unsupported here: the child runs unpinned
 
     # -- hearing children --------------------------------------------------------------------------
     def _read_pipe(self, child: Child) -> None:

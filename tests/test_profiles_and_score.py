@@ -27,6 +27,7 @@ def test_every_shipped_profile_loads_and_describes_itself(name: str) -> None:
         ({"workload": {"mode": "closed", "rate": 0.0}}, "workload.rate"),
         ({"run": {"duration_s": 2.0, "warmup_s": 1.0, "cooldown_s": 1.0}}, "run.warmup_s"),
         ({"faults": [{"at_s": 1.0, "kind": "explode", "node": 0}]}, "faults[0].kind"),
+        ({"faults": [{"kind": "kill", "node": 0}]}, "faults[0].at_s"),
         ({"network": {"regions": ["a", "b"], "latency_ms": {"a": {"c": 5}}}}, "network.latency_ms.a.c"),
     ],
 )
