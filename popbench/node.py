@@ -8,8 +8,6 @@ joining nodes. ``run_node`` is the one entry point, used by ``popbench node`` an
 from __future__ import annotations
 
 import asyncio
-import random
-import socket
 import time
 from collections.abc import Callable
 from typing import Any
@@ -25,7 +23,8 @@ from popbench.node_config import NodeConfig, Reporter
 from popbench.ledger import CommittedBlock, Ledger
 from popbench.mempool import Mempool
 from popbench.net.connection import Connection, Identity
-from popbench.net.peers import PeerManager, bind_listener
+from popbench.net.discovery import PeerDiscovery
+from popbench.net.peers import PeerManager
 from popbench.status import node_status
 from popbench.store import Store
 from popbench.wire import (
@@ -55,10 +54,8 @@ from popbench.wire import (
     ViewChange,
     encode_frame,
 )
-from popbench.wire.messages import PeerAddress
 
 CONSENSUS_MESSAGES = (PrePrepare, Prepare, Commit, ViewChange, NewView)
-DISCOVERY_INTERVAL_S = 0.5
 class Node(NodeBase):
     """One validator (or follower): implements the hosts the connections and the engine talk to."""
 
@@ -77,6 +74,8 @@ class Node(NodeBase):
         self.identity = Identity(self.genesis.chain_id, config.node_id, config.role, config.key,
                                  self.genesis.public_keys, *config.listen)  # fmt: skip
         self.peers = PeerManager(self, config.delay_to)
+        self.validator_ids = frozenset(self.genesis.public_keys)
+        self.discovery = PeerDiscovery(self)
         self.admission = Admission(self.ledger, self.mempool, self.counters, self.peers.broadcast)
         self.engine = engine_for(config.byzantine, self, config.role)
         self.catchup = CatchUp(self)
@@ -88,14 +87,7 @@ class Node(NodeBase):
 
     # -- lifecycle ---------------------------------------------------------------------------------
     async def start(self) -> None:
-        sock = self.config.listen_socket or bind_listener(self.config.listen)
-        self.identity.listen_host, self.identity.listen_port = sock.getsockname()[:2]
-        await self.peers.listen(sock)
-        self.report("listening", {"host": self.identity.listen_host, "port": self.identity.listen_port})
-        for node_id, address in self.config.dial:
-            self.peers.dial(address, node_id)
-        if self.config.discover:
-            self._tasks.append(asyncio.get_running_loop().create_task(self._discover()))
+        await self._listen_and_dial()
         self.engine.start()
 
     async def stop(self) -> None:
@@ -124,7 +116,7 @@ class Node(NodeBase):
         handlers: dict[type[Message], Callable[[Connection, Any], None]] = {
             Submit: self._on_submit, Gossip: self._on_gossip, ItemsRequest: self._on_items_request,
             Subscribe: self._on_subscribe, StatusRequest: self._on_status_request, Ping: self._on_ping,
-            PeersRequest: self._on_peers_request, Peers: self._on_peers,
+            PeersRequest: self.discovery.on_peers_request, Peers: self.discovery.on_peers,
             BlockRequest: self.catchup.on_block_request, BlockResponse: self.catchup.on_block_response,
             SnapshotRequest: self.catchup.on_snapshot_request, Committed: self._on_committed_notice,
         }  # fmt: skip
@@ -217,25 +209,8 @@ class Node(NodeBase):
 
     # -- peers and discovery -------------------------------------------------------------------------
 
-    def _on_peers_request(self, conn: Connection, message: PeersRequest) -> None:
-        entries = [PeerAddress(self.node_id, int(self.config.role), socket.inet_aton(self.identity.listen_host), self.identity.listen_port)]
-        for node_id, (host, port) in self.peers.addresses.items():
-            entries.append(PeerAddress(node_id, int(Role.VALIDATOR), socket.inet_aton(host), port))
-        conn.send(Peers(entries))
 
-    def _on_peers(self, conn: Connection, message: Peers) -> None:
-        for entry in message.peers:
-            if entry.node_id < self.node_id and entry.node_id in self.genesis.public_keys:
-                self.peers.dial((socket.inet_ntoa(entry.host), entry.port), entry.node_id)
 
-    async def _discover(self) -> None:
-        """Ask linked peers for addresses until this node links to every lower validator."""
-        lower = sum(1 for node_id in self.genesis.public_keys if node_id < self.node_id)
-        while sum(1 for node_id in self.peers.links if node_id < self.node_id) < lower:
-            links = list(self.peers.links.values())
-            for link in random.sample(links, min(2, len(links))):
-                link.send(PeersRequest())
-            await asyncio.sleep(DISCOVERY_INTERVAL_S)  # a polling period of peer exchange, not a sync wait
 
 
 

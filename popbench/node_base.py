@@ -7,11 +7,13 @@ are up, which the harness waits for.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 from typing import Any
 
-from popbench.net.connection import Connection
-from popbench.net.peers import PeerManager
+from popbench.net.connection import Connection, Identity
+from popbench.net.discovery import PeerDiscovery
+from popbench.net.peers import PeerManager, bind_listener
 from popbench.node_config import NodeConfig, Reporter
 from popbench.wire import DisconnectReason, Message, Ping, Pong, Status, StatusRequest
 
@@ -20,10 +22,24 @@ Handler = Callable[[Connection, Any], None]
 
 class NodeBase:
     config: NodeConfig
+    identity: Identity
     peers: PeerManager
+    discovery: PeerDiscovery
     report: Reporter
+    _tasks: list[asyncio.Task[None]]
     _handlers: dict[type[Message], Handler]
     _connected_reported: bool = False
+
+    async def _listen_and_dial(self) -> None:
+        """Serve on the pre-bound (or a fresh) socket, say so, dial the given peers, start discovery."""
+        sock = self.config.listen_socket or bind_listener(self.config.listen)
+        self.identity.listen_host, self.identity.listen_port = sock.getsockname()[:2]
+        await self.peers.listen(sock)
+        self.report("listening", {"host": self.identity.listen_host, "port": self.identity.listen_port})
+        for node_id, address in self.config.dial:
+            self.peers.dial(address, node_id)
+        if self.config.discover:
+            self._tasks.append(asyncio.get_running_loop().create_task(self.discovery.run()))
 
     def status(self) -> dict[str, Any]:
         raise NotImplementedError

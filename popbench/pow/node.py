@@ -20,12 +20,12 @@ from popbench.errors import ProtocolError
 from popbench.mempool import Mempool
 from popbench.model.transfer import Transfer
 from popbench.net.connection import Connection, Identity
-from popbench.net.peers import PeerManager, bind_listener
+from popbench.net.discovery import PeerDiscovery
+from popbench.net.peers import PeerManager
 from popbench.node_base import NodeBase
 from popbench.node_config import NodeConfig, Reporter
 from popbench.pow.block import PowBlock
 from popbench.pow.chain import BlockTree, Reorg, transfers_to_return
-from popbench.pow.discovery import PeerDiscovery
 from popbench.pow.miner import Miner
 from popbench.pow.pool import TransferPool
 from popbench.pow.relay import BlockRelay
@@ -104,14 +104,7 @@ class PowNode(NodeBase):
         self.confirmed_height = max(0, self.tree.tip.height - CONFIRMATIONS)  # confirmed in an earlier life
 
     async def start(self) -> None:
-        sock = self.config.listen_socket or bind_listener(self.config.listen)
-        self.identity.listen_host, self.identity.listen_port = sock.getsockname()[:2]
-        await self.peers.listen(sock)
-        self.report("listening", {"host": self.identity.listen_host, "port": self.identity.listen_port})
-        for node_id, address in self.config.dial:
-            self.peers.dial(address, node_id)
-        if self.config.discover:
-            self._tasks.append(asyncio.get_running_loop().create_task(self.discovery.run()))
+        await self._listen_and_dial()
         if self.config.mine and self.config.role == Role.VALIDATOR:
             self.miner.start()
 

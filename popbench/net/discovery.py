@@ -1,6 +1,7 @@
-"""Peer exchange for PoW nodes: answer PEERS_REQUEST, dial lower validators learned from PEERS.
+"""Peer exchange: answer PEERS_REQUEST, and dial the lower validators learned from PEERS.
 
-The same rule as the PoP node's discovery (a node dials lower ids, so a full mesh has one link per pair).
+Both the PoP validator and the PoW node use it. A node dials only lower ids, so a full mesh has one
+link per pair; starting from a bootstrap node's address, a node reaches every validator this way.
 """
 
 from __future__ import annotations
