@@ -1,4 +1,4 @@
-"""`popbench run`, `popbench profiles` and `popbench report`: the main job and its outputs.
+"""`popbench run`, `profiles`, `report` and `compare`: the main job and its outputs.
 
 Exit status of `popbench run`: 0 done; 1 the score is below --min-score or safety failed; 2 bad
 input (profile, flags); 3 the run failed (nodes did not come up); 130 interrupted (a partial report
@@ -18,6 +18,7 @@ import click
 import uvloop
 
 from harness import metrics, render
+from harness.compare import compare, mismatches, safety_regressed
 from harness.profile import Profile, apply_overrides, list_profiles, load_profile
 from harness.report import build_report, load_report, write_report
 from harness.run import Run, RunData, new_run_id
@@ -33,6 +34,7 @@ def register(group: click.Group) -> None:
     group.add_command(run_command)
     group.add_command(profiles_command)
     group.add_command(report_command)
+    group.add_command(compare_command)
 
 
 @click.command("run")
@@ -110,3 +112,23 @@ def report_command(path: Path, markdown: bool) -> None:
     """Re-render a stored report (a report.json or its run directory)."""
     report = load_report(path)
     click.echo(render.markdown(report) if markdown else render.console(report))
+
+
+@click.command("compare")
+@click.argument("baseline", type=click.Path(exists=True, path_type=Path))
+@click.argument("current", type=click.Path(exists=True, path_type=Path))
+@click.option("--tolerance-scale", default=1.0, show_default=True, help="Multiply every tolerance (2 = twice as lenient).")
+def compare_command(baseline: Path, current: Path, tolerance_scale: float) -> None:
+    """Compare a report with a baseline; exit 1 on a regression beyond tolerance or a safety failure."""
+    before, after = load_report(baseline), load_report(current)
+    for warning in mismatches(before, after):
+        click.echo(f"warning: {warning}", err=True)
+    changes = compare(before, after, tolerance_scale)
+    click.echo(render.comparison(changes))
+    regressions = [c.label for c in changes if c.regression]
+    if safety_regressed(after):
+        regressions.append("safety")
+    if regressions:
+        click.echo(f"regressions: {', '.join(regressions)}", err=True)
+        sys.exit(EXIT_BELOW_MIN_SCORE)
+

@@ -107,3 +107,10 @@ def markdown(report: dict[str, Any]) -> str:
     lines += ["", f"<sub>{env['cpu_model']}, {env['cores_logical']} cores, Python {env['python']}, "
               f"commit {(env['git'].get('commit') or 'unknown')[:12]}; score formula v{report['score']['version']}</sub>", ""]  # fmt: skip
     return "\n".join(lines)
+
+
+def comparison(changes: list[Any]) -> str:
+    rows = [[c.label, _fmt(c.baseline, "", 2), _fmt(c.current, "", 2), f"{c.change_percent:+.1f} %",
+             "REGRESSION" if c.regression else "ok"] for c in changes]  # fmt: skip
+    return tabulate(rows, headers=["figure", "baseline", "current", "change", "verdict"], tablefmt="simple")
+
