@@ -6,9 +6,10 @@ Definitions are in docs/metrics.md; each function here computes one section of t
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Callable
 from typing import Any
 
-from harness.collect import Sample
+from harness.collect import ProcessSample, Sample
 from harness.stats import mean_and_stdev, percentile
 
 Edge = frozenset[int]
@@ -138,6 +139,7 @@ def resources(samples: list[Sample], harness_cpu_s: float, run_s: float, cores: 
                              "nodes_measured": len(uss_mib)},
         "cpu_per_node_percent_mean": mean_cpu,
         "open_files_per_node_max": max(fds, default=None),
+        "context_switches_per_s_per_node_mean": _mean_rate(samples, lambda p: p.ctx_switches),
         "harness_cpu_s": harness_cpu_s,
         "supervisor_cpu_percent_in_window": _supervisor_cpu(samples),
         "harness_cpu_share": harness_cpu_s / (run_s * cores) if run_s > 0 and cores else None,
@@ -149,6 +151,16 @@ def _supervisor_cpu(samples: list[Sample]) -> float | None:
     if len(samples) < 2 or samples[-1].at_ns <= samples[0].at_ns:
         return None
     return (samples[-1].supervisor_cpu_s - samples[0].supervisor_cpu_s) / ((samples[-1].at_ns - samples[0].at_ns) / 1e9) * 100
+
+
+def _mean_rate(samples: list[Sample], counter: Callable[[ProcessSample], float]) -> float | None:
+    """Per node, a cumulative counter's growth between its first and last sample per second; the mean."""
+    if len(samples) < 2 or samples[-1].at_ns <= samples[0].at_ns:
+        return None
+    first, last = samples[0], samples[-1]
+    span_s = (last.at_ns - first.at_ns) / 1e9
+    rates = [(counter(p) - counter(first.processes[n])) / span_s for n, p in last.processes.items() if n in first.processes]
+    return sum(rates) / len(rates) if rates else None
 
 
 def _latest_uss(samples: list[Sample]) -> dict[int, int]:

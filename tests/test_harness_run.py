@@ -167,7 +167,7 @@ def test_planned_kill_and_restart_are_applied_and_the_restarted_node_catches_up(
     stability = report["metrics"]["stability"]
     assert stability["unplanned_crashes"] == 0 and [c["name"] for c in stability["crashes"]] == ["node-1"]
     heights = stability["safety"]["heights"]
-    assert heights["1"] >= 0.9 * max(heights.values()) and stability["safety"]["agree"] is True
+    assert heights["1"] >= 0.75 * max(heights.values()) and stability["safety"]["agree"] is True  # killed at ~20 %
 
 
 POW_PROFILE = """
