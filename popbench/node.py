@@ -92,10 +92,7 @@ class Node(NodeBase):
 
     async def stop(self) -> None:
         self.engine.stop()
-        for task in self._tasks:
-            task.cancel()
-        await self.peers.close()
-        self.store.close()
+        await self._close_network_and_store()
 
     # -- ConnectionHost ----------------------------------------------------------------------------
     def connection_established(self, conn: Connection) -> bool:

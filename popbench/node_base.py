@@ -15,6 +15,7 @@ from popbench.net.connection import Connection, Identity
 from popbench.net.discovery import PeerDiscovery
 from popbench.net.peers import PeerManager, bind_listener
 from popbench.node_config import NodeConfig, Reporter
+from popbench.store import Store
 from popbench.wire import DisconnectReason, Message, Ping, Pong, Status, StatusRequest
 
 Handler = Callable[[Connection, Any], None]
@@ -26,6 +27,7 @@ class NodeBase:
     peers: PeerManager
     discovery: PeerDiscovery
     report: Reporter
+    store: Store
     _tasks: list[asyncio.Task[None]]
     _handlers: dict[type[Message], Handler]
     _connected_reported: bool = False
@@ -40,6 +42,12 @@ class NodeBase:
             self.peers.dial(address, node_id)
         if self.config.discover:
             self._tasks.append(asyncio.get_running_loop().create_task(self.discovery.run()))
+
+    async def _close_network_and_store(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        await self.peers.close()
+        self.store.close()
 
     def status(self) -> dict[str, Any]:
         raise NotImplementedError

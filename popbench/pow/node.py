@@ -110,10 +110,7 @@ class PowNode(NodeBase):
 
     async def stop(self) -> None:
         self.miner.stop()
-        for task in self._tasks:
-            task.cancel()
-        await self.peers.close()
-        self.store.close()
+        await self._close_network_and_store()
 
     def status(self) -> dict[str, Any]:
         return pow_node_status(self)
