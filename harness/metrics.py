@@ -13,7 +13,6 @@ from harness import metrics_network as net
 from harness import metrics_throughput as tp
 from harness.calibrate import pop_ceiling
 from harness.metrics_pow import pow_metrics
-from harness.pow_chains import read_chains
 from harness.run import RunData
 from popbench.pow.node import CONFIRMATIONS as POW_CONFIRMATIONS
 
@@ -54,12 +53,11 @@ def _mining(data: RunData) -> dict[str, Any] | None:
     """PoW chain metrics, or the PoP mining load when miners ran; None when nothing mined."""
     if data.calibration is None:
         return None
-    if data.profile.network.consensus == "pow" and data.data_dir is not None:
-        chains = read_chains(data.data_dir, data.profile.network.nodes)
+    if data.profile.network.consensus == "pow":
         target_s = data.profile.miners.block_interval_ms / 1000
         converged = data.phases.get("tips_converged")
         after_s = (converged - data.phases["window_end"]) / 1e9 if converged and "window_end" in data.phases else None
-        return pow_metrics(chains, data.final_statuses, target_s, data.calibration.hashes_per_s_per_core, after_s)
+        return pow_metrics(data.pow_chains, data.final_statuses, target_s, data.calibration.hashes_per_s_per_core, after_s)
     if not data.miner_summaries:
         return None
     cores = min(len(data.miner_summaries), data.calibration.cores)

@@ -51,8 +51,7 @@ def propagation(timelines: dict[bytes, tuple[int, list[int]]], nodes_up: int) ->
     return result
 
 
-def interval(chains: dict[int, StoredChain], main: list[bytes], target_s: float) -> dict[str, Any]:
-    blocks = _blocks_by_hash(chains)
+def interval(blocks: dict[bytes, Any], main: list[bytes], target_s: float) -> dict[str, Any]:
     stamps = [blocks[h].timestamp_ms for h in main if h in blocks and blocks[h].height > 0]
     gaps = [(b - a) / 1000 for a, b in zip(stamps, stamps[1:])]
     mean, stdev = mean_and_stdev(gaps)
@@ -88,13 +87,13 @@ def pow_metrics(chains: dict[int, StoredChain], finals: dict[int, dict[str, Any]
     timelines = block_timelines(chains)
     main = heaviest_main_chain(chains)
     on_main = set(main)
-    mined = [h for h in timelines]
+    mined = list(timelines)
     stale = sum(1 for h in mined if h not in on_main)
     prop = propagation(timelines, len(chains))
-    spacing = interval(chains, main, target_s)
+    blocks = _blocks_by_hash(chains)
+    spacing = interval(blocks, main, target_s)
     d_ms, t_s = prop["all_nodes"]["p50_ms"], spacing["mean_s"]
     tips = {s["pow"]["tip_hash"] for s in finals.values() if "pow" in s}
-    blocks = _blocks_by_hash(chains)
     won = Counter(blocks[h].miner for h in main if h in blocks and blocks[h].height > 0)
     won_or_mining = {n for n, s in finals.items() if s.get("pow", {}).get("mining")} | set(won)
     return {

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from popbench.pow.block import PowBlock
-from popbench.store import Store
+from popbench.store import Store, node_database
 
 NodeId = int
 
@@ -50,7 +50,7 @@ def read_chain(path: Path) -> StoredChain:
 def read_chains(data_dir: Path, nodes: int) -> dict[NodeId, StoredChain]:
     chains = {}
     for node_id in range(nodes):
-        path = data_dir / f"node-{node_id}.sqlite"
+        path = node_database(data_dir, node_id)
         if path.exists():
             chains[node_id] = read_chain(path)
     return chains

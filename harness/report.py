@@ -83,7 +83,7 @@ def issues_found(data: RunData, metrics: dict[str, Any], score: Score) -> list[s
 def write_report(report: dict[str, Any], run_dir: Path) -> Path:
     path = run_dir / REPORT_NAME
     partial = path.with_suffix(".tmp")
-    partial.write_bytes(orjson.dumps(report, option=orjson.OPT_INDENT_2 | orjson.OPT_NON_STR_KEYS | orjson.OPT_SERIALIZE_NUMPY))
+    partial.write_bytes(orjson.dumps(report, option=orjson.OPT_INDENT_2 | orjson.OPT_NON_STR_KEYS))
     partial.replace(path)
     return path
 

@@ -28,7 +28,8 @@ from harness.load import DriverSpec
 from harness.miner import MINER_PAYLOAD_BYTES, MinerSpec
 from harness.profile import Profile
 from harness.progress import StatusLine
-from harness.safety import SafetyCheck, check_safety
+from harness.pow_chains import StoredChain, read_chains
+from harness.safety import SafetyCheck, check_pow_prefix, check_safety
 from harness.supervisor import Crash, Supervisor
 from harness.targets import GO_SIGNAL, driver_target, miner_target, node_target, send_go
 from popbench.errors import HarnessError, NodeStartError
@@ -66,6 +67,7 @@ class RunData:
     crashes: list[Crash] = field(default_factory=list)
     faults_applied: list[dict[str, Any]] = field(default_factory=list)
     safety: SafetyCheck | None = None
+    pow_chains: dict[int, StoredChain] = field(default_factory=dict)  # PoW: each node's stored chain
     harness_cpu_s: float = 0.0
     interrupted: str | None = None  # why the run ended early, if it did
     error: str | None = None
@@ -344,8 +346,15 @@ class Run:
                 self.data.harness_cpu_s += float(done.get("cpu_s", 0.0))
 
     def _check_safety(self) -> None:
-        if self.data.data_dir is not None and self.data.data_dir.exists():
-            self.data.safety = check_safety(self.data.data_dir, self.profile.network.nodes, self.profile.network.consensus)
+        """Read every node's chain back from its database (once: PoW metrics reuse the chains)."""
+        data_dir, nodes = self.data.data_dir, self.profile.network.nodes
+        if data_dir is None or not data_dir.exists():
+            return
+        if self.profile.network.consensus == "pow":
+            self.data.pow_chains = read_chains(data_dir, nodes)
+            self.data.safety = check_pow_prefix(self.data.pow_chains)
+        else:
+            self.data.safety = check_safety(data_dir, nodes)
 
     # -- events --------------------------------------------------------------------------------------
     def _on_event(self, child: Any, event: dict[str, Any]) -> None:

@@ -13,8 +13,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from harness.pow_chains import read_chains
-from popbench.store import Store
+from harness.pow_chains import StoredChain
+from popbench.store import Store, node_database
 
 POW_CONFIRMATIONS = 6  # blocks below a PoW tip that every node must agree on
 
@@ -31,13 +31,8 @@ class SafetyCheck:
         return asdict(self)
 
 
-def node_database(data_dir: Path, node_id: int) -> Path:
-    return data_dir / f"node-{node_id}.sqlite"
-
-
-def check_safety(data_dir: Path, nodes: int, consensus: str) -> SafetyCheck:
-    if consensus == "pow":
-        return check_pow_prefix(data_dir, nodes)
+def check_safety(data_dir: Path, nodes: int) -> SafetyCheck:
+    """PBFT: no two nodes' databases hold different blocks at one height."""
     by_height: dict[int, dict[bytes, list[int]]] = defaultdict(lambda: defaultdict(list))
     heights: dict[int, int] = {}
     for node_id in range(nodes):
@@ -52,10 +47,9 @@ def check_safety(data_dir: Path, nodes: int, consensus: str) -> SafetyCheck:
     return _verdict(by_height, heights)
 
 
-def check_pow_prefix(data_dir: Path, nodes: int) -> SafetyCheck:
+def check_pow_prefix(chains: dict[int, StoredChain]) -> SafetyCheck:
     """PoW: every node's main chain agrees below its last POW_CONFIRMATIONS blocks (the confirmed part)."""
     by_height: dict[int, dict[bytes, list[int]]] = defaultdict(lambda: defaultdict(list))
-    chains = read_chains(data_dir, nodes)
     mains = {node_id: chain.main_chain() for node_id, chain in chains.items()}
     heights = {node_id: len(main) - 1 for node_id, main in mains.items()}
     confirmed = min(heights.values(), default=0) - POW_CONFIRMATIONS

@@ -16,17 +16,12 @@ from popbench import crypto
 from popbench.admission import Admission
 from popbench.catchup import CatchUp
 from popbench.consensus.byzantine import engine_for
-from popbench.counters import NodeCounters
-from popbench.genesis import Genesis
 from popbench.node_base import NodeBase
 from popbench.node_config import NodeConfig, Reporter
 from popbench.ledger import CommittedBlock, Ledger
 from popbench.mempool import Mempool
-from popbench.net.connection import Connection, Identity
-from popbench.net.discovery import PeerDiscovery
-from popbench.net.peers import PeerManager
+from popbench.net.connection import Connection
 from popbench.status import node_status
-from popbench.store import Store
 from popbench.wire import (
     TOPIC_COMMITS,
     BlockRequest,
@@ -60,22 +55,9 @@ class Node(NodeBase):
     """One validator (or follower): implements the hosts the connections and the engine talk to."""
 
     def __init__(self, config: NodeConfig, report: Reporter | None = None) -> None:
-        self.config = config
-        self.genesis: Genesis = config.genesis
-        self.key = config.key
-        self.node_id = config.node_id
-        self.counters = NodeCounters()
-        self.started_ns = time.time_ns()
-        self.report = report or (lambda event, fields: None)
-        config.data_dir.mkdir(parents=True, exist_ok=True)
-        self.store = Store(config.data_dir / f"node-{config.node_id}.sqlite")
+        self._init_common(config, report)
         self.ledger = Ledger(self.genesis, self.store)
         self.mempool = Mempool(self.genesis.params.mempool_limit)
-        self.identity = Identity(self.genesis.chain_id, config.node_id, config.role, config.key,
-                                 self.genesis.public_keys, *config.listen)  # fmt: skip
-        self.peers = PeerManager(self, config.delay_to)
-        self.validator_ids = frozenset(self.genesis.public_keys)
-        self.discovery = PeerDiscovery(self)
         self.admission = Admission(self.ledger, self.mempool, self.counters, self.peers.broadcast)
         self.engine = engine_for(config.byzantine, self, config.role)
         self.catchup = CatchUp(self)

@@ -8,14 +8,16 @@ are up, which the harness waits for.
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Callable
 from typing import Any
 
+from popbench.counters import NodeCounters
 from popbench.net.connection import Connection, Identity
 from popbench.net.discovery import PeerDiscovery
 from popbench.net.peers import PeerManager, bind_listener
 from popbench.node_config import NodeConfig, Reporter
-from popbench.store import Store
+from popbench.store import Store, node_database
 from popbench.wire import DisconnectReason, Message, Ping, Pong, Status, StatusRequest
 
 Handler = Callable[[Connection, Any], None]
@@ -31,6 +33,23 @@ class NodeBase:
     _tasks: list[asyncio.Task[None]]
     _handlers: dict[type[Message], Handler]
     _connected_reported: bool = False
+
+    def _init_common(self, config: NodeConfig, report: Reporter | None) -> None:
+        """Identity, counters, database, peer manager and discovery: the same for both node kinds."""
+        self.config = config
+        self.genesis = config.genesis
+        self.key = config.key
+        self.node_id = config.node_id
+        self.counters = NodeCounters()
+        self.started_ns = time.time_ns()
+        self.report = report or (lambda event, fields: None)
+        config.data_dir.mkdir(parents=True, exist_ok=True)
+        self.store = Store(node_database(config.data_dir, config.node_id))
+        self.identity = Identity(self.genesis.chain_id, config.node_id, config.role, config.key,
+                                 self.genesis.public_keys, *config.listen)  # fmt: skip
+        self.validator_ids = frozenset(self.genesis.public_keys)
+        self.peers = PeerManager(self, config.delay_to)
+        self.discovery = PeerDiscovery(self)
 
     async def _listen_and_dial(self) -> None:
         """Serve on the pre-bound (or a fresh) socket, say so, dial the given peers, start discovery."""

@@ -31,6 +31,11 @@ CREATE TABLE IF NOT EXISTS pow_arrivals (
 Row = tuple[bytes, int, int, int, int]
 
 
+def node_database(data_dir: Path, node_id: int) -> Path:
+    """Where node ``node_id`` keeps its database: the node, join and the harness all look here."""
+    return data_dir / f"node-{node_id}.sqlite"
+
+
 class Store:
     """The node's database; used from the node's one thread."""
 

@@ -18,7 +18,7 @@ from popbench.genesis import Genesis
 from popbench.ledger import CommittedBlock
 from popbench.net.peers import Address
 from popbench.state import State
-from popbench.store import Store
+from popbench.store import Store, node_database
 from popbench.wire import BlockRequest, BlockResponse, Peers, PeersRequest, Role, SnapshotChunk, SnapshotRequest
 
 MAX_SNAPSHOT_ATTEMPTS = 5
@@ -115,6 +115,6 @@ async def join(genesis: Genesis, key: crypto.SigningKey, node_id: int, stake: in
     finally:
         client.close()
     data_dir.mkdir(parents=True, exist_ok=True)
-    with Store(data_dir / f"node-{node_id}.sqlite") as store:
+    with Store(node_database(data_dir, node_id)) as store:
         install_snapshot(store, snapshot)
     return snapshot, peers

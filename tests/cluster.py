@@ -20,6 +20,7 @@ from typing import Any
 from popbench.client import NodeClient
 from popbench.errors import ClientError
 from popbench.genesis import ChainParams, make_genesis, write_genesis, write_keys
+from popbench.store import node_database
 
 POPBENCH = str(Path(sys.executable).with_name("popbench"))
 POLL_S = 0.1
@@ -160,5 +161,5 @@ def chains_agree(paths: list[Path]) -> tuple[bool, int]:
 
 
 def node_db(root: Path, node: int) -> Path:
-    return root / f"node-{node}" / f"node-{node}.sqlite"
+    return node_database(root / f"node-{node}", node)
 

@@ -31,10 +31,12 @@ class RecordingHost:
     def __init__(self, bits: int | None) -> None:
         self.bits = bits
         self.templates = 0
+        self.asked = asyncio.Event()  # set when the miner asks for a template
         self.found: asyncio.Queue[PowBlock] = asyncio.Queue()
 
     def block_template(self) -> PowBlock | None:
         self.templates += 1
+        self.asked.set()
         return None if self.bits is None else PowBlock(CHAIN_ID, 1, 0, self.bits, 3, [])
 
     def block_mined(self, block: PowBlock) -> None:
@@ -72,8 +74,7 @@ def test_the_miner_waits_without_hashing_while_the_node_asks_it_not_to_mine() ->
         host = RecordingHost(bits=None)
         miner = Miner(host)
         miner.start()
-        for _ in range(5):
-            await asyncio.sleep(0)  # let the task run to its wait
+        await asyncio.wait_for(host.asked.wait(), WAIT_S)  # it asked, got None, and now waits for a wake-up
         assert miner.hashes == 0 and host.templates == 1
         host.bits = 8
         miner.tip_changed()

@@ -23,6 +23,15 @@ def run(coro_factory: Callable[[], Awaitable[None]]) -> None:
     asyncio.run(asyncio.wait_for(coro_factory(), TEST_TIMEOUT_S))
 
 
+async def wait_exited(supervisor: Supervisor, name: str, timeout_s: float = 10.0) -> None:
+    """Poll waitpid (through ``reap``) until the child has exited, with a deadline."""
+    deadline = time.monotonic() + timeout_s
+    while supervisor.children[name].alive and time.monotonic() < deadline:
+        supervisor.reap()
+        await asyncio.sleep(0.01)  # polling waitpid until the exit lands
+    assert not supervisor.children[name].alive, f"{name} did not exit within {timeout_s} s"
+
+
 def ready_then_wait(ctx: ChildContext) -> None:
     ctx.report("ready", pid=os.getpid())
     signal.pause()  # a child with nothing to do until the supervisor stops it
@@ -68,10 +77,7 @@ def test_a_killed_node_is_a_crash_and_a_stopped_one_is_not(tmp_path: Path) -> No
             await supervisor.wait_for("ready", ["victim", "calm"], 10.0)
             supervisor.kill("victim")
             await supervisor.stop(["calm"])
-            deadline = time.monotonic() + 10.0
-            while supervisor.children["victim"].alive and time.monotonic() < deadline:
-                supervisor.reap()
-                await asyncio.sleep(0.01)  # polling waitpid until the kill lands
+            await wait_exited(supervisor, "victim")
             assert [crash.name for crash in supervisor.crashes] == ["victim"]
             assert supervisor.crashes[0].exit == "killed by SIGKILL"
 
@@ -102,9 +108,7 @@ def test_restart_forks_the_same_child_again(tmp_path: Path) -> None:
             with pytest.raises(NodeStartError, match="still running"):
                 supervisor.restart("node-0")
             supervisor.kill("node-0")
-            while supervisor.children["node-0"].alive:
-                supervisor.reap()
-                await asyncio.sleep(0.01)  # polling waitpid until the kill lands
+            await wait_exited(supervisor, "node-0")
             fresh = supervisor.restart("node-0")
             await supervisor.wait_for("ready", ["node-0"], 10.0)
             assert fresh.pid != old_pid and fresh.alive

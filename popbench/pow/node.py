@@ -15,13 +15,10 @@ from collections import Counter
 from collections.abc import Callable
 from typing import Any
 
-from popbench.counters import NodeCounters
 from popbench.errors import ProtocolError
 from popbench.mempool import Mempool
 from popbench.model.transfer import Transfer
-from popbench.net.connection import Connection, Identity
-from popbench.net.discovery import PeerDiscovery
-from popbench.net.peers import PeerManager
+from popbench.net.connection import Connection
 from popbench.node_base import NodeBase
 from popbench.node_config import NodeConfig, Reporter
 from popbench.pow.block import PowBlock
@@ -31,7 +28,6 @@ from popbench.pow.pool import TransferPool
 from popbench.pow.relay import BlockRelay
 from popbench.pow.rules import InvalidBlock
 from popbench.pow.status import pow_node_status
-from popbench.store import Store
 from popbench.wire import (
     TOPIC_BLOCKS,
     TOPIC_COMMITS,
@@ -64,23 +60,12 @@ class PowNode(NodeBase):
     """One proof-of-work node: implements the hosts its connections, relay and miner talk to."""
 
     def __init__(self, config: NodeConfig, report: Reporter | None = None) -> None:
-        self.config = config
-        self.genesis = config.genesis
-        self.node_id = config.node_id
-        self.counters = NodeCounters()
-        self.started_ns = time.time_ns()
-        self.report = report or (lambda event, fields: None)
-        config.data_dir.mkdir(parents=True, exist_ok=True)
-        self.store = Store(config.data_dir / f"node-{config.node_id}.sqlite")
+        self._init_common(config, report)
         chain_id, params = self.genesis.chain_id, self.genesis.params
         self.tree = BlockTree(chain_id, params, check_transfer=self._verify_transfer)
         self.pool = TransferPool(Mempool(params.mempool_limit), self.tree, chain_id, self.counters)
-        self.identity = Identity(chain_id, config.node_id, config.role, config.key, self.genesis.public_keys, *config.listen)
-        self.validator_ids = frozenset(self.genesis.public_keys)
-        self.peers = PeerManager(self, config.delay_to)
         self.relay = BlockRelay(self)
         self.miner = Miner(self)
-        self.discovery = PeerDiscovery(self)
         self.subscribers: dict[Connection, int] = {}  # connection -> topic bits
         self.blocks_refused: Counter[str] = Counter()
         self.reorgs = 0
