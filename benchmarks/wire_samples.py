@@ -67,7 +67,7 @@ def small_status() -> dict[str, Any]:
 
 
 def full_status() -> dict[str, Any]:
-    """A STATUS payload shaped like popbench.status.node_status, counters included."""
+    """A STATUS payload shaped like popbench.pop.status.node_status, counters included."""
     counters = {name: {"Prepare": 9000, "Commit": 9000, "Gossip": 400} for name in ("frames_in", "frames_out")}
     return {**small_status(), "pid": 4242, "uptime_s": 61.5, "head_hash": hash_of(7).hex(),
             "peer_ids": list(range(7)), "clients": 2, "crypto_backend": "coincurve",

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from popbench.errors import ConfigError
-from popbench.node import Node
+from popbench.pop.node import Node
 from popbench.node_config import NodeConfig, Reporter
 from popbench.pow.node import PowNode
 

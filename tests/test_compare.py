@@ -5,7 +5,7 @@ from __future__ import annotations
 import copy
 from typing import Any
 
-from harness.compare import compare, mismatches, safety_regressed
+from harness.report.compare import compare, mismatches, safety_regressed
 
 BASELINE: dict[str, Any] = {
     "profile": {"name": "ci"}, "deployment": {"nodes": 8, "consensus": "pbft"},

@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from popbench import sync
+from popbench.pop import sync
 from popbench.errors import SyncError
 from popbench.model.block import CommitCertificate
-from popbench.ledger import CommittedBlock
+from popbench.pop.ledger import CommittedBlock
 from tests.cluster import POPBENCH, LocalCluster, _listening_socket
 from tests.test_pbft_network import TIMEOUT_S, all_committed, make_proofs, submit_all
 

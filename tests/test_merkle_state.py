@@ -12,7 +12,7 @@ from popbench.merkle import EMPTY_ROOT, inclusion_proof, merkle_root, verify_inc
 from popbench.model.hashing import address_of
 from popbench.model.proof import Proof
 from popbench.model.transfer import Transfer, TransferKind
-from popbench.state import ACCOUNT, RewardRules, State
+from popbench.pop.state import ACCOUNT, RewardRules, State
 from popbench.wire import RejectReason
 
 CHAIN_ID = bytes(range(32))

@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 
 from harness.profile import apply_overrides, list_profiles, load_profile, profile_from_dict
-from harness.score import SCORE_VERSION, grade, linear, log_scaled, score
+from harness.report.score import SCORE_VERSION, grade, linear, log_scaled, score
 from popbench.errors import ConfigError
 
 

@@ -12,8 +12,8 @@ from pathlib import Path
 import psutil
 import pytest
 
-from harness.child import ChildContext
-from harness.supervisor import Supervisor
+from harness.procs.child import ChildContext
+from harness.procs.supervisor import Supervisor
 from popbench.errors import NodeStartError
 
 TEST_TIMEOUT_S = 30.0

@@ -1,0 +1,1 @@
+"""The popbench command line: run, profiles, report, compare, node, status, join."""

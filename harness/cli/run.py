@@ -1,0 +1,135 @@
+"""`popbench run`, `profiles`, `report` and `compare`: the main job and its outputs.
+
+Exit status of `popbench run`: 0 done; 1 the score is below --min-score or safety failed; 2 bad
+input (profile, flags); 3 the run failed (nodes did not come up); 130 interrupted (a partial report
+is still written).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+import uvloop
+
+from harness.metrics import assemble as metrics
+from harness.report import render
+from harness.report.compare import compare, mismatches, safety_regressed
+from harness.profile import Profile, apply_overrides, list_profiles, load_profile
+from harness.report.build import build_report, load_report, write_report
+from harness.run.phases import Run, RunData, new_run_id
+from harness.report.score import score as compute_score
+from popbench import crypto
+
+DEFAULT_PROFILE = "testnet-100"
+REPORTS_DIR = Path("reports")
+EXIT_BELOW_MIN_SCORE, EXIT_RUN_FAILED, EXIT_INTERRUPTED = 1, 3, 130
+
+
+def register(group: click.Group) -> None:
+    group.add_command(run_command)
+    group.add_command(profiles_command)
+    group.add_command(report_command)
+    group.add_command(compare_command)
+
+
+@click.command("run")
+@click.option("--profile", "profile_name", default=DEFAULT_PROFILE, show_default=True, help="Profile name in profiles/ or a TOML path.")
+@click.option("--nodes", type=int, help="Number of validator (or PoW) nodes.")
+@click.option("--duration", "duration_s", type=float, help="Load window in seconds (warm-up and cool-down included).")
+@click.option("--rate", type=float, help="AGGREGATE proofs/s offered across all drivers (open loop).")
+@click.option("--drivers", type=int, help="Load-driver processes sharing the rate.")
+@click.option("--in-flight", "in_flight", type=int, help="Closed loop: proofs outstanding across all drivers.")
+@click.option("--consensus", type=click.Choice(["pbft", "pow"]), help="Which network to run.")
+@click.option("--topology", type=click.Choice(["full-mesh", "hierarchy", "k-regular"]), help="How nodes find each other.")
+@click.option("--seed", type=int, help="Seed for keys, topology and the workload plan.")
+@click.option("--output", type=click.Path(path_type=Path), help="Run directory (default: reports/<run-id>).")
+@click.option("--min-score", type=float, help="Exit 1 when the score is below this.")
+def run_command(profile_name: str, output: Path | None, min_score: float | None, **overrides: Any) -> None:
+    """Fork a real network on this host, load it, measure it, score it, and write a report."""
+    profile = apply_overrides(load_profile(profile_name), **overrides)
+    run_id = new_run_id(profile)
+    run_dir = output or REPORTS_DIR / run_id
+    crypto.set_backend(profile.consensus.crypto)
+    click.echo(f"popbench run {run_id}: {profile.network.nodes} {profile.network.consensus} nodes, profile {profile.name}")
+    data = uvloop.run(_execute(profile, run_dir, run_id))
+    report = _finish(data)
+    click.echo(render.console(report))
+    click.echo(f"\nreport: {run_dir / 'report.json'}  summary: {run_dir / 'summary.md'}")
+    sys.exit(_exit_status(report, data, profile, min_score))
+
+
+async def _execute(profile: Profile, run_dir: Path, run_id: str) -> RunData:
+    run = Run(profile, run_dir, run_id, lambda line: click.echo(line, err=False))
+    loop = asyncio.get_running_loop()
+    loop.add_signal_handler(signal.SIGINT, run.interrupt, "interrupted by SIGINT")
+    loop.add_signal_handler(signal.SIGTERM, run.interrupt, "interrupted by SIGTERM")
+    return await run.execute()
+
+
+def _finish(data: RunData) -> dict[str, Any]:
+    figures = metrics.compute(data)
+    result = compute_score(figures, data.profile.network.nodes)
+    report = build_report(data, figures, result)
+    write_report(report, data.run_dir)
+    summary = render.markdown(report)
+    (data.run_dir / "summary.md").write_text(summary)
+    step_summary = os.environ.get("GITHUB_STEP_SUMMARY")
+    if step_summary:
+        with open(step_summary, "a", encoding="utf-8") as sink:
+            sink.write(summary)
+    return report
+
+
+def _exit_status(report: dict[str, Any], data: RunData, profile: Profile, min_score: float | None) -> int:
+    if data.interrupted:
+        return EXIT_INTERRUPTED
+    if data.error:
+        return EXIT_RUN_FAILED
+    threshold = min_score if min_score is not None else profile.score.min_score
+    if not report["score"]["passed_safety"] or report["score"]["total"] < threshold:
+        click.echo(f"score {report['score']['total']:.1f} is below the minimum {threshold:g}" if report["score"]["passed_safety"]
+                   else "safety violation", err=True)  # fmt: skip
+        return EXIT_BELOW_MIN_SCORE
+    return 0
+
+
+@click.command("profiles")
+def profiles_command() -> None:
+    """List the shipped run profiles, one line each."""
+    for name, description in list_profiles():
+        click.echo(f"{name:<20} {description}")
+
+
+@click.command("report")
+@click.argument("path", type=click.Path(exists=True, path_type=Path))
+@click.option("--markdown", is_flag=True, help="Print the GitHub-ready Markdown summary instead of tables.")
+def report_command(path: Path, markdown: bool) -> None:
+    """Re-render a stored report (a report.json or its run directory)."""
+    report = load_report(path)
+    click.echo(render.markdown(report) if markdown else render.console(report))
+
+
+@click.command("compare")
+@click.argument("baseline", type=click.Path(exists=True, path_type=Path))
+@click.argument("current", type=click.Path(exists=True, path_type=Path))
+@click.option("--tolerance-scale", default=1.0, show_default=True, help="Multiply every tolerance (2 = twice as lenient).")
+def compare_command(baseline: Path, current: Path, tolerance_scale: float) -> None:
+    """Compare a report with a baseline; exit 1 on a regression beyond tolerance or a safety failure."""
+    before, after = load_report(baseline), load_report(current)
+    for warning in mismatches(before, after):
+        click.echo(f"warning: {warning}", err=True)
+    changes = compare(before, after, tolerance_scale)
+    click.echo(render.comparison(changes))
+    regressions = [c.label for c in changes if c.regression]
+    if safety_regressed(after):
+        regressions.append("safety")
+    if regressions:
+        click.echo(f"regressions: {', '.join(regressions)}", err=True)
+        sys.exit(EXIT_BELOW_MIN_SCORE)
+

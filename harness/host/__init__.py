@@ -1,0 +1,1 @@
+"""What a run deploys, where and on what host: calibration, limits, pinning, topology, deployment."""

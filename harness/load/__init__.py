@@ -1,0 +1,1 @@
+"""Load generation: proof/transfer drivers, workload plans, raw records, PoP miners."""

@@ -1,0 +1,109 @@
+"""Proof-of-work metrics (docs/metrics.md, "Mining and proof-of-work"), from the nodes' own databases.
+
+- propagation: for each block, the time from its miner first holding it until 50 %, 90 % and 100 % of
+  the nodes that were up had it; p50 and p90 over blocks;
+- stale rate: blocks mined that are not on the final heaviest main chain, over all blocks mined; beside
+  it the rate predicted from the measured propagation delay d (mean time to 100 %) and the measured
+  block interval T: 1 - exp(-d / T), with d the median time for a block to reach every node;
+- block interval: mean and standard deviation of the main chain's timestamp gaps, against the target;
+- hash rate: every node's hashes over its grinding seconds; efficiency against the calibrated core;
+- tips: how long after the window every node reported one tip (mining goes on, so the tips at the
+  very stop may differ by a block in flight); deepest reorg any node saw.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+from typing import Any
+
+from harness.metrics.pow_chains import StoredChain, heaviest_main_chain
+from harness.metrics.stats import mean_and_stdev, percentile
+
+SHARES = {"p50_nodes": 0.5, "p90_nodes": 0.9, "all_nodes": 1.0}
+
+
+def block_timelines(chains: dict[int, StoredChain]) -> dict[bytes, tuple[int, list[int]]]:
+    """hash -> (miner node, sorted first-seen times across nodes)."""
+    seen: dict[bytes, list[int]] = {}
+    miner_of: dict[bytes, int] = {}
+    for chain in chains.values():
+        for block_hash, at_ns in chain.arrivals.items():
+            seen.setdefault(block_hash, []).append(at_ns)
+        for block_hash, (_, height, _, block) in chain.blocks.items():
+            if height > 0:
+                miner_of[block_hash] = block.miner
+    return {h: (miner_of[h], sorted(times)) for h, times in seen.items() if h in miner_of}
+
+
+def propagation(timelines: dict[bytes, tuple[int, list[int]]], nodes_up: int) -> dict[str, Any]:
+    delays: dict[str, list[float]] = {name: [] for name in SHARES}
+    for _miner, times in timelines.values():
+        for name, share in SHARES.items():
+            needed = max(1, math.ceil(share * nodes_up))
+            if len(times) >= needed:
+                delays[name].append((times[needed - 1] - times[0]) / 1e6)
+    result: dict[str, Any] = {"blocks": len(timelines)}
+    for name, values in delays.items():
+        ordered = sorted(values)
+        result[name] = {"blocks_reached": len(values), "p50_ms": percentile(ordered, 0.5),
+                        "p90_ms": percentile(ordered, 0.9), "mean_ms": sum(values) / len(values) if values else None}  # fmt: skip
+    return result
+
+
+def interval(blocks: dict[bytes, Any], main: list[bytes], target_s: float) -> dict[str, Any]:
+    stamps = [blocks[h].timestamp_ms for h in main if h in blocks and blocks[h].height > 0]
+    gaps = [(b - a) / 1000 for a, b in zip(stamps, stamps[1:])]
+    mean, stdev = mean_and_stdev(gaps)
+    return {"mean_s": mean, "stdev_s": stdev, "target_s": target_s, "gaps": len(gaps)}
+
+
+def _blocks_by_hash(chains: dict[int, StoredChain]) -> dict[bytes, Any]:
+    return {h: entry[3] for chain in chains.values() for h, entry in chain.blocks.items()}
+
+
+def hash_rate(finals: dict[int, dict[str, Any]], hashes_per_s_per_core: float) -> dict[str, Any]:
+    sections = {n: s["pow"] for n, s in finals.items() if "pow" in s}
+    hashes = sum(p["hashes"] for p in sections.values())
+    seconds = sum(p["mining_s"] for p in sections.values())
+    per_node = {n: p["hash_rate"] for n, p in sections.items() if p["mining"]}
+    rate = hashes / seconds if seconds else 0.0  # per grinding second, i.e. per busy core
+    return {"hashes": hashes, "grinding_s": seconds, "hash_rate_per_grinding_s": rate, "hash_rate_per_miner": per_node,
+            "hash_efficiency": rate / hashes_per_s_per_core if hashes_per_s_per_core else None}  # fmt: skip
+
+
+def _predicted_stale(d_ms: float | None, t_s: float | None, miners: int) -> float | None:
+    """1 - exp(-d/T): the chance another miner finds a block while one propagates. With a single miner
+    there is no other miner to race, so the prediction is 0."""
+    if miners <= 1:
+        return 0.0
+    if d_ms is None or not t_s:
+        return None
+    return 1 - math.exp(-(d_ms / 1000) / t_s)
+
+
+def pow_metrics(chains: dict[int, StoredChain], finals: dict[int, dict[str, Any]], target_s: float,
+                hashes_per_s_per_core: float, converged_after_s: float | None) -> dict[str, Any]:  # fmt: skip
+    timelines = block_timelines(chains)
+    main = heaviest_main_chain(chains)
+    on_main = set(main)
+    mined = list(timelines)
+    stale = sum(1 for h in mined if h not in on_main)
+    prop = propagation(timelines, len(chains))
+    blocks = _blocks_by_hash(chains)
+    spacing = interval(blocks, main, target_s)
+    d_ms, t_s = prop["all_nodes"]["p50_ms"], spacing["mean_s"]
+    tips = {s["pow"]["tip_hash"] for s in finals.values() if "pow" in s}
+    won = Counter(blocks[h].miner for h in main if h in blocks and blocks[h].height > 0)
+    won_or_mining = {n for n, s in finals.items() if s.get("pow", {}).get("mining")} | set(won)
+    return {
+        **hash_rate(finals, hashes_per_s_per_core),
+        "blocks_mined": len(mined), "main_chain_height": len(main) - 1 if main else 0,
+        "stale_blocks": stale, "stale_rate": stale / len(mined) if mined else None,
+        "stale_rate_predicted": _predicted_stale(d_ms, t_s, len(won_or_mining)),
+        "propagation": prop, "block_interval": spacing,
+        "blocks_won_per_miner": dict(sorted(won.items())),
+        "deepest_reorg": max((s["pow"]["deepest_reorg"] for s in finals.values() if "pow" in s), default=0),
+        "reorgs_total": sum(s["pow"]["reorgs"] for s in finals.values() if "pow" in s),
+        "distinct_tips_at_stop": len(tips), "tips_converged_after_window_s": converged_after_s,
+    }  # fmt: skip

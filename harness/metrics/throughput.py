@@ -1,0 +1,100 @@
+"""Throughput and latency from the drivers' per-proof records (docs/metrics.md, "Throughput").
+
+The steady window is the load window without its warm-up and cool-down. A proof belongs to it when it
+was *due* (scheduled) inside it. Rates divide by the steady window's length. Latency is commit seen by
+the driver minus due time, so a generator that sent late is charged to the network's latency too
+(open-loop, no coordinated omission); the generator's own lateness is reported beside it.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from harness.load.records import NO_ANSWER, ProofRecord, read_records
+from harness.metrics.stats import latency_summary_ms, percentile
+from harness.load.workload import Expect
+from popbench.wire import RejectReason
+
+GENERATOR_LATE_WARN_MS = 50.0  # p99 send lateness above this: the generator could not keep up
+
+
+@dataclass(frozen=True)
+class SteadyWindow:
+    start_ns: int
+    end_ns: int
+
+    @property
+    def seconds(self) -> float:
+        return max(1e-9, (self.end_ns - self.start_ns) / 1e9)
+
+    def holds(self, at_ns: int) -> bool:
+        return self.start_ns <= at_ns < self.end_ns
+
+
+def load_records(paths: Iterable[Path]) -> list[ProofRecord]:
+    records: list[ProofRecord] = []
+    for path in paths:
+        if path.exists():
+            records.extend(read_records(path))
+    return records
+
+
+def throughput(records: list[ProofRecord], steady: SteadyWindow, ceiling_per_s: float) -> dict[str, Any]:
+    due = [r for r in records if steady.holds(r.due_ns)]
+    sent = [r for r in due if r.sent_ns]
+    valid = [r for r in sent if r.expect == Expect.COMMIT]
+    committed_in_window = sum(1 for r in records if r.expect == Expect.COMMIT and r.commit_ns and steady.holds(r.commit_ns))
+    committed_of_due = [r for r in valid if r.commit_ns]
+    per_s = committed_in_window / steady.seconds
+    return {
+        "steady_window_s": steady.seconds,
+        "offered_per_s": len(due) / steady.seconds,
+        "submitted_per_s": len(sent) / steady.seconds,
+        "admitted_per_s": sum(1 for r in sent if r.reason == RejectReason.ACCEPTED) / steady.seconds,
+        "rejected_per_s": sum(1 for r in sent if r.reason not in (RejectReason.ACCEPTED, NO_ANSWER)) / steady.seconds,
+        "committed_per_s": per_s,
+        "valid_submitted": len(valid),
+        "valid_committed": len(committed_of_due),
+        "delivery_ratio": len(committed_of_due) / len(valid) if valid else None,
+        "commit_latency": latency_summary_ms([r.commit_ns - r.due_ns for r in committed_of_due]),
+        "ceiling_per_s": ceiling_per_s,
+        "fraction_of_ceiling": per_s / ceiling_per_s if ceiling_per_s else None,
+        "generator": generator_lateness(sent),
+        "plan_exhausted": bool(records) and all(r.sent_ns for r in records),  # closed loop: the pool ran dry
+    }  # fmt: skip
+
+
+def generator_lateness(sent: list[ProofRecord]) -> dict[str, Any]:
+    late_ms = sorted((r.sent_ns - r.due_ns) / 1e6 for r in sent)
+    p99 = percentile(late_ms, 0.99)
+    return {"send_late_p50_ms": percentile(late_ms, 0.5), "send_late_p99_ms": p99,
+            "send_late_max_ms": late_ms[-1] if late_ms else None,
+            "fell_behind": p99 is not None and p99 > GENERATOR_LATE_WARN_MS}  # fmt: skip
+
+
+def invalid_outcomes(records: list[ProofRecord]) -> dict[str, Any]:
+    """Every planned invalid proof: how the network answered, and whether any was ever committed."""
+    invalid = [r for r in records if r.expect != Expect.COMMIT and r.sent_ns]
+    answers = Counter(_reason_name(r.reason) for r in invalid)
+    return {
+        "sent": len(invalid),
+        "by_kind": dict(Counter(Expect(r.expect).name.lower() for r in invalid)),
+        "answers": dict(answers),
+        "committed": sum(1 for r in invalid if r.commit_ns),
+        "accepted": sum(1 for r in invalid if r.reason == RejectReason.ACCEPTED),
+    }
+
+
+def rejections(records: list[ProofRecord]) -> dict[str, int]:
+    """Why valid proofs were refused (BUSY under overload, for instance); invalid ones are counted apart."""
+    counts = Counter(_reason_name(r.reason) for r in records if r.expect == Expect.COMMIT and r.sent_ns)
+    counts.pop("accepted", None)
+    return dict(counts)
+
+
+def _reason_name(reason: int) -> str:
+    return "no_answer" if reason == NO_ANSWER else RejectReason(reason).name.lower()

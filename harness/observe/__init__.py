@@ -1,0 +1,1 @@
+"""Watching a live run: STATUS and psutil sampling, the status line."""

@@ -1,0 +1,1 @@
+"""Child processes: fork, readiness, no orphans (docs/supervisor.md)."""

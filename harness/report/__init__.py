@@ -1,0 +1,1 @@
+"""The report: build, score, render and compare."""

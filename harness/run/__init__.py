@@ -1,0 +1,1 @@
+"""One run's phases, its RunData, and the faults it applies."""

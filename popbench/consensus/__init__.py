@@ -1,1 +1,0 @@
-"""Consensus engines: PBFT for the PoP network, proof-of-work for Antimony."""

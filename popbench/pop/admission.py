@@ -1,0 +1,103 @@
+"""Admission of proofs and transfers: decode, refuse replays, verify, bound the mempool, batch gossip.
+
+Every validator runs every item it admits through here, whether it came from a client's SUBMIT or a
+peer's GOSSIP: that verification is the cost the benchmark exists to show.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+
+from popbench.counters import NodeCounters
+from popbench.errors import InvalidProof, ProtocolError
+from popbench.pop.ledger import Ledger
+from popbench.mempool import Mempool, PoolItem
+from popbench.model.hashing import sha256
+from popbench.model.proof import Proof, check_proof
+from popbench.model.transfer import Transfer, check_transfer_signature
+from popbench.wire import Gossip, ItemKind, RejectReason
+
+GOSSIP_FLUSH_S = 0.005  # proofs admitted within this window travel to peers in one GOSSIP frame
+GOSSIP_MAX_ITEMS = 512
+
+
+class Admission:
+    """Checks items into the mempool and batches the ones clients submitted for gossip."""
+
+    def __init__(self, ledger: Ledger, mempool: Mempool, counters: NodeCounters, broadcast: Callable[[Gossip], None]) -> None:
+        self.ledger = ledger
+        self.mempool = mempool
+        self.counters = counters
+        self.chain_id = ledger.genesis.chain_id
+        self.min_work_bits = ledger.genesis.params.min_work_bits
+        self._broadcast = broadcast
+        self._outgoing: dict[ItemKind, list[bytes]] = {ItemKind.PROOF: [], ItemKind.TRANSFER: []}
+        self._flush_handle: asyncio.TimerHandle | None = None
+
+    def admit(self, kind: ItemKind, raw: bytes, relay: bool) -> tuple[RejectReason, bytes]:
+        """Admit one encoded item; returns ACCEPTED or the reason, and the item's id."""
+        try:
+            item = self._decode(kind, raw)
+        except ProtocolError:
+            return self._rejected(RejectReason.MALFORMED, sha256(raw))
+        item_id = item.item_id
+        if item_id in self.mempool or item_id in self.ledger.committed_ids:
+            return self._rejected(RejectReason.REPLAY, item_id)
+        if self.mempool.full:
+            return self._rejected(RejectReason.BUSY, item_id)
+        try:
+            self._verify(item)
+        except InvalidProof as err:
+            return self._rejected(err.reason, item_id)  # type: ignore[arg-type]
+        self.mempool.add(item)
+        self.counters.items_admitted[kind.name] += 1
+        if relay:
+            self._queue_gossip(kind, raw)
+        return RejectReason.ACCEPTED, item_id
+
+    def lookup(self, ids: list[bytes]) -> list[bytes]:
+        """Raw bytes of the requested items this node holds, for a peer's ITEMS_REQUEST."""
+        found = (self.mempool.get(item_id) for item_id in ids)
+        return [item.raw for item in found if item is not None]
+
+    def _decode(self, kind: ItemKind, raw: bytes) -> PoolItem:
+        obj = Proof.decode(raw) if kind == ItemKind.PROOF else Transfer.decode(raw)
+        return PoolItem(obj.id, kind, obj, raw)
+
+    def _verify(self, item: PoolItem) -> None:
+        try:
+            if item.kind == ItemKind.PROOF:
+                check_proof(item.obj, self.chain_id, self.min_work_bits)
+            else:
+                check_transfer_signature(item.obj, self.chain_id)
+                self.ledger.state.check_transfer(item.obj)
+        except InvalidProof as err:
+            # the signature is checked last, so only a signature failure has cost a verification
+            if err.reason == RejectReason.BAD_SIGNATURE:
+                self.counters.signature_verifications += 1
+            raise
+        self.counters.signature_verifications += 1
+
+    def _rejected(self, reason: RejectReason, item_id: bytes) -> tuple[RejectReason, bytes]:
+        self.counters.items_rejected[reason.name] += 1
+        return reason, item_id
+
+    # -- gossip batching ---------------------------------------------------------------------------
+    def _queue_gossip(self, kind: ItemKind, raw: bytes) -> None:
+        queue = self._outgoing[kind]
+        queue.append(raw)
+        if len(queue) >= GOSSIP_MAX_ITEMS:
+            self.flush_gossip()
+        elif self._flush_handle is None:
+            self._flush_handle = asyncio.get_running_loop().call_later(GOSSIP_FLUSH_S, self.flush_gossip)
+
+    def flush_gossip(self) -> None:
+        """Send what is queued now (also called before a PRE-PREPARE, so its items travel first)."""
+        if self._flush_handle is not None:
+            self._flush_handle.cancel()
+            self._flush_handle = None
+        for kind, queue in self._outgoing.items():
+            if queue:
+                self._outgoing[kind] = []
+                self._broadcast(Gossip(kind, queue))

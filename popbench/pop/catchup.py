@@ -1,0 +1,88 @@
+"""Catch-up and snapshots: a node behind its peers fetches committed blocks; joiners fetch state.
+
+A committed block travels with its commit certificate and its items, so the receiver checks the
+certificate (2f+1 valid COMMIT signatures) and the state root before it applies anything.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import TYPE_CHECKING
+
+from popbench.errors import ConsensusError, SyncError
+from popbench.net.connection import Connection
+from popbench.wire import BlockRequest, BlockResponse, SnapshotChunk, SnapshotRequest
+from popbench.wire.framing import MAX_FRAME_BYTES
+
+if TYPE_CHECKING:
+    from popbench.pop.node import Node
+
+BLOCKS_PER_REQUEST = 32
+REQUEST_TIMEOUT_NS = 2_000_000_000  # a request with no answer by then no longer blocks a new one
+SNAPSHOT_CHUNK_BYTES = 1 << 20
+RESPONSE_BUDGET_BYTES = MAX_FRAME_BYTES // 2
+
+
+class CatchUp:
+    """Serves and requests committed blocks and state snapshots for one node."""
+
+    def __init__(self, node: Node) -> None:
+        self.node = node
+        self._in_flight_since_ns = 0
+        self._snapshot: tuple[int, list[bytes]] | None = None
+        self.blocks_fetched = 0
+        self.sync_failures = 0
+
+    # -- asking ------------------------------------------------------------------------------------
+    def request(self, node_id: int) -> None:
+        now = time.monotonic_ns()
+        if now - self._in_flight_since_ns < REQUEST_TIMEOUT_NS:
+            return
+        self._in_flight_since_ns = now
+        self.node.send_to(node_id, BlockRequest(self.node.ledger.height + 1, BLOCKS_PER_REQUEST))
+
+    def on_block_response(self, conn: Connection, message: BlockResponse) -> None:
+        self._in_flight_since_ns = 0
+        ledger = self.node.ledger
+        applied_view = None
+        for data in message.blocks:
+            try:
+                record = ledger.apply_committed(data)
+            except (SyncError, ConsensusError):
+                self.sync_failures += 1
+                break
+            self.blocks_fetched += 1
+            applied_view = record.certificate.view
+            self.node.block_committed(record, record.certificate.view, None)
+        if applied_view is not None:
+            self.node.engine.caught_up(applied_view)
+            if len(message.blocks) >= BLOCKS_PER_REQUEST:
+                self.request(conn.peer_id)
+
+    # -- serving -----------------------------------------------------------------------------------
+    def on_block_request(self, conn: Connection, message: BlockRequest) -> None:
+        count = min(message.count, BLOCKS_PER_REQUEST)
+        records = self.node.ledger.committed_records(message.from_height, count)
+        budget = RESPONSE_BUDGET_BYTES
+        chosen: list[bytes] = []
+        for record in records:
+            budget -= len(record) + 4
+            if budget < 0 and chosen:
+                break
+            chosen.append(record)
+        conn.send(BlockResponse(chosen))
+
+    def on_snapshot_request(self, conn: Connection, message: SnapshotRequest) -> None:
+        height, chunks = self._snapshot_for(message.height)
+        index = min(message.chunk, len(chunks) - 1)
+        conn.send(SnapshotChunk(height, index, len(chunks), chunks[index]))
+
+    def _snapshot_for(self, height: int) -> tuple[int, list[bytes]]:
+        """Chunks of the state at the head; kept while asked for, so a joiner sees one consistent state."""
+        cached = self._snapshot
+        if cached is not None and (height == cached[0] or height == 0 and cached[0] == self.node.ledger.height):
+            return cached
+        data = self.node.ledger.state.encode_snapshot()
+        chunks = [data[i : i + SNAPSHOT_CHUNK_BYTES] for i in range(0, len(data), SNAPSHOT_CHUNK_BYTES)] or [b""]
+        self._snapshot = (self.node.ledger.height, chunks)
+        return self._snapshot

@@ -1,0 +1,192 @@
+"""The committed chain of one PoP node: head, state, replay set, and its persistence.
+
+The ledger executes blocks (applies their proofs and transfers to a copy of the state and checks the
+state root the proposer claimed), commits them to SQLite in one transaction, and applies blocks that
+arrive with a commit certificate during catch-up.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+
+from popbench.errors import ConsensusError, ProtocolError, SyncError
+from popbench.genesis import Genesis
+from popbench.mempool import PoolItem
+from popbench.model.block import Block, CommitCertificate
+from popbench.model.hashing import address_of
+from popbench.model.proof import Proof
+from popbench.model.transfer import Transfer
+from popbench.pop.state import RewardRules, State
+from popbench.store import Store
+from popbench.wire import ItemKind
+from popbench.wire.codec import Reader, Writer
+
+GENESIS_HASH = bytes(32)
+
+
+class CommittedBlock:
+    """A block, its commit certificate and the exact bytes of its items: what storage and catch-up carry."""
+
+    __slots__ = ("block", "certificate", "proofs", "transfers")
+
+    def __init__(self, block: Block, certificate: CommitCertificate, proofs: list[bytes], transfers: list[bytes]) -> None:
+        self.block = block
+        self.certificate = certificate
+        self.proofs = proofs
+        self.transfers = transfers
+
+    def encode(self) -> bytes:
+        writer = Writer().blob(self.block.encode()).blob(self.certificate.encode())
+        return writer.blobs(self.proofs).blobs(self.transfers).getvalue()
+
+    @classmethod
+    def decode(cls, data: bytes) -> CommittedBlock:
+        reader = Reader(data)
+        block = Block.decode(reader.blob())
+        certificate = CommitCertificate.decode(reader.blob())
+        proofs, transfers = reader.blobs(), reader.blobs()
+        reader.finish()
+        return cls(block, certificate, proofs, transfers)
+
+
+class Ledger:
+    """Head, state and replay set of the committed chain, kept in step with the node's Store."""
+
+    def __init__(self, genesis: Genesis, store: Store) -> None:
+        self.genesis = genesis
+        self.store = store
+        self.rules = RewardRules(
+            reward_per_proof=genesis.params.reward_per_proof,
+            block_reward=genesis.params.block_reward,
+            validator_reward=genesis.params.validator_reward,
+        )
+        self.validator_addresses = [v.address for v in genesis.validators]
+        self.committed_ids: set[bytes] = set()
+        self.height = 0
+        self.head_hash = GENESIS_HASH
+        self.last_commit_ns = 0
+        self._load()
+
+    def _load(self) -> None:
+        head = self.store.head()
+        if head is None:
+            stakes = {v.address: v.stake for v in self.genesis.validators}
+            self.state = State.from_genesis(dict(self.genesis.balances), stakes)
+            return
+        self.height, self.head_hash = head
+        self.state = State.from_rows(self.store.load_accounts())
+        self.committed_ids = self.store.seen_ids()
+
+    # -- execution -------------------------------------------------------------------------------
+    def build_block(self, view: int, proposer: int, items: Sequence[PoolItem]) -> tuple[Block, State]:
+        """A proposal for the next height from mempool items, with the state root after applying them."""
+        proofs, transfers = split_items(items)
+        proof_ids = [item.item_id for item in items if item.kind == ItemKind.PROOF]
+        transfer_ids = [item.item_id for item in items if item.kind == ItemKind.TRANSFER]
+        post = self._apply(proofs, transfers, proposer)
+        block = Block(
+            height=self.height + 1, view=view, prev_hash=self.head_hash, proposer=proposer,
+            timestamp_ns=time.time_ns(), items_root=Block.items_root_of(proof_ids, transfer_ids),
+            state_root=post.root(), proof_ids=proof_ids, transfer_ids=transfer_ids,
+        )  # fmt: skip
+        return block, post
+
+    def execute(self, block: Block, items: Sequence[PoolItem]) -> State:
+        """Check ``block`` against the head and its items; return the state after it."""
+        self.check_links(block)
+        if block.items_root != Block.items_root_of(block.proof_ids, block.transfer_ids):
+            raise ConsensusError("items root does not match the block's ids")
+        replayed = [i for i in (*block.proof_ids, *block.transfer_ids) if i in self.committed_ids]
+        if replayed:
+            raise ConsensusError(f"block includes {len(replayed)} already committed items")
+        proofs, transfers = split_items(items)
+        post = self._apply(proofs, transfers, block.proposer)
+        if post.root() != block.state_root:
+            raise ConsensusError("state root after applying the block differs from the proposal")
+        return post
+
+    def check_links(self, block: Block) -> None:
+        if block.height != self.height + 1:
+            raise ConsensusError(f"block height {block.height}, expected {self.height + 1}")
+        if block.prev_hash != self.head_hash:
+            raise ConsensusError("block does not extend the committed head")
+        if block.proposer not in self.genesis.public_keys:
+            raise ConsensusError(f"proposer {block.proposer} is not a validator")
+
+    def _apply(self, proofs: list[Proof], transfers: list[Transfer], proposer: int) -> State:
+        post = self.state.copy()
+        proposer_address = self.genesis.validator(proposer).address
+        post.apply_block(proofs, transfers, proposer_address, self.validator_addresses, self.rules)
+        return post
+
+    # -- commit ----------------------------------------------------------------------------------
+    def commit(self, block: Block, certificate: CommitCertificate, items: Sequence[PoolItem], post: State) -> CommittedBlock:
+        """Persist ``block`` with its certificate and make ``post`` the state; one SQLite transaction."""
+        record = CommittedBlock(
+            block, certificate,
+            [i.raw for i in items if i.kind == ItemKind.PROOF],
+            [i.raw for i in items if i.kind == ItemKind.TRANSFER],
+        )  # fmt: skip
+        item_ids = [*block.proof_ids, *block.transfer_ids]
+        touched = self.touched_addresses(items, block.proposer)
+        rows = [post.row(address) for address in touched]
+        self.store.save_committed(block.height, block.hash, certificate.view, record.encode(), item_ids, rows, post.root())
+        self.state = post
+        self.height = block.height
+        self.head_hash = block.hash
+        self.committed_ids.update(item_ids)
+        self.last_commit_ns = time.time_ns()
+        return record
+
+    def apply_committed(self, data: bytes) -> CommittedBlock:
+        """Catch-up: check a stored block's certificate and state root, then commit it.
+
+        Its proofs are not re-verified: the certificate shows 2f+1 validators (at least f+1 honest)
+        verified them before committing.
+        """
+        try:
+            record = CommittedBlock.decode(data)
+        except ProtocolError as err:
+            raise SyncError(f"malformed committed block: {err}") from err
+        block = record.block
+        record.certificate.verify(self.genesis.chain_id, block.height, block.hash, self.genesis.public_keys, self.genesis.quorum)
+        items = items_of(record)
+        if [i.item_id for i in items] != [*block.proof_ids, *block.transfer_ids]:
+            raise SyncError(f"items of block {block.height} do not match its ids")
+        post = self.execute(block, items)
+        return self.commit(block, record.certificate, items, post)
+
+    def touched_addresses(self, items: Sequence[PoolItem], proposer: int) -> set[bytes]:
+        """Every account a block can change: owners, transfer parties, proposer and validators."""
+        touched = set(self.validator_addresses)
+        touched.add(self.genesis.validator(proposer).address)
+        for item in items:
+            if item.kind == ItemKind.PROOF:
+                touched.add(address_of(item.obj.owner))
+            else:
+                touched.add(address_of(item.obj.sender))
+                touched.add(item.obj.recipient)
+        return touched
+
+    def committed_records(self, from_height: int, count: int) -> list[bytes]:
+        return self.store.committed_range(from_height, count)
+
+
+def split_items(items: Sequence[PoolItem]) -> tuple[list[Proof], list[Transfer]]:
+    proofs = [item.obj for item in items if item.kind == ItemKind.PROOF]
+    transfers = [item.obj for item in items if item.kind == ItemKind.TRANSFER]
+    return proofs, transfers
+
+
+def items_of(record: CommittedBlock) -> list[PoolItem]:
+    """Decode the items a committed block carries, in the block's id order."""
+    try:
+        proofs = [Proof.decode(raw) for raw in record.proofs]
+        transfers = [Transfer.decode(raw) for raw in record.transfers]
+    except ProtocolError as err:
+        raise SyncError(f"block {record.block.height} carries a malformed item: {err}") from err
+    return [
+        *(PoolItem(p.id, ItemKind.PROOF, p, raw) for p, raw in zip(proofs, record.proofs)),
+        *(PoolItem(t.id, ItemKind.TRANSFER, t, raw) for t, raw in zip(transfers, record.transfers)),
+    ]

@@ -1,0 +1,205 @@
+"""The PoP validator node: the composition root that wires store, ledger, network and PBFT together.
+
+A node is one OS process on its own uvloop loop. It serves clients (SUBMIT, SUBSCRIBE, STATUS), speaks
+PBFT with the other validators over authenticated links, catches up from peers, and serves snapshots to
+joining nodes. ``run_node`` is the one entry point, used by ``popbench node`` and by the harness.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from typing import Any
+
+from popbench import crypto
+from popbench.pop.admission import Admission
+from popbench.pop.catchup import CatchUp
+from popbench.pop.byzantine import engine_for
+from popbench.node_base import NodeBase
+from popbench.node_config import NodeConfig, Reporter
+from popbench.pop.ledger import CommittedBlock, Ledger
+from popbench.mempool import Mempool
+from popbench.net.connection import Connection
+from popbench.pop.status import node_status
+from popbench.wire import (
+    TOPIC_COMMITS,
+    BlockRequest,
+    BlockResponse,
+    Commit,
+    Committed,
+    DisconnectReason,
+    Gossip,
+    ItemKind,
+    ItemsRequest,
+    Message,
+    NewView,
+    Peers,
+    PeersRequest,
+    Ping,
+    Prepare,
+    PrePrepare,
+    RejectReason,
+    Role,
+    SnapshotRequest,
+    StatusRequest,
+    Submit,
+    SubmitResult,
+    Subscribe,
+    ViewChange,
+    encode_frame,
+)
+
+CONSENSUS_MESSAGES = (PrePrepare, Prepare, Commit, ViewChange, NewView)
+class Node(NodeBase):
+    """One validator (or follower): implements the hosts the connections and the engine talk to."""
+
+    def __init__(self, config: NodeConfig, report: Reporter | None = None) -> None:
+        self._init_common(config, report)
+        self.ledger = Ledger(self.genesis, self.store)
+        self.mempool = Mempool(self.genesis.params.mempool_limit)
+        self.admission = Admission(self.ledger, self.mempool, self.counters, self.peers.broadcast)
+        self.engine = engine_for(config.byzantine, self, config.role)
+        self.catchup = CatchUp(self)
+        self.subscribers: set[Connection] = set()
+        self.round_times_s: list[float] = []
+        self.commit_times_ns: list[int] = []
+        self._tasks: list[asyncio.Task[None]] = []
+        self._handlers = self._build_handlers()
+
+    # -- lifecycle ---------------------------------------------------------------------------------
+    async def start(self) -> None:
+        await self._listen_and_dial()
+        self.engine.start()
+
+    async def stop(self) -> None:
+        self.engine.stop()
+        await self._close_network_and_store()
+
+    # -- ConnectionHost ----------------------------------------------------------------------------
+    def connection_established(self, conn: Connection) -> bool:
+        if not self.peers.register(conn):
+            return False
+        if conn.peer_role == Role.VALIDATOR:
+            self._links_changed()
+            conn.send(BlockRequest(self.ledger.height + 1, 1))  # a restarted node learns if it is behind
+            if self.config.role == Role.FOLLOWER:
+                conn.send(Subscribe(TOPIC_COMMITS))  # a follower learns of new blocks by notification
+        return True
+
+    def connection_closed(self, conn: Connection) -> None:
+        self.peers.unregister(conn)
+        self.subscribers.discard(conn)
+
+    def _build_handlers(self) -> dict[type[Message], Callable[[Connection, Any], None]]:
+        handlers: dict[type[Message], Callable[[Connection, Any], None]] = {
+            Submit: self._on_submit, Gossip: self._on_gossip, ItemsRequest: self._on_items_request,
+            Subscribe: self._on_subscribe, StatusRequest: self._on_status_request, Ping: self._on_ping,
+            PeersRequest: self.discovery.on_peers_request, Peers: self.discovery.on_peers,
+            BlockRequest: self.catchup.on_block_request, BlockResponse: self.catchup.on_block_response,
+            SnapshotRequest: self.catchup.on_snapshot_request, Committed: self._on_committed_notice,
+        }  # fmt: skip
+        for kind in CONSENSUS_MESSAGES:
+            handlers[kind] = self._on_consensus
+        return handlers
+
+    # -- clients -------------------------------------------------------------------------------------
+    def _on_submit(self, conn: Connection, message: Submit) -> None:
+        if self.config.role != Role.VALIDATOR:
+            conn.send(SubmitResult(message.request_id, bytes(32), RejectReason.NOT_A_VALIDATOR))
+            return
+        reason, item_id = self.admission.admit(message.kind, message.item, relay=True)
+        conn.send(SubmitResult(message.request_id, item_id, reason))
+        if reason == 0:
+            self.engine.work_arrived()
+
+    def _on_subscribe(self, conn: Connection, message: Subscribe) -> None:
+        if message.topics & TOPIC_COMMITS:
+            self.subscribers.add(conn)
+
+    def status(self) -> dict[str, Any]:
+        return node_status(self)
+
+    # -- validators ----------------------------------------------------------------------------------
+    def _on_committed_notice(self, conn: Connection, message: Committed) -> None:
+        if message.height > self.ledger.height:
+            self.catchup.request(conn.peer_id)
+
+    def _on_gossip(self, conn: Connection, message: Gossip) -> None:
+        admitted = 0
+        for raw in message.items:
+            reason, _ = self.admission.admit(message.kind, raw, relay=False)
+            admitted += reason == 0
+        if admitted:
+            self.engine.work_arrived()
+
+    def _on_items_request(self, conn: Connection, message: ItemsRequest) -> None:
+        found = self.admission.lookup(message.ids)
+        if found:
+            conn.send(Gossip(message.kind, found))
+
+    def _on_consensus(self, conn: Connection, message: Message) -> None:
+        if not conn.is_validator_link:
+            conn.disconnect(DisconnectReason.UNEXPECTED_MESSAGE, "consensus messages are for validators")
+            return
+        self.engine.on_message(conn.peer_id, message)
+
+    # -- PbftHost ------------------------------------------------------------------------------------
+    def broadcast(self, message: Message) -> None:
+        self.admission.flush_gossip()  # a proposal's items must reach peers before the proposal does
+        self.peers.broadcast(message)
+
+    def send_to(self, node_id: int, message: Message) -> None:
+        link = self.peers.links.get(node_id)
+        if link is not None:
+            link.send(message)
+
+    def verify(self, public_key: bytes, message: bytes, signature: bytes) -> bool:
+        self.counters.signature_verifications += 1
+        return crypto.verify(public_key, message, signature)
+
+    def request_items(self, node_id: int, kind: ItemKind, ids: list[bytes]) -> None:
+        self.send_to(node_id, ItemsRequest(kind, ids))
+
+    def request_catch_up(self, node_id: int) -> None:
+        self.catchup.request(node_id)
+
+    def block_committed(self, record: CommittedBlock, view: int, round_s: float | None) -> None:
+        block = record.block
+        self.mempool.remove(block.proof_ids)
+        self.mempool.remove(block.transfer_ids)
+        counters = self.counters
+        counters.blocks_committed += 1
+        counters.proofs_committed += len(block.proof_ids)
+        counters.transfers_committed += len(block.transfer_ids)
+        if round_s is not None:
+            self.round_times_s.append(round_s)
+        self.commit_times_ns.append(time.time_ns())
+        self._notify_subscribers(record, view)
+
+    def _notify_subscribers(self, record: CommittedBlock, view: int) -> None:
+        if not self.subscribers:
+            return
+        block = record.block
+        note = Committed(block.height, block.hash, view, time.time_ns(), block.proof_ids, block.transfer_ids)
+        frame = encode_frame(note)
+        for conn in self.subscribers:
+            conn.send_encoded(frame, "Committed")
+
+    # -- peers and discovery -------------------------------------------------------------------------
+
+
+
+
+
+
+async def serve(config: NodeConfig, stop: asyncio.Event, report: Reporter | None = None) -> Node:
+    """Run a node until ``stop`` is set; returns the stopped node (its counters stay readable)."""
+    node = Node(config, report)
+    try:
+        await node.start()
+        await stop.wait()
+    finally:
+        await node.stop()
+    return node
+

@@ -1,0 +1,445 @@
+"""PBFT for the PoP network: one height in flight, views with stake-weighted leader rotation.
+
+Normal case at height h, view v, leader = genesis.leader_for_view(v + h):
+PRE-PREPARE(block) -> every validator checks and executes it -> PREPARE -> 2f+1 PREPAREs (the block is
+*prepared*: this node locks on it) -> COMMIT -> 2f+1 COMMIT signatures (the commit certificate) ->
+apply, persist, notify. A view that does not commit within its timeout (doubling per failed view in a
+row) ends in VIEW-CHANGE carrying the sender's lock; the next leader gathers 2f+1 of them into
+NEW-VIEW and must re-propose the highest prepared block among them. Every committed block is a stable
+checkpoint: messages below it are dropped. Design notes and the safety argument: docs/consensus.md.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+from popbench import crypto
+from popbench.counters import NodeCounters
+from popbench.pop.clock import Clock, LoopClock, TimerHandle
+from popbench.pop.pbft_round import (
+    Prepared,
+    Proposal,
+    Round,
+    check_new_view_quorum,
+    highest_prepared,
+    valid_votes,
+    view_change_message,
+)
+from popbench.errors import ConsensusError, ProtocolError
+from popbench.genesis import Genesis
+from popbench.pop.ledger import CommittedBlock, Ledger
+from popbench.mempool import Mempool, PoolItem
+from popbench.model.block import Block, CommitCertificate, vote_message
+from popbench.wire import Commit, ItemKind, Message, NewView, Prepare, PrePrepare, ViewChange
+
+MAX_VIEWS_AHEAD = 16  # votes for views further ahead are dropped, bounding memory
+MAX_FUTURE_MESSAGES = 4096  # messages buffered for the next height
+
+
+class PbftHost(Protocol):
+    """What the engine needs from its node."""
+
+    genesis: Genesis
+    key: crypto.SigningKey
+    node_id: int
+    ledger: Ledger
+    mempool: Mempool
+    counters: NodeCounters
+
+    def broadcast(self, message: Message) -> None: ...
+
+    def send_to(self, node_id: int, message: Message) -> None: ...
+
+    def verify(self, public_key: bytes, message: bytes, signature: bytes) -> bool: ...
+
+    def block_committed(self, record: CommittedBlock, view: int, round_s: float) -> None: ...
+
+    def request_items(self, node_id: int, kind: ItemKind, ids: list[bytes]) -> None: ...
+
+    def request_catch_up(self, node_id: int) -> None: ...
+
+
+class PbftEngine:
+    """The replica state machine; a faulty validator subclasses it and overrides ``propose``."""
+
+    def __init__(self, host: PbftHost, clock: Clock | None = None) -> None:
+        self.host = host
+        self.clock: Clock = clock or LoopClock()
+        self.genesis = host.genesis
+        self.chain_id = host.genesis.chain_id
+        self.keys = host.genesis.public_keys
+        self.quorum = host.genesis.quorum
+        params = host.genesis.params
+        self.batch_size = params.batch_size
+        self.batch_interval_s = params.batch_interval_ms / 1000
+        self.base_timeout_s = params.view_timeout_ms / 1000
+        self.max_timeout_s = params.view_timeout_max_ms / 1000
+        self.view = 0
+        self.height = host.ledger.height + 1
+        self.failed_views = 0  # consecutive views without a commit: the timeout backs off with it
+        self.rounds: dict[int, Round] = {}
+        self.prepared: Prepared | None = None
+        self.required: bytes | None = None  # block bytes a NEW_VIEW obliges this view to carry
+        self.vc_target: int | None = None
+        self.view_changes: dict[int, dict[int, ViewChange]] = {}
+        self.new_view_sent: set[int] = set()
+        self.future: list[tuple[int, Message]] = []
+        self.round_started_ns = self.clock.now_ns()
+        self._timer: TimerHandle | None = None
+        self._propose_timer: TimerHandle | None = None
+        self.proposals_refused: dict[str, int] = {}
+        self.last_refusal = ""
+
+    # -- who and when ----------------------------------------------------------------------------
+    def leader(self, view: int | None = None) -> int:
+        return self.genesis.leader_for_view((self.view if view is None else view) + self.height)
+
+    @property
+    def is_leader(self) -> bool:
+        return self.leader() == self.host.node_id
+
+    def round(self, view: int | None = None) -> Round:
+        view = self.view if view is None else view
+        current = self.rounds.get(view)
+        if current is None:
+            current = self.rounds[view] = Round(view)
+        return current
+
+    def start(self) -> None:
+        self.round_started_ns = self.clock.now_ns()
+        self.work_arrived()
+
+    def stop(self) -> None:
+        for timer in (self._timer, self._propose_timer):
+            if timer is not None:
+                timer.cancel()
+
+    # -- inputs from the node ----------------------------------------------------------------------
+    def work_arrived(self) -> None:
+        """New items entered the mempool: start the view timer, let the leader batch, retry a pending proposal."""
+        if not len(self.host.mempool):
+            return
+        self._ensure_timer()
+        current = self.round()
+        if current.pending is not None:
+            self._try_pending(current)
+        if self.is_leader and current.proposal is None and current.pending is None and self.vc_target is None:
+            self._schedule_proposal()
+
+    def on_message(self, sender: int, message: Message) -> None:
+        """A consensus message from the authenticated validator ``sender``."""
+        height = getattr(message, "height", None)
+        if height is None or height < self.height:
+            return  # below the last checkpoint: no longer needed
+        if height > self.height:
+            self._hold_for_later(sender, height, message)
+            return
+        kind = type(message)
+        if kind is Prepare or kind is Commit:
+            self._on_vote(sender, message)  # type: ignore[arg-type]
+        elif kind is PrePrepare:
+            self._on_pre_prepare(sender, message)  # type: ignore[arg-type]
+        elif kind is ViewChange:
+            self._on_view_change(sender, message)  # type: ignore[arg-type]
+        elif kind is NewView:
+            self._on_new_view(sender, message)  # type: ignore[arg-type]
+
+    def _hold_for_later(self, sender: int, height: int, message: Message) -> None:
+        if height == self.height + 1 and len(self.future) < MAX_FUTURE_MESSAGES:
+            self.future.append((sender, message))
+        self.host.request_catch_up(sender)
+
+    # -- proposing -------------------------------------------------------------------------------
+    def _schedule_proposal(self) -> None:
+        if len(self.host.mempool) >= self.batch_size:
+            self._cancel_propose_timer()
+            self.propose()
+        elif self._propose_timer is None:
+            elapsed_s = (self.clock.now_ns() - self.round_started_ns) / 1e9
+            delay_s = max(0.0, self.batch_interval_s - elapsed_s)
+            self._propose_timer = self.clock.call_later(delay_s, self._propose_due)
+
+    def _propose_due(self) -> None:
+        self._propose_timer = None
+        current = self.round()
+        if self.is_leader and current.proposal is None and self.vc_target is None and len(self.host.mempool):
+            self.propose()
+
+    def propose(self) -> None:
+        """Leader: broadcast a PRE-PREPARE for this (view, height) and prepare it ourselves."""
+        current = self.round()
+        if self.required is not None:
+            self.host.broadcast(PrePrepare(self.view, self.height, self.required))
+            self._accept_proposal(current, self.host.node_id, self.required)
+            return
+        items = self.host.mempool.oldest(self.batch_size)
+        block, post = self.host.ledger.build_block(self.view, self.host.node_id, items)
+        raw = block.encode()
+        self.host.broadcast(PrePrepare(self.view, self.height, raw))
+        current.proposal = Proposal(block, raw, items, post)
+        self._send_vote(current, Prepare)
+        self._advance(current)
+
+    def _cancel_propose_timer(self) -> None:
+        if self._propose_timer is not None:
+            self._propose_timer.cancel()
+            self._propose_timer = None
+
+    # -- PRE-PREPARE -------------------------------------------------------------------------------
+    def _on_pre_prepare(self, sender: int, message: PrePrepare) -> None:
+        if message.view < self.view or message.view > self.view + MAX_VIEWS_AHEAD:
+            return
+        target = self.round(message.view)
+        if sender != self.leader(message.view):
+            self._refuse("not-the-leader")
+            return
+        known = target.proposal.raw if target.proposal else target.pending[1] if target.pending else None
+        if known is not None:
+            if known != message.block:
+                self.host.counters.equivocations_seen += 1
+            return
+        target.pending = (sender, message.block)
+        if message.view == self.view and self.vc_target is None:
+            self._try_pending(target)
+
+    def _try_pending(self, current: Round) -> None:
+        assert current.pending is not None
+        leader, raw = current.pending
+        try:
+            block = Block.decode(raw)
+        except ProtocolError:
+            current.pending = None
+            self._refuse("malformed-block")
+            return
+        items = self._items_for(block, ask=leader)
+        if items is None:
+            return
+        current.pending = None
+        self._accept_proposal(current, leader, raw, block, items)
+
+    def _items_for(self, block: Block, ask: int | None = None) -> list[PoolItem] | None:
+        """The block's items from the mempool in block order; None (and ask the leader) if some are missing."""
+        mempool = self.host.mempool
+        ids = [*block.proof_ids, *block.transfer_ids]
+        items = [mempool.get(item_id) for item_id in ids]
+        missing = [item_id for item_id, item in zip(ids, items) if item is None]
+        if not missing:
+            return items  # type: ignore[return-value]
+        if ask is not None and ask != self.host.node_id:
+            for kind, id_list in ((ItemKind.PROOF, block.proof_ids), (ItemKind.TRANSFER, block.transfer_ids)):
+                wanted = [i for i in id_list if mempool.get(i) is None and i not in self.host.ledger.committed_ids]
+                if wanted:
+                    self.host.request_items(ask, kind, wanted)
+        return None
+
+    def _accept_proposal(self, current: Round, leader: int, raw: bytes, block: Block | None = None, items: list[PoolItem] | None = None) -> None:
+        block = block or Block.decode(raw)
+        items = items if items is not None else self._items_for(block)
+        if items is None:
+            return
+        reason = self._proposal_fault(block, raw)
+        if reason is not None:
+            self._refuse(reason)
+            return
+        try:
+            post = self.host.ledger.execute(block, items)
+        except ConsensusError as err:
+            self._refuse("invalid-block")
+            self.last_refusal = str(err)
+            return
+        current.proposal = Proposal(block, raw, items, post)
+        self._send_vote(current, Prepare)
+        self._advance(current)
+
+    def _proposal_fault(self, block: Block, raw: bytes) -> str | None:
+        if self.required is not None and raw != self.required:
+            return "ignores-new-view"
+        locked = self.prepared
+        if locked is not None and locked.proposal.block.hash != block.hash and self.required is None:
+            return "conflicts-with-lock"
+        return None
+
+    def _refuse(self, reason: str) -> None:
+        self.proposals_refused[reason] = self.proposals_refused.get(reason, 0) + 1
+
+    # -- PREPARE and COMMIT ------------------------------------------------------------------------
+    def _send_vote(self, current: Round, kind: type[Prepare]) -> None:
+        assert current.proposal is not None
+        block_hash = current.proposal.block.hash
+        label = "prepare" if kind is Prepare else "commit"
+        signature = self.host.key.sign(vote_message(label, self.chain_id, current.view, self.height, block_hash))
+        vote = kind(current.view, self.height, block_hash, self.host.node_id, signature)
+        self.host.broadcast(vote)
+        book = current.prepares if kind is Prepare else current.commits
+        book.add(block_hash, self.host.node_id, signature)
+        if kind is Prepare:
+            current.sent_prepare = True
+        else:
+            current.sent_commit = True
+
+    def _on_vote(self, sender: int, vote: Prepare) -> None:
+        if vote.voter != sender:
+            self.host.counters.protocol_errors += 1  # a validator may only speak for itself
+            return
+        if vote.view > self.view + MAX_VIEWS_AHEAD:
+            return
+        target = self.round(vote.view)
+        book = target.commits if type(vote) is Commit else target.prepares
+        book.add(vote.block_hash, vote.voter, vote.signature)
+        self._advance(target)
+
+    def _advance(self, current: Round) -> None:
+        proposal = current.proposal
+        if proposal is None:
+            self._commit_without_proposal(current)
+            return
+        block_hash = proposal.block.hash
+        if not current.sent_commit and self.vc_target is None and current.view == self.view:
+            if current.prepares.count(block_hash) >= self.quorum:
+                self.prepared = Prepared(current.view, proposal, dict(current.prepares.votes(block_hash)))
+                self._send_vote(current, Commit)
+        if current.commits.count(block_hash) >= self.quorum:
+            self._try_commit(current, proposal)
+
+    def _commit_without_proposal(self, current: Round) -> None:
+        """2f+1 COMMITs for a block this node never accepted: fetch it committed from a voter."""
+        for block_hash, votes in current.commits.by_hash.items():
+            if len(votes) >= self.quorum:
+                voter = next(v for v in votes if v != self.host.node_id)
+                self.host.request_catch_up(voter)
+                return
+
+    def _try_commit(self, current: Round, proposal: Proposal) -> None:
+        block_hash = proposal.block.hash
+        votes = valid_votes("commit", self.chain_id, current.view, self.height, block_hash,
+                            current.commits.votes(block_hash), self.keys, self.host.verify)  # fmt: skip
+        for bad_voter in set(current.commits.votes(block_hash)) - set(votes):
+            del current.commits.by_hash[block_hash][bad_voter]
+        if len(votes) < self.quorum:
+            return
+        chosen = sorted(votes.items())[: self.quorum]
+        certificate = CommitCertificate(current.view, chosen)
+        record = self.host.ledger.commit(proposal.block, certificate, proposal.items, proposal.post)
+        round_s = (self.clock.now_ns() - self.round_started_ns) / 1e9
+        self.host.block_committed(record, current.view, round_s)
+        self.next_height(current.view)
+
+    # -- moving on -------------------------------------------------------------------------------
+    def next_height(self, committed_view: int) -> None:
+        """After a commit (ours or a caught-up one): a fresh height, same or later view."""
+        self.stop()
+        self._timer = self._propose_timer = None
+        self.height = self.host.ledger.height + 1
+        self.view = max(self.view, committed_view)
+        self.failed_views = 0
+        self.rounds.clear()
+        self.prepared = self.required = self.vc_target = None
+        self.view_changes.clear()
+        self.new_view_sent.clear()
+        self.round_started_ns = self.clock.now_ns()
+        self._replay_future()
+        self.work_arrived()
+
+    def _replay_future(self) -> None:
+        held, self.future = self.future, []
+        for sender, message in held:
+            self.on_message(sender, message)
+
+    # -- timeouts and view changes ------------------------------------------------------------------
+    def _timeout_s(self) -> float:
+        return min(self.base_timeout_s * (2**self.failed_views), self.max_timeout_s)
+
+    def _ensure_timer(self) -> None:
+        if self._timer is None:
+            self._timer = self.clock.call_later(self._timeout_s(), self._timed_out)
+
+    def _timed_out(self) -> None:
+        self._timer = None
+        self.failed_views += 1
+        self._send_view_change((self.vc_target or self.view) + 1)
+        self._ensure_timer()  # if NEW_VIEW does not come either, ask for the view after
+
+    def _send_view_change(self, new_view: int) -> None:
+        self.vc_target = new_view
+        self._cancel_propose_timer()
+        lock = self.prepared
+        block, votes = (lock.proposal.raw, lock.encoded_votes()) if lock else (b"", b"")
+        unsigned = ViewChange(new_view, self.height, self.host.node_id, lock.view if lock else 0, block, votes, bytes(64))
+        unsigned.signature = self.host.key.sign(view_change_message(self.chain_id, unsigned))
+        self.host.broadcast(unsigned)
+        self._record_view_change(unsigned)
+
+    def _on_view_change(self, sender: int, vc: ViewChange) -> None:
+        if vc.voter != sender or vc.new_view <= self.view or vc.new_view > self.view + MAX_VIEWS_AHEAD:
+            return
+        if not self.host.verify(self.keys[sender], view_change_message(self.chain_id, vc), vc.signature):
+            self.host.counters.protocol_errors += 1
+            return
+        self._record_view_change(vc)
+        self._join_if_f_plus_one()
+
+    def _record_view_change(self, vc: ViewChange) -> None:
+        self.view_changes.setdefault(vc.new_view, {})[vc.voter] = vc
+        if self.genesis.leader_for_view(vc.new_view + self.height) == self.host.node_id:
+            self._maybe_send_new_view(vc.new_view)
+
+    def _join_if_f_plus_one(self) -> None:
+        """f+1 validators asking for later views include an honest one: join the lowest such view."""
+        highest: dict[int, int] = {}
+        for view, votes in self.view_changes.items():
+            for voter in votes:
+                highest[voter] = max(highest.get(voter, 0), view)
+        views = sorted(highest.values(), reverse=True)
+        if len(views) > self.genesis.f:
+            view = views[self.genesis.f]
+            if view > (self.vc_target or self.view):
+                self._send_view_change(view)
+
+    def _maybe_send_new_view(self, new_view: int) -> None:
+        votes = self.view_changes.get(new_view, {})
+        if len(votes) < self.quorum or new_view in self.new_view_sent or new_view <= self.view:
+            return
+        if self.host.node_id not in votes:
+            self._send_view_change(new_view)  # the new leader must itself be in the view change
+            return
+        self.new_view_sent.add(new_view)
+        bodies = [vc.encode_body() for vc in votes.values()]
+        self.host.broadcast(NewView(new_view, self.height, bodies))
+        best = highest_prepared(list(votes.values()), self.chain_id, self.keys, self.quorum, self.host.verify)
+        self._enter_view(new_view, best[1] if best else None)
+
+    def _on_new_view(self, sender: int, message: NewView) -> None:
+        if message.new_view <= self.view or sender != self.genesis.leader_for_view(message.new_view + self.height):
+            return
+        try:
+            changes = check_new_view_quorum(message.view_changes, message.new_view, self.height,
+                                            self.chain_id, self.keys, self.quorum, self.host.verify)  # fmt: skip
+        except (ConsensusError, ProtocolError):
+            self.host.counters.protocol_errors += 1
+            return
+        best = highest_prepared(changes, self.chain_id, self.keys, self.quorum, self.host.verify)
+        self._enter_view(message.new_view, best[1] if best else None)
+
+    def _enter_view(self, view: int, required: bytes | None) -> None:
+        self.stop()
+        self._timer = self._propose_timer = None
+        self.view = view
+        self.vc_target = None
+        self.required = required
+        self.host.counters.view_changes += 1
+        for old in [v for v in self.rounds if v < view]:
+            del self.rounds[old]
+        self.round_started_ns = self.clock.now_ns()
+        current = self.round()
+        if self.is_leader and current.proposal is None:
+            self.propose() if required is not None else self._schedule_proposal()
+        elif current.pending is not None:
+            self._try_pending(current)
+        self._advance(current)
+        if len(self.host.mempool) or required is not None:
+            self._ensure_timer()
+
+    def caught_up(self, committed_view: int) -> None:
+        """The node applied blocks from a peer: drop this height's state and move on."""
+        if self.host.ledger.height + 1 != self.height:
+            self.next_height(committed_view)
