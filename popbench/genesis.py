@@ -179,7 +179,7 @@ def genesis_from_dict(data: Any, source: str) -> Genesis:
         raise ConfigError("must be an object of address: amount", key="balances", source=source)
     balances = {_hex(k, f"balances.{k}", source, 20): _int(v, f"balances.{k}", source) for k, v in data.get("balances", {}).items()}
     try:
-        return Genesis(str(data.get("chain_name", "popbench")), validators, balances, params)
+        return Genesis(_chain_name(data.get("chain_name", "popbench"), source), validators, balances, params)
     except ConfigError as err:
         raise ConfigError(str(err), source=source) from err
 
@@ -258,6 +258,14 @@ def _list(data: dict[str, Any], key: str, source: str) -> list[Any]:
     value = data.get(key)
     if not isinstance(value, list):
         raise ConfigError("must be a list", key=key, source=source)
+    return value
+
+
+def _chain_name(value: Any, source: str) -> str:
+    # Refused rather than stringified: the string form of a number or list is Python's, and a second
+    # implementation would have to copy it exactly to compute the same chain id.
+    if not isinstance(value, str):
+        raise ConfigError(f"must be a string, got {value!r}", key="chain_name", source=source)
     return value
 
 

@@ -12,6 +12,7 @@ import click
 COMMAND_MODULES: tuple[str, ...] = (
     "harness.cli.run",
     "harness.cli.node",
+    "harness.cli.genesis",
 )
 
 
