@@ -11,6 +11,7 @@ import sqlite3
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from types import TracebackType
+from typing import Any, Self
 
 from popbench.errors import StorageError
 
@@ -49,7 +50,7 @@ class Store:
         except sqlite3.Error as err:
             raise StorageError(f"cannot open the node database {path}: {err}") from err
 
-    def __enter__(self) -> Store:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, kind: type[BaseException] | None, error: BaseException | None, trace: TracebackType | None) -> None:
@@ -72,6 +73,12 @@ class Store:
             for table in ("blocks", "accounts", "items"):
                 self._db.execute(f"DELETE FROM {table}")  # noqa: S608 (fixed table names)
             self._db.execute("INSERT INTO blocks VALUES (?, ?, ?, ?, ?)", (height, block_hash, 0, committed, state_root))
+            self._upsert_accounts(accounts)
+
+    def replace_accounts(self, accounts: Iterable[Row]) -> None:
+        """Rewrite the whole account table (the state rebuilt by replaying the stored blocks)."""
+        with self._transaction():
+            self._db.execute("DELETE FROM accounts")
             self._upsert_accounts(accounts)
 
     def _upsert_accounts(self, accounts: Iterable[Row]) -> None:
@@ -97,7 +104,7 @@ class Store:
         return row[0] if row else None
 
     def load_accounts(self) -> list[Row]:
-        return [tuple(row) for row in self._all("SELECT address, balance, stake, rewards, nonce FROM accounts")]  # type: ignore[misc]
+        return [(r[0], r[1], r[2], r[3], r[4]) for r in self._all("SELECT address, balance, stake, rewards, nonce FROM accounts")]
 
     def seen_ids(self) -> set[bytes]:
         return {row[0] for row in self._all("SELECT id FROM items")}
@@ -122,19 +129,20 @@ class Store:
 
     def load_pow_arrivals(self) -> list[tuple[bytes, int, int, int]]:
         rows = self._all("SELECT hash, height, miner, seen_ns FROM pow_arrivals ORDER BY seen_ns")
-        return [(r[0], r[1], r[2], r[3]) for r in rows]  # type: ignore[misc]
+        return [(r[0], r[1], r[2], r[3]) for r in rows]
 
     # -- plumbing ----------------------------------------------------------------------------------
     def _transaction(self) -> _Transaction:
         return _Transaction(self._db, self.path)
 
-    def _one(self, sql: str, args: tuple[object, ...] = ()) -> tuple[object, ...] | None:
+    def _one(self, sql: str, args: tuple[object, ...] = ()) -> tuple[Any, ...] | None:  # SQLite rows are untyped
         try:
-            return self._db.execute(sql, args).fetchone()  # type: ignore[no-any-return]
+            row: tuple[Any, ...] | None = self._db.execute(sql, args).fetchone()
+            return row
         except sqlite3.Error as err:
             raise StorageError(f"{self.path}: {err}") from err
 
-    def _all(self, sql: str, args: tuple[object, ...] = ()) -> list[tuple[object, ...]]:
+    def _all(self, sql: str, args: tuple[object, ...] = ()) -> list[tuple[Any, ...]]:
         try:
             return self._db.execute(sql, args).fetchall()
         except sqlite3.Error as err:

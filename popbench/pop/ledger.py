@@ -2,7 +2,10 @@
 
 The ledger executes blocks (applies their proofs and transfers to a copy of the state and checks the
 state root the proposer claimed), commits them to SQLite in one transaction, and applies blocks that
-arrive with a commit certificate during catch-up.
+arrive with a commit certificate during catch-up. One function, :meth:`Ledger.execute`, runs a block
+whether it is proposed, voted on, caught up or replayed at start-up, and a commit persists exactly the
+accounts that execution wrote, so a restarted node holds the state root its certified head claims
+(docs/consensus.md, "Execution and replay").
 """
 
 from __future__ import annotations
@@ -10,11 +13,10 @@ from __future__ import annotations
 import time
 from collections.abc import Sequence
 
-from popbench.errors import ConsensusError, ProtocolError, SyncError
+from popbench.errors import ConsensusError, ProtocolError, StorageError, SyncError
 from popbench.genesis import Genesis
 from popbench.mempool import PoolItem
 from popbench.model.block import Block, CommitCertificate
-from popbench.model.hashing import address_of
 from popbench.model.proof import Proof
 from popbench.model.transfer import Transfer
 from popbench.pop.state import RewardRules, State
@@ -23,6 +25,7 @@ from popbench.wire import ItemKind
 from popbench.wire.codec import Reader, Writer
 
 GENESIS_HASH = bytes(32)
+REPLAY_PAGE_BLOCKS = 256  # blocks read from the database at a time when replaying from genesis
 
 
 class CommittedBlock:
@@ -71,12 +74,43 @@ class Ledger:
     def _load(self) -> None:
         head = self.store.head()
         if head is None:
-            stakes = {v.address: v.stake for v in self.genesis.validators}
-            self.state = State.from_genesis(dict(self.genesis.balances), stakes)
+            self.state = self._genesis_state()
             return
         self.height, self.head_hash = head
         self.state = State.from_rows(self.store.load_accounts())
         self.committed_ids = self.store.seen_ids()
+        certified_root = self.store.state_root_at(self.height)
+        if self.state.root() != certified_root:
+            self._rebuild_by_replay(certified_root)
+
+    def _genesis_state(self) -> State:
+        stakes = {v.address: v.stake for v in self.genesis.validators}
+        return State.from_genesis(dict(self.genesis.balances), stakes)
+
+    def _rebuild_by_replay(self, certified_root: bytes | None) -> None:
+        """The stored accounts disagree with the head's state root (a database an older version wrote):
+        re-execute every stored block from genesis through :meth:`execute`, then rewrite the accounts."""
+        head_height = self.height
+        self.height, self.head_hash, self.state, self.committed_ids = 0, GENESIS_HASH, self._genesis_state(), set()
+        while self.height < head_height:
+            page = self.store.committed_range(self.height + 1, REPLAY_PAGE_BLOCKS)
+            if not page:
+                raise StorageError(f"{self.store.path}: the stored state does not match the state root of height "
+                                   f"{head_height}, and block {self.height + 1} is not stored to replay from")  # fmt: skip
+            for data in page:
+                self._replay_one(data)
+        if self.state.root() != certified_root:
+            raise StorageError(f"{self.store.path}: replaying the stored blocks does not reach the head's state root")
+        self.store.replace_accounts(self.state.rows())
+
+    def _replay_one(self, data: bytes) -> None:
+        try:
+            record = CommittedBlock.decode(data)
+            items = items_of(record)
+            post = self.execute(record.block, items)
+        except (ProtocolError, SyncError, ConsensusError) as err:
+            raise StorageError(f"{self.store.path}: replay of block {self.height + 1} failed: {err}") from err
+        self._advance(record.block, post)
 
     # -- execution -------------------------------------------------------------------------------
     def build_block(self, view: int, proposer: int, items: Sequence[PoolItem]) -> tuple[Block, State]:
@@ -93,18 +127,31 @@ class Ledger:
         return block, post
 
     def execute(self, block: Block, items: Sequence[PoolItem]) -> State:
-        """Check ``block`` against the head and its items; return the state after it."""
+        """Check ``block`` against the head and its items; return the state after it.
+
+        The one execution path: proposals, catch-up and start-up replay all run blocks through here.
+        """
         self.check_links(block)
-        if block.items_root != Block.items_root_of(block.proof_ids, block.transfer_ids):
-            raise ConsensusError("items root does not match the block's ids")
-        replayed = [i for i in (*block.proof_ids, *block.transfer_ids) if i in self.committed_ids]
-        if replayed:
-            raise ConsensusError(f"block includes {len(replayed)} already committed items")
+        self.check_items(block, items)
         proofs, transfers = split_items(items)
         post = self._apply(proofs, transfers, block.proposer)
         if post.root() != block.state_root:
             raise ConsensusError("state root after applying the block differs from the proposal")
         return post
+
+    def check_items(self, block: Block, items: Sequence[PoolItem]) -> None:
+        """The items are the block's ids in order, each once, none committed before."""
+        ids = [*block.proof_ids, *block.transfer_ids]
+        if len(set(ids)) != len(ids):
+            repeated = next(i for i in ids if ids.count(i) > 1)
+            raise ConsensusError(f"block lists item {repeated.hex()[:16]} more than once")
+        if [item.item_id for item in items] != ids:
+            raise ConsensusError(f"the items given for block {block.height} are not its ids in order")
+        if block.items_root != Block.items_root_of(block.proof_ids, block.transfer_ids):
+            raise ConsensusError("items root does not match the block's ids")
+        replayed = [i for i in ids if i in self.committed_ids]
+        if replayed:
+            raise ConsensusError(f"block includes {len(replayed)} already committed items")
 
     def check_links(self, block: Block) -> None:
         if block.height != self.height + 1:
@@ -129,15 +176,19 @@ class Ledger:
             [i.raw for i in items if i.kind == ItemKind.TRANSFER],
         )  # fmt: skip
         item_ids = [*block.proof_ids, *block.transfer_ids]
-        touched = self.touched_addresses(items, block.proposer)
-        rows = [post.row(address) for address in touched]
+        rows = post.written_rows()  # exactly what execution wrote: replay and snapshots see the same accounts
         self.store.save_committed(block.height, block.hash, certificate.view, record.encode(), item_ids, rows, post.root())
+        self._advance(block, post)
+        self.last_commit_ns = time.time_ns()
+        return record
+
+    def _advance(self, block: Block, post: State) -> None:
+        """Make ``block`` the head and ``post`` the state (after a commit or a replayed block)."""
         self.state = post
         self.height = block.height
         self.head_hash = block.hash
-        self.committed_ids.update(item_ids)
-        self.last_commit_ns = time.time_ns()
-        return record
+        self.committed_ids.update(block.proof_ids)
+        self.committed_ids.update(block.transfer_ids)
 
     def apply_committed(self, data: bytes) -> CommittedBlock:
         """Catch-up: check a stored block's certificate and state root, then commit it.
@@ -152,22 +203,8 @@ class Ledger:
         block = record.block
         record.certificate.verify(self.genesis.chain_id, block.height, block.hash, self.genesis.public_keys, self.genesis.quorum)
         items = items_of(record)
-        if [i.item_id for i in items] != [*block.proof_ids, *block.transfer_ids]:
-            raise SyncError(f"items of block {block.height} do not match its ids")
         post = self.execute(block, items)
         return self.commit(block, record.certificate, items, post)
-
-    def touched_addresses(self, items: Sequence[PoolItem], proposer: int) -> set[bytes]:
-        """Every account a block can change: owners, transfer parties, proposer and validators."""
-        touched = set(self.validator_addresses)
-        touched.add(self.genesis.validator(proposer).address)
-        for item in items:
-            if item.kind == ItemKind.PROOF:
-                touched.add(address_of(item.obj.owner))
-            else:
-                touched.add(address_of(item.obj.sender))
-                touched.add(item.obj.recipient)
-        return touched
 
     def committed_records(self, from_height: int, count: int) -> list[bytes]:
         return self.store.committed_range(from_height, count)

@@ -3,6 +3,10 @@
 Accounts are keyed by 20-byte address. The state root is the Merkle root over every account sorted by
 address, each leaf ``address || balance || stake || rewards || nonce`` (u64 each, big-endian). Snapshots
 are exactly those leaves, so a snapshot reproduces the root it claims or is refused.
+
+An account exists once execution writes to it, and only then: a transfer that execution skips (docs/
+consensus.md, "Execution and replay") creates no account. The state records which accounts execution
+wrote since it was copied, so what the node persists is exactly what execution changed.
 """
 
 from __future__ import annotations
@@ -32,11 +36,12 @@ class RewardRules:
 class State:
     """Mutable account table; ``copy`` before executing a block that may be refused."""
 
-    __slots__ = ("_accounts", "_root")
+    __slots__ = ("_accounts", "_root", "_written")
 
     def __init__(self, accounts: dict[bytes, list[int]]) -> None:
         self._accounts = accounts  # address -> [balance, stake, rewards, nonce]
         self._root: bytes | None = None
+        self._written: set[bytes] = set()  # accounts execution wrote since this state was made or copied
 
     @classmethod
     def from_genesis(cls, balances: Mapping[bytes, int], stakes: Mapping[bytes, int]) -> State:
@@ -60,6 +65,13 @@ class State:
 
     def rows(self) -> list[Row]:
         return [self.row(address) for address in sorted(self._accounts)]
+
+    def written_rows(self) -> list[Row]:
+        """The accounts execution wrote since the copy this state began as: the rows a commit persists."""
+        return [self.row(address) for address in sorted(self._written)]
+
+    def has_account(self, address: bytes) -> bool:
+        return address in self._accounts
 
     def __len__(self) -> int:
         return len(self._accounts)
@@ -87,9 +99,12 @@ class State:
             self._credit(validator, rules.validator_reward)
 
     def _apply_transfer(self, transfer: Transfer, proposer: bytes) -> None:
-        sender = self._accounts.get(address_of(transfer.sender))
+        """Apply one transfer, or skip it whole: no account is created or changed by a skipped one."""
+        sender_address = address_of(transfer.sender)
+        sender = self._accounts.get(sender_address)
         if sender is None or sender[3] != transfer.account_nonce or sender[0] < transfer.amount + transfer.fee:
             return
+        sender = self._account(sender_address)  # marks it written
         sender[0] -= transfer.amount + transfer.fee
         sender[3] += 1
         if transfer.kind == TransferKind.BOND:
@@ -104,6 +119,8 @@ class State:
         account[2] += amount
 
     def _account(self, address: bytes) -> list[int]:
+        """The account to write to, created if new; every write of execution goes through here."""
+        self._written.add(address)
         account = self._accounts.get(address)
         if account is None:
             account = self._accounts[address] = [0, 0, 0, 0]
