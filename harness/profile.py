@@ -11,26 +11,22 @@ import difflib
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
+from enum import StrEnum
 from typing import Any, get_type_hints
 
+from harness.kinds import FaultKind, InvalidKind, LoadShape, Topology, WorkloadMode
 from popbench.errors import ConfigError
+from popbench.kinds import ByzantineBehaviour, ConsensusKind, CryptoBackend, values
 
 PROFILES_DIR = Path(__file__).resolve().parent.parent / "profiles"
-CONSENSUS_KINDS = ("pbft", "pow")
-TOPOLOGIES = ("full-mesh", "hierarchy", "k-regular")
-WORKLOAD_MODES = ("open", "closed")
-SHAPES = ("constant", "ramp", "steps")
-INVALID_KINDS = ("bad_signature", "low_work", "replay")
-FAULT_KINDS = ("kill", "restart", "byzantine")
-BYZANTINE_KINDS = ("silent", "equivocate", "invalid-proofs")
-CRYPTO_BACKENDS = ("coincurve", "ecdsa")
+BYZANTINE_KINDS = tuple(values(ByzantineBehaviour))
 
 
 @dataclass(frozen=True)
 class Network:
-    consensus: str = "pbft"
+    consensus: ConsensusKind = ConsensusKind.PBFT
     nodes: int = 4
-    topology: str = "full-mesh"
+    topology: Topology = Topology.FULL_MESH
     degree: int = 4  # k of k-regular
     bootstrap_nodes: int = 3  # second tier of the hierarchy
     regions: list[str] = field(default_factory=list)
@@ -44,20 +40,20 @@ class Consensus:
     view_timeout_ms: int = 2000
     view_timeout_max_ms: int = 30000
     min_work_bits: int = 8
-    crypto: str = "coincurve"
+    crypto: CryptoBackend = CryptoBackend.COINCURVE
 
 
 @dataclass(frozen=True)
 class Workload:
-    mode: str = "open"
+    mode: WorkloadMode = WorkloadMode.OPEN
     rate: float = 500.0  # AGGREGATE proofs/s across all drivers (open loop); closed loop: pool size per second
-    shape: str = "constant"
+    shape: LoadShape = LoadShape.CONSTANT
     ramp_from: float = 0.0
     steps: list[float] = field(default_factory=list)
     drivers: int = 1
     in_flight: int = 200  # closed loop: proofs outstanding across all drivers
     invalid_fraction: float = 0.0
-    invalid_kinds: list[str] = field(default_factory=lambda: list(INVALID_KINDS))
+    invalid_kinds: list[InvalidKind] = field(default_factory=lambda: list(InvalidKind))
     work_bits: int = 8
     payload_bytes: int = 64
 
@@ -92,9 +88,9 @@ class Score:
 @dataclass(frozen=True)
 class Fault:
     at_s: float
-    kind: str
+    kind: FaultKind
     node: int
-    behaviour: str = ""  # for byzantine: silent | equivocate | invalid-proofs
+    behaviour: str = ""  # for byzantine: a ByzantineBehaviour value (popbench.kinds)
 
 
 @dataclass(frozen=True)
@@ -177,13 +173,6 @@ def apply_overrides(profile: Profile, **overrides: Any) -> Profile:
 def validate(profile: Profile) -> None:
     src = profile.source or "profile"
     net, run, load = profile.network, profile.run, profile.workload
-    _choice(net.consensus, CONSENSUS_KINDS, "network.consensus", src)
-    _choice(net.topology, TOPOLOGIES, "network.topology", src)
-    _choice(load.mode, WORKLOAD_MODES, "workload.mode", src)
-    _choice(profile.consensus.crypto, CRYPTO_BACKENDS, "consensus.crypto", src)
-    _choice(load.shape, SHAPES, "workload.shape", src)
-    for kind in load.invalid_kinds:
-        _choice(kind, INVALID_KINDS, "workload.invalid_kinds", src)
     _at_least(net.nodes, 1, "network.nodes", src)
     _at_least(load.drivers, 1, "workload.drivers", src)
     _at_least(run.duration_s, 0.1, "run.duration_s", src)
@@ -233,8 +222,7 @@ def _fault(raw: Any, index: int, source: str) -> Fault:
         if required not in raw:
             raise ConfigError("missing (every fault needs at_s, kind and node)", key=f"{key}.{required}", source=source)
     fault = _section(Fault, raw, key, source)
-    _choice(fault.kind, FAULT_KINDS, f"{key}.kind", source)
-    if fault.kind == "byzantine":
+    if fault.kind == FaultKind.BYZANTINE:
         _choice(fault.behaviour, BYZANTINE_KINDS, f"{key}.behaviour", source)
     return fault  # type: ignore[no-any-return]
 
@@ -245,6 +233,8 @@ def _coerce(value: Any, hint: Any, key: str, source: str) -> Any:
         return float(value)
     if origin is int and isinstance(value, int) and not isinstance(value, bool):
         return value
+    if isinstance(origin, type) and issubclass(origin, StrEnum) and isinstance(value, str):
+        return _enum_member(origin, value, key, source)
     if origin is str and isinstance(value, str):
         return value
     if origin is list and isinstance(value, list):
@@ -261,6 +251,13 @@ def _check_keys(data: dict[str, Any], allowed: set[str], prefix: str, source: st
             close = difflib.get_close_matches(key, sorted(allowed), n=1)
             hint = f" (did you mean '{close[0]}'?)" if close else f" (known: {', '.join(sorted(allowed))})"
             raise ConfigError(f"unknown key{hint}", key=f"{prefix}{key}", source=source)
+
+
+def _enum_member(kind: type[StrEnum], value: str, key: str, source: str) -> StrEnum:
+    try:
+        return kind(value)
+    except ValueError:
+        raise ConfigError(f"must be one of {', '.join(values(kind))}, got {value!r}", key=key, source=source) from None
 
 
 def _choice(value: str, choices: tuple[str, ...], key: str, source: str) -> None:

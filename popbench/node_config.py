@@ -10,6 +10,7 @@ from typing import Any
 
 from popbench import crypto
 from popbench.genesis import Genesis
+from popbench.kinds import ConsensusKind
 from popbench.net.peers import Address
 from popbench.wire import Role
 
@@ -33,7 +34,7 @@ class NodeConfig:
     region_of: dict[int, str] = field(default_factory=dict)
     latency_ms: dict[str, dict[str, float]] = field(default_factory=dict)
     expected_links: int | None = None  # report "connected" once this many links are up
-    consensus: str = "pbft"  # "pbft" (this module's Node) or "pow" (popbench.pow.node.PowNode)
+    consensus: ConsensusKind = ConsensusKind.PBFT  # the PoP validator (popbench.pop.node) or PowNode
     mine: bool = True  # PoW only: whether this node mines
 
     def delay_to(self, peer_id: int) -> float:

@@ -3,17 +3,17 @@
 from __future__ import annotations
 
 from popbench.errors import ConfigError
+from popbench.kinds import ConsensusKind, values
 from popbench.pop.node import Node
 from popbench.node_config import NodeConfig, Reporter
 from popbench.pow.node import PowNode
 
-CONSENSUS_KINDS = ("pbft", "pow")
 AnyNode = Node | PowNode
 
 
 def make_node(config: NodeConfig, report: Reporter | None = None) -> AnyNode:
-    if config.consensus == "pbft":
+    if config.consensus == ConsensusKind.PBFT:
         return Node(config, report)
-    if config.consensus == "pow":
+    if config.consensus == ConsensusKind.POW:
         return PowNode(config, report)
-    raise ConfigError(f"unknown consensus {config.consensus!r} (known: {', '.join(CONSENSUS_KINDS)})", key="consensus")
+    raise ConfigError(f"unknown consensus {config.consensus!r} (known: {', '.join(values(ConsensusKind))})", key="consensus")

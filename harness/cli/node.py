@@ -17,7 +17,7 @@ from popbench.client import NodeClient
 from popbench.errors import ConfigError
 from popbench.genesis import load_genesis, load_keys
 from popbench.node_config import NodeConfig
-from popbench.node_factory import CONSENSUS_KINDS
+from popbench.kinds import ByzantineBehaviour, ConsensusKind, values
 from popbench.runner import run_node_forever
 from popbench.pop.sync import join
 from popbench.wire import Role
@@ -64,11 +64,11 @@ def config_from_options(options: dict[str, Any]) -> NodeConfig:
     )  # fmt: skip
 
 
-def _consensus(value: Any) -> str:
-    chosen = "pbft" if value is None else str(value)
-    if chosen not in CONSENSUS_KINDS:
-        raise ConfigError(f"{chosen!r} is not one of {', '.join(CONSENSUS_KINDS)}", key="consensus")
-    return chosen
+def _consensus(value: Any) -> ConsensusKind:
+    chosen = ConsensusKind.PBFT.value if value is None else str(value)
+    if chosen not in values(ConsensusKind):
+        raise ConfigError(f"{chosen!r} is not one of {', '.join(values(ConsensusKind))}", key="consensus")
+    return ConsensusKind(chosen)
 
 
 def _flag(value: Any, key: str, default: bool) -> bool:
@@ -113,8 +113,8 @@ def register(group: click.Group) -> None:
 @click.option("--peer", "peers", multiple=True, help="HOST:PORT of a peer to dial (repeatable).")
 @click.option("--keys", type=click.Path(exists=True, dir_okay=False), help="Keys file (default: beside the genesis).")
 @click.option("--config", "config_file", type=click.Path(exists=True, dir_okay=False), help="JSON file with the same options.")
-@click.option("--byzantine", type=click.Choice(["silent", "equivocate", "invalid-proofs"]), help="Fault to inject when leading.")
-@click.option("--consensus", type=click.Choice(CONSENSUS_KINDS), help="pbft (PoP validator, default) or pow (Antimony).")
+@click.option("--byzantine", type=click.Choice(values(ByzantineBehaviour)), help="Fault to inject (docs/profiles.md: leader and voter faults).")
+@click.option("--consensus", type=click.Choice(values(ConsensusKind)), help="pbft (PoP validator, default) or pow (Antimony).")
 @click.option("--mine/--no-mine", default=None, help="PoW only: mine blocks (default: on).")
 def node_command(config_file: str | None, **options: Any) -> None:
     """Run one validator in the foreground, with a status line every second."""

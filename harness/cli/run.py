@@ -17,6 +17,7 @@ from typing import Any
 import click
 import uvloop
 
+from harness.kinds import Topology
 from harness.metrics import assemble as metrics
 from harness.report import render
 from harness.report.compare import compare, mismatches, safety_regressed
@@ -25,6 +26,7 @@ from harness.report.build import build_report, load_report, write_report
 from harness.run.phases import Run, RunData, new_run_id
 from harness.report.score import score as compute_score
 from popbench import crypto
+from popbench.kinds import ConsensusKind, values
 
 DEFAULT_PROFILE = "testnet-100"
 REPORTS_DIR = Path("reports")
@@ -45,8 +47,8 @@ def register(group: click.Group) -> None:
 @click.option("--rate", type=float, help="AGGREGATE proofs/s offered across all drivers (open loop).")
 @click.option("--drivers", type=int, help="Load-driver processes sharing the rate.")
 @click.option("--in-flight", "in_flight", type=int, help="Closed loop: proofs outstanding across all drivers.")
-@click.option("--consensus", type=click.Choice(["pbft", "pow"]), help="Which network to run.")
-@click.option("--topology", type=click.Choice(["full-mesh", "hierarchy", "k-regular"]), help="How nodes find each other.")
+@click.option("--consensus", type=click.Choice(values(ConsensusKind)), help="Which network to run.")
+@click.option("--topology", type=click.Choice(values(Topology)), help="How nodes find each other.")
 @click.option("--seed", type=int, help="Seed for keys, topology and the workload plan.")
 @click.option("--output", type=click.Path(path_type=Path), help="Run directory (default: reports/<run-id>).")
 @click.option("--min-score", type=float, help="Exit 1 when the score is below this.")

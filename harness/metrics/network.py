@@ -9,6 +9,7 @@ from collections import deque
 from collections.abc import Callable
 from typing import Any
 
+from harness.kinds import ChildKind
 from harness.observe.collect import ProcessSample, Sample
 from harness.metrics.stats import mean_and_stdev, percentile
 
@@ -111,7 +112,7 @@ def work_per_proof(finals: dict[int, dict[str, Any]]) -> dict[str, Any]:
 # -- stability -----------------------------------------------------------------------------------------
 def stability(finals: dict[int, dict[str, Any]], crashes: list[dict[str, Any]], planned_kills: set[int],
               nodes: int, node_span_s: float, safety: dict[str, Any] | None) -> dict[str, Any]:  # fmt: skip
-    unplanned = [c for c in crashes if int(c["name"].split("-")[1]) not in planned_kills and c["name"].startswith("node-")]
+    unplanned = [c for c in crashes if c["kind"] == ChildKind.NODE and c["index"] not in planned_kills]
     views = [s["counters"]["view_changes"] for s in finals.values()]
     height = max((s["height"] for s in finals.values()), default=0)
     uptime = [min(1.0, s["uptime_s"] / node_span_s) for s in finals.values()] if node_span_s > 0 else []

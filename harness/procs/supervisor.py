@@ -24,6 +24,7 @@ from typing import Any
 import orjson
 import psutil
 
+from harness.kinds import ChildId, ChildKind
 from harness.procs.child import ChildContext, Target, child_main
 from popbench.errors import NodeStartError
 
@@ -35,8 +36,7 @@ REAP_INTERVAL_S = 0.05
 class Child:
     """One forked process and what the supervisor knows of it."""
 
-    name: str
-    kind: str  # node | driver | miner | other
+    id: ChildId
     target: Target
     log_path: Path
     listen_socket: socket.socket | None = None
@@ -50,6 +50,14 @@ class Child:
     stopping: bool = False
     events: dict[str, dict[str, Any]] = field(default_factory=dict)  # last fields of each event
     buffer: bytes = b""
+
+    @property
+    def name(self) -> str:
+        return str(self.id)
+
+    @property
+    def kind(self) -> ChildKind:
+        return self.id.kind
 
     @property
     def alive(self) -> bool:
@@ -74,6 +82,8 @@ class Child:
 @dataclass
 class Crash:
     name: str
+    kind: ChildKind
+    index: int
     pid: int
     at_ns: int
     exit: str
@@ -85,11 +95,11 @@ class Supervisor:
 
     def __init__(self, run_dir: Path, on_event: Callable[[Child, dict[str, Any]], None] | None = None) -> None:
         self.run_dir = run_dir
-        self.children: dict[str, Child] = {}
+        self.children: dict[ChildId, Child] = {}
         self.crashes: list[Crash] = []
         self.on_event = on_event or (lambda child, event: None)
         self._group = 0
-        self._waiters: list[tuple[str, set[str], asyncio.Future[None]]] = []
+        self._waiters: list[tuple[str, set[ChildId], asyncio.Future[None]]] = []
         self._reaper: asyncio.Task[None] | None = None
         (run_dir / "logs").mkdir(parents=True, exist_ok=True)
 
@@ -106,20 +116,21 @@ class Supervisor:
                 self._reaper.cancel()
 
     # -- forking -----------------------------------------------------------------------------------
-    def spawn(self, name: str, kind: str, target: Target, listen_socket: socket.socket | None = None,
+    def spawn(self, child_id: ChildId, target: Target, listen_socket: socket.socket | None = None,
               cpus: list[int] | None = None, options: dict[str, Any] | None = None) -> Child:  # fmt: skip
-        child = Child(name, kind, target, self.run_dir / "logs" / f"{name}.log", listen_socket, options or {}, cpus)
-        self.children[name] = child
+        log_path = self.run_dir / "logs" / f"{child_id}.log"
+        child = Child(child_id, target, log_path, listen_socket, options or {}, cpus)
+        self.children[child_id] = child
         self._fork(child)
         return child
 
-    def restart(self, name: str) -> Child:
-        """Fork ``name`` again with the same target and listening socket (kept open here for this)."""
-        old = self.children[name]
+    def restart(self, child_id: ChildId) -> Child:
+        """Fork ``child_id`` again with the same target and listening socket (kept open here for this)."""
+        old = self.children[child_id]
         if old.alive:
-            raise NodeStartError(f"{name} is still running (pid {old.pid})")
-        fresh = Child(old.name, old.kind, old.target, old.log_path, old.listen_socket, old.options, old.cpus)
-        self.children[name] = fresh
+            raise NodeStartError(f"{child_id} is still running (pid {old.pid})")
+        fresh = Child(old.id, old.target, old.log_path, old.listen_socket, old.options, old.cpus)
+        self.children[child_id] = fresh
         self._fork(fresh)
         return fresh
 
@@ -197,7 +208,7 @@ class Supervisor:
             os.close(child.pipe_fd)
             child.pipe_fd = -1
 
-    async def wait_for(self, event: str, names: Iterable[str], timeout_s: float) -> dict[str, dict[str, Any]]:
+    async def wait_for(self, event: str, names: Iterable[ChildId], timeout_s: float) -> dict[ChildId, dict[str, Any]]:
         """Wait until every named child has reported ``event``; raise NodeStartError on death or timeout."""
         wanted = set(names)
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
@@ -208,7 +219,7 @@ class Supervisor:
         except asyncio.TimeoutError:
             slow = sorted(n for n in wanted if event not in self.children[n].events)
             raise NodeStartError(f"{len(slow)} children still alive but did not report {event!r} within "
-                                 f"{timeout_s} s: {', '.join(slow[:10])}") from None  # fmt: skip
+                                 f"{timeout_s} s: {', '.join(str(n) for n in slow[:10])}") from None  # fmt: skip
         finally:
             self._waiters = [w for w in self._waiters if w[2] is not future]
         return {name: self.children[name].events[event] for name in wanted}
@@ -249,7 +260,7 @@ class Supervisor:
             self._read_pipe(child)  # the last words it wrote before dying
             self._close_pipe(child)
         if self._is_crash(child, status):
-            self.crashes.append(Crash(child.name, child.pid, child.exited_ns, child.describe_exit(), child.stderr_tail()))
+            self.crashes.append(Crash(child.name, child.kind, child.id.index, child.pid, child.exited_ns, child.describe_exit(), child.stderr_tail()))
         self._wake_waiters()
 
     @staticmethod
@@ -257,10 +268,10 @@ class Supervisor:
         """Nodes never end on their own; drivers and miners may, but only with exit status 0."""
         if child.stopping:
             return False
-        return child.kind == "node" or not (os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0)
+        return child.kind == ChildKind.NODE or not (os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0)
 
     # -- stopping ----------------------------------------------------------------------------------
-    def signal(self, names: Iterable[str], signum: int) -> None:
+    def signal(self, names: Iterable[ChildId], signum: int) -> None:
         for name in names:
             child = self.children[name]
             if child.alive:
@@ -270,11 +281,11 @@ class Supervisor:
                 except ProcessLookupError:
                     pass
 
-    def kill(self, name: str) -> None:
+    def kill(self, name: ChildId) -> None:
         """Fault injection: SIGKILL one child; it is recorded as a crash."""
         self.signal([name], signal.SIGKILL)
 
-    async def stop(self, names: Iterable[str], grace_s: float = 10.0) -> None:
+    async def stop(self, names: Iterable[ChildId], grace_s: float = 10.0) -> None:
         chosen = [n for n in names if self.children[n].alive]
         self.signal(chosen, signal.SIGTERM)
         deadline = time.monotonic() + grace_s
@@ -298,7 +309,7 @@ class Supervisor:
                 os.killpg(self._group, signal.SIGKILL)
             except (ProcessLookupError, PermissionError):
                 pass
-        self.signal([c.name for c in self.children.values()], signal.SIGKILL)
+        self.signal([c.id for c in self.children.values()], signal.SIGKILL)
         for child in self.children.values():
             if child.alive:
                 try:
@@ -307,5 +318,5 @@ class Supervisor:
                     status = 0
                 child.exit_status = status
 
-    def pids(self, kind: str | None = None) -> dict[str, int]:
-        return {c.name: c.pid for c in self.children.values() if c.alive and (kind is None or c.kind == kind)}
+    def pids(self, kind: ChildKind | None = None) -> dict[ChildId, int]:
+        return {c.id: c.pid for c in self.children.values() if c.alive and (kind is None or c.kind == kind)}

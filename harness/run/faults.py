@@ -12,24 +12,24 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from harness.kinds import ChildId, ChildKind
 from harness.profile import Fault
 from popbench.errors import NodeStartError
 
 if TYPE_CHECKING:
     from harness.observe.collect import Collector
-    from harness.run.phases import RunData
     from harness.procs.supervisor import Supervisor
 
 
 class FaultScheduler:
     """Applies the profile's timed faults relative to the window start and records each one."""
 
-    def __init__(self, faults: list[Fault], supervisor: Supervisor, collector: Collector, data: RunData,
+    def __init__(self, faults: list[Fault], supervisor: Supervisor, collector: Collector, applied: list[dict[str, Any]],
                  console: Callable[[str], None]) -> None:  # fmt: skip
         self.timed = sorted((f for f in faults if f.kind in ("kill", "restart")), key=lambda f: f.at_s)
         self.supervisor = supervisor
         self.collector = collector
-        self.data = data
+        self.applied = applied  # RunData.faults_applied: each fault as it was applied
         self.console = console
 
     async def run(self, window_start_ns: int) -> None:
@@ -39,16 +39,16 @@ class FaultScheduler:
             self.apply(fault)
 
     def apply(self, fault: Fault) -> None:
-        name = f"node-{fault.node}"
+        name = ChildId(ChildKind.NODE, fault.node)
         entry: dict[str, Any] = {"kind": fault.kind, "node": fault.node, "at_ns": time.time_ns(), "planned_at_s": fault.at_s}
         if fault.kind == "kill":
             self.supervisor.kill(name)
         else:
             entry.update(self._restart(name, fault.node))
-        self.data.faults_applied.append(entry)
+        self.applied.append(entry)
         self.console(f"fault: {fault.kind} node {fault.node}" + (f" ({entry['error']})" if "error" in entry else ""))
 
-    def _restart(self, name: str, node_id: int) -> dict[str, Any]:
+    def _restart(self, name: ChildId, node_id: int) -> dict[str, Any]:
         self.supervisor.reap()
         try:
             child = self.supervisor.restart(name)

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from harness.host import limits
+from harness.kinds import ChildId, ChildKind, RunPhase
 from harness.host import pinning
 from harness.load import workload
 from harness.host.calibrate import Calibration, calibrate
@@ -55,7 +56,7 @@ class RunData:
     run_dir: Path
     profile: Profile
     started_ns: int
-    phases: dict[str, int] = field(default_factory=dict)  # phase name -> wall-clock ns it was reached
+    phases: dict[RunPhase, int] = field(default_factory=dict)  # phase -> wall-clock ns it was reached
     notes: list[str] = field(default_factory=list)  # host limits, pinning, warnings
     calibration: Calibration | None = None
     deployment: dict[str, Any] = field(default_factory=dict)
@@ -75,7 +76,7 @@ class RunData:
     error: str | None = None
     data_dir: Path | None = None
 
-    def mark(self, phase: str) -> None:
+    def mark(self, phase: RunPhase) -> None:
         self.phases[phase] = time.time_ns()
 
 
@@ -90,9 +91,9 @@ class Run:
         self.supervisor: Supervisor | None = None
         self.deployment: Deployment | None = None
         self.collector: Collector | None = None
-        self.node_names: list[str] = []
-        self.driver_names: list[str] = []
-        self.miner_names: list[str] = []
+        self.node_names: list[ChildId] = []
+        self.driver_names: list[ChildId] = []
+        self.miner_names: list[ChildId] = []
         self._body_task: asyncio.Future[None] | None = None
         self._enough_blocks = asyncio.Event()
 
@@ -144,11 +145,11 @@ class Run:
         self.data.notes = [note for note in self.data.notes if note]
         self.console(f"calibrating this host ({len(cores)} cores) ...")
         self.data.calibration = calibrate(len(cores), self._hash_prefix_bytes())
-        self.data.mark("calibrated")
+        self.data.mark(RunPhase.CALIBRATED)
         self.deployment = deploy(self.profile, self.data.run_dir)
         self.data.deployment = self.deployment.describe()
         self.data.data_dir = self.deployment.data_dir
-        self.data.mark("deployed")
+        self.data.mark(RunPhase.DEPLOYED)
 
     def _hash_prefix_bytes(self) -> int:
         """What the run's miners grind: a PoW block header, or a PoP proof (head + miner payload)."""
@@ -169,24 +170,24 @@ class Run:
         assert self.supervisor is not None and self.deployment is not None
         deployment, run = self.deployment, self.profile.run
         self.console(f"forking {deployment.count} nodes ({deployment.topology.kind}) ...")
-        self.data.mark("forking")
+        self.data.mark(RunPhase.FORKING)
         for node_id in range(deployment.count):
-            name = f"node-{node_id}"
-            self.supervisor.spawn(name, "node", node_target(deployment.node_config(node_id)),
+            name = ChildId(ChildKind.NODE, node_id)
+            self.supervisor.spawn(name, node_target(deployment.node_config(node_id)),
                                   deployment.sockets[node_id], cpus=self.pins.for_node(node_id))  # fmt: skip
             self.node_names.append(name)
-        self.data.mark("forked")
+        self.data.mark(RunPhase.FORKED)
         await self.supervisor.wait_for("listening", self.node_names, run.ready_timeout_s)
-        self.data.mark("listening")
+        self.data.mark(RunPhase.LISTENING)
         if deployment.count > 1:
             await self.supervisor.wait_for("connected", self.node_names, run.ready_timeout_s)
-        self.data.mark("connected")
-        took = (self.data.phases["connected"] - self.data.started_ns) / 1e9
+        self.data.mark(RunPhase.CONNECTED)
+        took = (self.data.phases[RunPhase.CONNECTED] - self.data.started_ns) / 1e9
         self.console(f"all {deployment.count} nodes connected {took:.2f} s after the command started")
 
     def _start_collector(self) -> None:
         assert self.supervisor is not None and self.deployment is not None
-        pids = {int(name.split("-")[1]): pid for name, pid in self.supervisor.pids("node").items()}
+        pids = {child.index: pid for child, pid in self.supervisor.pids(ChildKind.NODE).items()}
         self.collector = Collector(dict(enumerate(self.deployment.addresses())), self.deployment.genesis.chain_id, pids)
 
     def _has_load(self) -> bool:
@@ -197,15 +198,15 @@ class Run:
         assert self.supervisor is not None
         specs = self._driver_specs()
         for spec in specs:
-            name = f"driver-{spec.index}"
-            self.supervisor.spawn(name, "driver", driver_target(spec), cpus=self.pins.harness_cores)
+            name = ChildId(ChildKind.DRIVER, spec.index)
+            self.supervisor.spawn(name, driver_target(spec), cpus=self.pins.harness_cores)
             self.driver_names.append(name)
             self.data.records_paths.append(spec.records_path)
         total = sum(len(spec.slots) for spec in specs)
         self.console(f"drivers preparing {total:,} signed items before the window ...")
         timeout = max(PREPARE_TIMEOUT_FLOOR_S, total / PREPARE_PROOFS_PER_S_FLOOR)
         await self.supervisor.wait_for("prepared", self.driver_names, timeout)
-        self.data.mark("prepared")
+        self.data.mark(RunPhase.PREPARED)
 
     async def _start_miners(self) -> None:
         assert self.supervisor is not None and self.deployment is not None
@@ -213,8 +214,8 @@ class Run:
         for index in range(miners.count):
             spec = MinerSpec(index, self.deployment.addresses(), self.deployment.genesis.chain_id,
                              max(miners.work_bits, self.profile.consensus.min_work_bits), self.profile.run.seed, self.profile.run.seed)  # fmt: skip
-            name = f"miner-{index}"
-            self.supervisor.spawn(name, "miner", miner_target(spec, self.data.run_dir / "go"), cpus=self.pins.harness_cores)
+            name = ChildId(ChildKind.MINER, index)
+            self.supervisor.spawn(name, miner_target(spec, self.data.run_dir / "go"), cpus=self.pins.harness_cores)
             self.miner_names.append(name)
         await self.supervisor.wait_for("ready", self.miner_names, self.profile.run.ready_timeout_s)
 
@@ -253,24 +254,24 @@ class Run:
         if self.driver_names or self.miner_names:
             send_go(self.data.run_dir / "go", start_ns)
             self.supervisor.signal(self.driver_names + self.miner_names, GO_SIGNAL)
-        self.data.mark("go")
+        self.data.mark(RunPhase.GO)
         self.console(f"load window: {run.duration_s:g} s (warm-up {run.warmup_s:g} s, cool-down {run.cooldown_s:g} s)")
         await self._watch_until(end_ns)
 
     async def _watch_until(self, end_ns: int) -> None:
         assert self.supervisor is not None and self.collector is not None
         stop = asyncio.Event()
-        faults = FaultScheduler(self.profile.faults, self.supervisor, self.collector, self.data, self.console)
+        faults = FaultScheduler(self.profile.faults, self.supervisor, self.collector, self.data.faults_applied, self.console)
         sampling = asyncio.ensure_future(self.collector.run(self.profile.run.status_interval_s, stop, self._on_sample))
         faulting = asyncio.ensure_future(faults.run(self.data.window[0] if self.data.window else time.time_ns()))
         try:
             await self._wait_window_end(end_ns)
-            self.data.mark("window_end")
+            self.data.mark(RunPhase.WINDOW_END)
             if self.profile.network.consensus == "pow":
                 await self._wait_tips_converge()
             await self._stop_miners()
             await self._wait_drivers_done()
-            self.data.mark("drained")
+            self.data.mark(RunPhase.DRAINED)
         finally:
             faulting.cancel()
             stop.set()
@@ -293,7 +294,7 @@ class Run:
             sample = await self.collector.sample()
             tips = {s["pow"]["tip_hash"] for s in sample.statuses.values() if "pow" in s}
             if len(tips) == 1 and len(sample.statuses) == self.profile.network.nodes:
-                self.data.mark("tips_converged")
+                self.data.mark(RunPhase.TIPS_CONVERGED)
                 return
             await asyncio.sleep(TIP_POLL_S)  # polling the nodes' tips, with a deadline
         self.data.notes.append(f"tips had not converged {self.profile.run.drain_s:g} s after the window")
@@ -307,7 +308,7 @@ class Run:
     async def _shut_down(self) -> None:
         """Stop drivers first (they write their records), sample once more, then stop the nodes."""
         assert self.supervisor is not None
-        self.data.mark("stopping")
+        self.data.mark(RunPhase.STOPPING)
         await self.supervisor.stop(self.driver_names, STOP_GRACE_S)
         self._collect_driver_summaries()
         await self._stop_miners()
@@ -317,8 +318,8 @@ class Run:
         for name in self.node_names:
             final = self.supervisor.children[name].events.get("final")
             if final is not None:
-                self.data.final_statuses[int(name.split("-")[1])] = final["status"]
-        self.data.mark("stopped")
+                self.data.final_statuses[name.index] = final["status"]
+        self.data.mark(RunPhase.STOPPED)
 
     async def _final_sample(self) -> None:
         assert self.collector is not None
@@ -337,13 +338,13 @@ class Run:
         await self.supervisor.stop(self.miner_names, STOP_GRACE_S)
         for name in self.miner_names:
             done = self.supervisor.children[name].events.get("done")
-            self.data.miner_summaries.append(done or {"miner": int(name.split("-")[1]), "missing": True})
+            self.data.miner_summaries.append(done or {"miner": name.index, "missing": True})
 
     def _collect_driver_summaries(self) -> None:
         assert self.supervisor is not None
         for name in self.driver_names:
             done = self.supervisor.children[name].events.get("done")
-            self.data.driver_summaries.append(done or {"driver": int(name.split("-")[1]), "missing": True})
+            self.data.driver_summaries.append(done or {"driver": name.index, "missing": True})
             if done:
                 self.data.harness_cpu_s += float(done.get("cpu_s", 0.0))
 
@@ -361,9 +362,9 @@ class Run:
     # -- events --------------------------------------------------------------------------------------
     def _on_event(self, child: Any, event: dict[str, Any]) -> None:
         name = event.get("event")
-        if child.kind == "node" and name == "connected":
-            self.data.connected_events.setdefault(int(child.name.split("-")[1]), time.time_ns())
-        elif child.kind == "driver" and name == "progress":
+        if child.kind == ChildKind.NODE and name == "connected":
+            self.data.connected_events.setdefault(child.id.index, time.time_ns())
+        elif child.kind == ChildKind.DRIVER and name == "progress":
             self.status_line.driver_progress(child.name, event)
 
     def _on_sample(self, sample: Sample) -> None:

@@ -1,0 +1,41 @@
+"""The node's vocabulary: every kind a configuration, a profile or the CLI can name, defined once.
+
+They are ``StrEnum``s, so a value read from TOML, JSON or the command line converts with ``Kind(text)``
+and the CLI builds its choices from the enum (``[k.value for k in Kind]``).
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+
+class ConsensusKind(StrEnum):
+    """Which network a node runs: the PoP validator (PBFT) or the Antimony proof-of-work node."""
+
+    PBFT = "pbft"
+    POW = "pow"
+
+
+class ByzantineBehaviour(StrEnum):
+    """How a faulty PoP validator misbehaves (docs/profiles.md, docs/consensus.md)."""
+
+    # as a leader
+    SILENT = "silent"
+    EQUIVOCATE = "equivocate"
+    INVALID_PROOFS = "invalid-proofs"
+    # as a voter
+    BAD_SIGNATURE_VOTES = "bad-signature-votes"
+    EQUIVOCATE_VOTES = "equivocate-votes"
+    WITHHOLD_VOTES = "withhold-votes"
+
+
+class CryptoBackend(StrEnum):
+    """The two secp256k1 backends of popbench.crypto; each verifies the other's signatures."""
+
+    COINCURVE = "coincurve"
+    ECDSA = "ecdsa"
+
+
+def values(kind: type[StrEnum]) -> list[str]:
+    """The enum's values in definition order: click choices and error messages are built from them."""
+    return [member.value for member in kind]
