@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from harness.load import workload
+from harness.metrics.stats import percentile
 from harness.load.records import NO_ANSWER, ProofRecord, write_records
 from popbench.client import NodeClient
 from popbench.errors import ClientError
@@ -182,7 +183,8 @@ async def _report_progress(driver: Driver, report: Report) -> None:
     while True:
         await asyncio.sleep(PROGRESS_EVERY_S)  # the progress period, not a synchronisation
         fresh, driver.recent_latencies_ns = sorted(driver.recent_latencies_ns), []
-        p99_ms = fresh[min(len(fresh) - 1, int(len(fresh) * 0.99))] / 1e6 if fresh else None
+        p99_ns = percentile(fresh, 0.99)  # the report's definition too, so live and final p99 agree
+        p99_ms = p99_ns / 1e6 if p99_ns is not None else None
         report("progress", {"sent": driver.sent, "committed": driver.committed, "p99_ms": p99_ms})
 
 

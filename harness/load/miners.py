@@ -10,12 +10,12 @@ calibrated raw rate of a core (hash-rate efficiency, docs/metrics.md).
 from __future__ import annotations
 
 import asyncio
-import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from harness.host.cputime import own_cpu_s
 from popbench import crypto
 from popbench.client import NodeClient
 from popbench.errors import ClientError
@@ -114,8 +114,7 @@ class Miner:
                 self.latencies_ns.append(seen - sent)
 
     def summary(self, wall_s: float) -> dict[str, Any]:
-        times = os.times()
-        cpu_s = times.user + times.system
+        cpu_s = own_cpu_s()
         return {"miner": self.spec.index, "hashes": self.hashes, "wall_s": wall_s, "cpu_s": cpu_s,
                 "hashes_per_s": self.hashes / wall_s if wall_s > 0 else 0.0,
                 "hashes_per_cpu_s": self.hashes / cpu_s if cpu_s > 0 else 0.0,

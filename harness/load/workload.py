@@ -14,6 +14,7 @@ import random
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from harness.kinds import LoadShape
 from popbench import crypto
 from popbench.mining import meets_work
 from popbench.model.proof import Proof
@@ -21,12 +22,6 @@ from popbench.model.transfer import Transfer
 
 RUN_TAG_BITS = 32
 OWNER_KEYS_PER_DRIVER = 16  # proof owners per driver: enough accounts that rewards spread
-
-
-class Shape(enum.Enum):
-    CONSTANT = "constant"
-    RAMP = "ramp"
-    STEPS = "steps"
 
 
 class Expect(enum.IntEnum):
@@ -48,12 +43,12 @@ class Planned:
     expect: Expect
 
 
-def schedule_offsets(shape: Shape, rate: float, duration_s: float, ramp_from: float = 0.0,
+def schedule_offsets(shape: LoadShape, rate: float, duration_s: float, ramp_from: float = 0.0,
                      steps: Sequence[float] = ()) -> list[int]:  # fmt: skip
     """Send offsets (ns) of every slot of the aggregate schedule, in order."""
-    if shape is Shape.CONSTANT:
+    if shape is LoadShape.CONSTANT:
         return _constant(rate, 0.0, duration_s)
-    if shape is Shape.RAMP:
+    if shape is LoadShape.RAMP:
         return _ramp(ramp_from, rate, duration_s)
     return _steps(list(steps) or [rate], duration_s)
 

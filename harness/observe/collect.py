@@ -8,7 +8,6 @@ less often because it walks /proc/<pid>/smaps, which is costly for a hundred pro
 from __future__ import annotations
 
 import asyncio
-import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -16,6 +15,7 @@ from typing import Any
 
 import psutil
 
+from harness.host.cputime import own_cpu_s, process_cpu_s
 from popbench.client import NodeClient
 from popbench.errors import ClientError
 
@@ -74,7 +74,7 @@ class Collector:
         statuses = await self._statuses()
         with_uss = len(self.samples) % USS_EVERY_SAMPLES == 0
         processes = {node_id: s for node_id in self.pids if (s := self._process(node_id, with_uss)) is not None}
-        sample = Sample(time.time_ns(), statuses, processes, _own_cpu_s())
+        sample = Sample(time.time_ns(), statuses, processes, own_cpu_s())
         self.samples.append(sample)
         return sample
 
@@ -110,7 +110,7 @@ class Collector:
                 times = proc.cpu_times()
                 uss = proc.memory_full_info().uss if with_uss else None
                 switches = proc.num_ctx_switches()
-                return ProcessSample(times.user + times.system, uss, proc.num_fds(), switches.voluntary + switches.involuntary)
+                return ProcessSample(process_cpu_s(times), uss, proc.num_fds(), switches.voluntary + switches.involuntary)
         except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
             return None
 
@@ -120,7 +120,4 @@ class Collector:
         self._clients.clear()
 
 
-def _own_cpu_s() -> float:
-    times = os.times()
-    return times.user + times.system
 

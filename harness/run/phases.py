@@ -12,7 +12,6 @@ afterwards from ``RunData`` by :mod:`harness.metrics.assemble`.
 from __future__ import annotations
 
 import asyncio
-import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -24,6 +23,7 @@ from harness.kinds import ChildId, ChildKind, RunPhase
 from harness.host import pinning
 from harness.load import workload
 from harness.host.calibrate import Calibration, calibrate
+from harness.host.cputime import own_cpu_s
 from harness.observe.collect import Collector, Sample
 from harness.host.deploy import Deployment, deploy
 from harness.run.faults import FaultScheduler
@@ -110,7 +110,7 @@ class Run:
     async def execute(self) -> RunData:
         data = self.data
         data.run_dir.mkdir(parents=True, exist_ok=True)
-        cpu_before = _own_cpu_s()
+        cpu_before = own_cpu_s()
         try:
             self._prepare_host()
             async with Supervisor(data.run_dir, self._on_event) as supervisor:
@@ -128,7 +128,7 @@ class Run:
                     await self._shut_down()
         finally:
             data.crashes = list(self.supervisor.crashes) if self.supervisor else []
-            data.harness_cpu_s += _own_cpu_s() - cpu_before
+            data.harness_cpu_s += own_cpu_s() - cpu_before
             if self.deployment is not None:
                 self.deployment.close()
             self._check_safety()
@@ -243,7 +243,7 @@ class Run:
             # closed loop: a pool of proofs sent as fast as answers come back; ``rate`` sizes the pool
             # (the most proofs/s it can feed for the whole window; a pool that runs dry is reported)
             return [0] * int(load.rate * run.duration_s)
-        return workload.schedule_offsets(workload.Shape(load.shape), load.rate, run.duration_s, load.ramp_from, load.steps)
+        return workload.schedule_offsets(load.shape, load.rate, run.duration_s, load.ramp_from, load.steps)
 
     async def _window(self) -> None:
         assert self.supervisor is not None and self.collector is not None
@@ -380,11 +380,6 @@ class Run:
             return 0
         mining = len(miners.mining_nodes) or self.profile.network.nodes
         return mining * miners.blocks_per_miner
-
-
-def _own_cpu_s() -> float:
-    times = os.times()
-    return times.user + times.system
 
 
 def new_run_id(profile: Profile) -> str:
