@@ -1,12 +1,12 @@
 # Two commands do all the set-up on a fresh clone:
 #   make run    creates .venv, installs popbench, runs `popbench run --nodes 100`
-#   make test   creates .venv, installs popbench with its test extra, runs the whole suite
+#   make test   creates .venv, installs popbench with its test extra, runs ruff, mypy and the whole suite
 PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
 
-.PHONY: run test bench clean
+.PHONY: run test lint format bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -18,8 +18,18 @@ $(STAMP): pyproject.toml
 run: $(STAMP)
 	$(VENV)/bin/popbench run --nodes 100
 
-test: $(STAMP)
+test: $(STAMP) lint
 	$(PY) -m pytest
+
+# ruff (lint and format check) and mypy --strict; `make format` applies ruff's fixes and formatting
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy
+
+format: $(STAMP)
+	$(VENV)/bin/ruff check --fix .
+	$(VENV)/bin/ruff format .
 
 bench: $(STAMP)
 	$(PY) benchmarks/run_all.py
