@@ -105,7 +105,11 @@ class Connection(FramedProtocol):
 
     @property
     def is_validator_link(self) -> bool:
-        return self.state is HandshakeState.ESTABLISHED and self.peer_role == Role.VALIDATOR
+        """Established, and the peer proved the key the genesis gives the validator id it claims."""
+        validators = self.host.identity.validators
+        if self.state is not HandshakeState.ESTABLISHED or self.peer is None or validators is None:
+            return False
+        return handshake.is_genesis_validator(self.peer, validators)
 
     # -- asyncio.Protocol ------------------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -144,7 +148,7 @@ class Connection(FramedProtocol):
         counters.frames_in[name] += 1
         if self.state is HandshakeState.ESTABLISHED:
             if type(message) is Disconnect:
-                self._peer_disconnected(message)  # type: ignore[arg-type]
+                self._peer_disconnected(message)
             else:
                 self.host.message_from(self, message)
             return
@@ -152,11 +156,11 @@ class Connection(FramedProtocol):
 
     def _handshake_step(self, message: Message) -> None:
         if type(message) is Hello and self.state is HandshakeState.AWAIT_HELLO:
-            self._on_hello(message)  # type: ignore[arg-type]
+            self._on_hello(message)
         elif type(message) is HelloAck and self.state is HandshakeState.AWAIT_ACK:
-            self._on_ack(message)  # type: ignore[arg-type]
+            self._on_ack(message)
         elif type(message) is Disconnect:
-            self._peer_disconnected(message)  # type: ignore[arg-type]
+            self._peer_disconnected(message)
         else:
             self._refuse(DisconnectReason.UNEXPECTED_MESSAGE, f"{type(message).__name__} during handshake")
 

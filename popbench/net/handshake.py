@@ -34,9 +34,14 @@ def refuse_hello(hello: Hello, chain_id: bytes, validators: Mapping[int, bytes] 
         return DisconnectReason.WRONG_VERSION, f"version {hello.version}, expected {PROTOCOL_VERSION}"
     if hello.chain_id != chain_id:
         return DisconnectReason.WRONG_CHAIN, f"chain {hello.chain_id.hex()[:16]}, expected {chain_id.hex()[:16]}"
-    if validators is not None and hello.role == Role.VALIDATOR and validators.get(hello.node_id) != hello.pubkey:
+    if validators is not None and hello.role == Role.VALIDATOR and not is_genesis_validator(hello, validators):
         return DisconnectReason.UNKNOWN_VALIDATOR, f"node {hello.node_id} is not a genesis validator with that key"
     return None
+
+
+def is_genesis_validator(hello: Hello, validators: Mapping[int, bytes]) -> bool:
+    """The HELLO names a validator id with the key the genesis gives it (the ACK then proves the key)."""
+    return hello.role == Role.VALIDATOR and validators.get(hello.node_id) == hello.pubkey
 
 
 def sign_ack(key: crypto.SigningKey, chain_id: bytes, peer_nonce: bytes) -> bytes:

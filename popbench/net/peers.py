@@ -3,6 +3,10 @@
 Link rule: a validator dials peers with a *lower* node id and accepts the others, so a full mesh has
 exactly one connection per pair. If two links to one peer still appear (both sides dialled during
 discovery), the one dialled by the lower node id is kept on both sides, so both sides agree.
+
+Slots: only a peer that proved, at the handshake, the key the genesis gives a validator id holds that
+id's slot (``links``). Every other peer (a follower, whatever node id it claims) is keyed by the public
+key it proved (``followers``), so it can neither replace a validator's link nor plant an address for one.
 """
 
 from __future__ import annotations
@@ -11,6 +15,7 @@ import asyncio
 import socket
 from collections.abc import Callable, Iterable
 
+from popbench.net import handshake
 from popbench.net.connection import Connection, ConnectionHost
 from popbench.wire import DisconnectReason, Message, Role, encode_frame
 
@@ -27,9 +32,10 @@ class PeerManager:
 
     def __init__(self, host: ConnectionHost, delay_for: Callable[[int], float] | None = None) -> None:
         self.host = host
-        self.links: dict[int, Connection] = {}  # established links to validators and followers
+        self.links: dict[int, Connection] = {}  # links to genesis validators, by the id their key proved
+        self.followers: dict[bytes, Connection] = {}  # links to followers, by the public key they proved
         self.clients: set[Connection] = set()  # drivers, monitors, joiners in the handshake's CLIENT role
-        self.addresses: dict[int, Address] = {}  # listen addresses learned from HELLO or configuration
+        self.addresses: dict[int, Address] = {}  # validators' listen addresses, from HELLO or configuration
         self._delay_for = delay_for or (lambda node_id: 0.0)
         self._dialing: dict[Address, asyncio.Task[None]] = {}
         self._link_closed: dict[int, asyncio.Event] = {}
@@ -78,7 +84,7 @@ class PeerManager:
                 DIAL_TIMEOUT_S,
             )
             await asyncio.wait_for(conn.established, DIAL_TIMEOUT_S)
-        except (OSError, ConnectionError, asyncio.TimeoutError):
+        except (OSError, ConnectionError, TimeoutError):
             return None
         return conn
 
@@ -99,6 +105,21 @@ class PeerManager:
         if conn.peer.role not in (Role.VALIDATOR, Role.FOLLOWER):
             self.clients.add(conn)
             return True
+        if self.is_genesis_validator(conn):
+            return self._register_validator(conn)
+        self._register_follower(conn)
+        return True
+
+    def is_genesis_validator(self, conn: Connection) -> bool:
+        """The peer says VALIDATOR and proved the key the genesis gives its node id (checked at HELLO and ACK)."""
+        peer = conn.peer
+        validators = self.host.identity.validators
+        if peer is None or peer.role != Role.VALIDATOR or validators is None:
+            return False
+        return handshake.is_genesis_validator(peer, validators)
+
+    def _register_validator(self, conn: Connection) -> bool:
+        assert conn.peer is not None
         peer_id = conn.peer.node_id
         existing = self.links.get(peer_id)
         if existing is not None and existing.is_open and not self._prefer(conn, existing):
@@ -112,6 +133,14 @@ class PeerManager:
         self._closed_event(peer_id)
         return True
 
+    def _register_follower(self, conn: Connection) -> None:
+        """A follower's slot is its proven key: only the holder of that key can replace its link."""
+        assert conn.peer is not None
+        existing = self.followers.get(conn.peer.pubkey)
+        self.followers[conn.peer.pubkey] = conn
+        if existing is not None and existing is not conn and existing.is_open:
+            existing.disconnect(DisconnectReason.DUPLICATE_PEER, "replaced by a newer link of the same key")
+
     def _prefer(self, new: Connection, old: Connection) -> bool:
         me = self.host.identity.node_id
         new_dialer = me if new.outbound else new.peer_id
@@ -121,6 +150,8 @@ class PeerManager:
     def unregister(self, conn: Connection) -> None:
         self._all.discard(conn)
         self.clients.discard(conn)
+        if conn.peer is not None and self.followers.get(conn.peer.pubkey) is conn:
+            del self.followers[conn.peer.pubkey]
         peer_id = conn.peer_id
         if self.links.get(peer_id) is conn:
             del self.links[peer_id]
@@ -137,7 +168,11 @@ class PeerManager:
             conn.send_encoded(frame, name)
 
     def validator_links(self) -> list[Connection]:
-        return [conn for conn in self.links.values() if conn.peer_role == Role.VALIDATOR]
+        return list(self.links.values())
+
+    def peer_links(self) -> list[Connection]:
+        """Validator and follower links: every node-to-node connection (clients excluded)."""
+        return [*self.links.values(), *self.followers.values()]
 
     # -- shutdown ------------------------------------------------------------------------------
     async def close(self) -> None:
