@@ -83,6 +83,17 @@ class Run:
 @dataclass(frozen=True)
 class Score:
     min_score: float = 0.0
+    light_load_fraction: float = 0.02  # offered below this share of the verify-bound ceiling is "light load"
+
+
+@dataclass(frozen=True)
+class Slo:
+    """The service level a run is judged against (docs/scoring.md): what the user promises their users."""
+
+    latency_ms: float = 2000.0  # L: the commit latency target, due time to commit seen
+    within_share: float = 0.99  # share of the items due in the steady window that must commit within L
+    min_delivery: float = 0.95  # committed in the window over offered: below it the network fell behind
+    min_links_share: float = 1.0  # least share of intended links up at any sample of the steady window
 
 
 @dataclass(frozen=True)
@@ -103,12 +114,13 @@ class Profile:
     miners: Miners = field(default_factory=Miners)
     run: Run = field(default_factory=Run)
     score: Score = field(default_factory=Score)
+    slo: Slo = field(default_factory=Slo)
     faults: list[Fault] = field(default_factory=list)
     source: str = ""
 
 
 SECTIONS: dict[str, type] = {"network": Network, "consensus": Consensus, "workload": Workload,
-                             "miners": Miners, "run": Run, "score": Score}  # fmt: skip
+                             "miners": Miners, "run": Run, "score": Score, "slo": Slo}  # fmt: skip
 
 
 # -- loading ------------------------------------------------------------------------------------------
@@ -177,6 +189,7 @@ def validate(profile: Profile) -> None:
     _at_least(load.drivers, 1, "workload.drivers", src)
     _at_least(run.duration_s, 0.1, "run.duration_s", src)
     _at_least(run.status_interval_s, 0.05, "run.status_interval_s", src)
+    _check_slo(profile.slo, src)
     if not 0.0 <= load.invalid_fraction <= 1.0:
         raise ConfigError(f"must be between 0 and 1, got {load.invalid_fraction}", key="workload.invalid_fraction", source=src)
     if load.mode == "closed" and load.rate <= 0:
@@ -189,6 +202,15 @@ def validate(profile: Profile) -> None:
     for fault in profile.faults:
         if not 0 <= fault.node < net.nodes:
             raise ConfigError(f"node {fault.node} does not exist in a {net.nodes}-node run", key="faults.node", source=src)
+
+
+def _check_slo(slo: Slo, src: str) -> None:
+    if slo.latency_ms <= 0:
+        raise ConfigError(f"must be above 0, got {slo.latency_ms}", key="slo.latency_ms", source=src)
+    for key in ("within_share", "min_delivery", "min_links_share"):
+        value = getattr(slo, key)
+        if not 0.0 < value <= 1.0:
+            raise ConfigError(f"must be a share in (0, 1], got {value}", key=f"slo.{key}", source=src)
 
 
 def _check_latency(net: Network, src: str) -> None:
