@@ -52,7 +52,6 @@ from popbench.wire import (
     encode_frame,
 )
 from popbench.wire import PowBlock as PowBlockMessage
-from popbench.wire.status import PowStatus
 
 CONFIRMATIONS = 6  # a block this deep under the tip counts as committed (COMMITTED, counters)
 
@@ -98,7 +97,7 @@ class PowNode(NodeBase):
         self.miner.stop()
         await self._close_network_and_store()
 
-    def status(self) -> PowStatus:
+    def status(self) -> dict[str, Any]:
         return pow_node_status(self)
 
     # -- ConnectionHost ----------------------------------------------------------------------------
