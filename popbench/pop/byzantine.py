@@ -1,22 +1,32 @@
-"""Faulty validators for fault-injection runs and tests: each overrides how it leads.
+"""Faulty validators for fault-injection runs and tests: each overrides how it leads or how it votes.
+
+Leader faults (as a replica the node behaves honestly):
 
 - ``silent``: never proposes when it is the leader (the view must time out).
 - ``equivocate``: sends every peer a different block for the same (view, height) and votes for none.
 - ``invalid-proofs``: proposes a block naming proofs with bad signatures, and serves those proofs when
   peers ask for them; honest validators refuse them, so the proposal can never be prepared.
-As replicas they behave honestly: a Byzantine leader is what these faults exercise.
+
+Voter faults (as a leader the node proposes honestly):
+
+- ``bad-signature-votes``: every PREPARE and COMMIT it sends carries a corrupted signature.
+- ``equivocate-votes``: at each (view, height) it votes for the real block to some peers and, validly
+  signed, for a hash that names no block to the others; one peer gets both.
+- ``withhold-votes``: never sends a PREPARE or COMMIT.
+
+Honest validators must stay safe and, with at most f such nodes, keep committing (docs/consensus.md).
 """
 
 from __future__ import annotations
 
-from popbench.pop.pbft import PbftEngine, PbftHost
 from popbench.errors import ConfigError
 from popbench.mempool import PoolItem
 from popbench.mining import grind
+from popbench.model.block import vote_message
+from popbench.model.hashing import sha256
 from popbench.model.proof import Proof
-from popbench.wire import Gossip, ItemKind, Message, PrePrepare, Role
-
-BYZANTINE_KINDS = ("silent", "equivocate", "invalid-proofs")
+from popbench.pop.pbft import PbftEngine, PbftHost
+from popbench.wire import Commit, Gossip, ItemKind, Message, Prepare, PrePrepare, Role
 
 
 class SilentLeader(PbftEngine):
@@ -55,12 +65,56 @@ def _forge(item: PoolItem) -> PoolItem:
     return PoolItem(forged.id, ItemKind.PROOF, forged, forged.encode())
 
 
+class BadSignatureVoter(PbftEngine):
+    """Votes from the right link, well formed, with a signature that never verifies."""
+
+    def _broadcast_vote(self, vote: Prepare) -> None:
+        vote.signature = bytes([vote.signature[0] ^ 0xFF]) + vote.signature[1:]
+        super()._broadcast_vote(vote)
+
+
+class EquivocatingVoter(PbftEngine):
+    """Votes for the real block to even-numbered peers and for a phantom hash to the odd ones.
+
+    The phantom vote is validly signed, so only the one-vote-per-voter rule stops it; the first odd
+    peer also gets the real vote after the phantom, so equivocation is seen (and refused) somewhere.
+    """
+
+    def _broadcast_vote(self, vote: Prepare) -> None:
+        phantom = self._phantom_vote(vote)
+        peers = [node for node in sorted(self.keys) if node != self.host.node_id]
+        for index, peer in enumerate(peers):
+            if index % 2 == 0:
+                self.host.send_to(peer, vote)
+                continue
+            self.host.send_to(peer, phantom)
+            if index == 1:
+                self.host.send_to(peer, vote)
+
+    def _phantom_vote(self, vote: Prepare) -> Prepare:
+        label = "commit" if type(vote) is Commit else "prepare"
+        phantom_hash = sha256(b"phantom" + vote.block_hash)  # names no block anyone proposed
+        signature = self.host.key.sign(vote_message(label, self.chain_id, vote.view, vote.height, phantom_hash))
+        return type(vote)(vote.view, vote.height, phantom_hash, vote.voter, signature)
+
+
+class WithholdingVoter(PbftEngine):
+    """Never sends a PREPARE or COMMIT (it still proposes, and asks for view changes)."""
+
+    def _broadcast_vote(self, vote: Prepare) -> None:
+        return None
+
+
 ENGINES: dict[str | None, type[PbftEngine]] = {
     None: PbftEngine,
     "silent": SilentLeader,
     "equivocate": EquivocatingLeader,
     "invalid-proofs": InvalidProofLeader,
+    "bad-signature-votes": BadSignatureVoter,
+    "equivocate-votes": EquivocatingVoter,
+    "withhold-votes": WithholdingVoter,
 }
+BYZANTINE_KINDS = tuple(kind for kind in ENGINES if kind is not None)
 
 
 class FollowerEngine(PbftEngine):

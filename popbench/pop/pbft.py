@@ -1,12 +1,15 @@
 """PBFT for the PoP network: one height in flight, views with stake-weighted leader rotation.
 
 Normal case at height h, view v, leader = genesis.leader_for_view(v + h):
-PRE-PREPARE(block) -> every validator checks and executes it -> PREPARE -> 2f+1 PREPAREs (the block is
-*prepared*: this node locks on it) -> COMMIT -> 2f+1 COMMIT signatures (the commit certificate) ->
-apply, persist, notify. A view that does not commit within its timeout (doubling per failed view in a
-row) ends in VIEW-CHANGE carrying the sender's lock; the next leader gathers 2f+1 of them into
-NEW-VIEW and must re-propose the highest prepared block among them. Every committed block is a stable
-checkpoint: messages below it are dropped. Design notes and the safety argument: docs/consensus.md.
+PRE-PREPARE(block) -> every validator checks and executes it -> PREPARE -> a quorum of PREPAREs whose
+signatures verify (the block is *prepared*: this node locks on it, keeping those votes) -> COMMIT -> a
+quorum of verified COMMIT signatures (the commit certificate) -> apply, persist, notify. A view that
+does not commit within its timeout (doubling per failed view in a row) ends in VIEW-CHANGE carrying the
+sender's lock; the next leader gathers a quorum of them into NEW-VIEW, and the NEW-VIEW decides what
+the view may prepare: the highest certified block among them, else anything valid (the leader
+re-proposes its own lock rather than a fresh block). A node that asked for view v never enters a view
+below v. Every committed block is a stable checkpoint: messages below it are dropped. Design notes
+and the safety argument: docs/consensus.md.
 """
 
 from __future__ import annotations
@@ -15,21 +18,22 @@ from typing import Protocol
 
 from popbench import crypto
 from popbench.counters import NodeCounters
+from popbench.errors import ConsensusError, ProtocolError
+from popbench.genesis import Genesis
+from popbench.mempool import Mempool, PoolItem
+from popbench.model.block import Block, CommitCertificate, vote_message
 from popbench.pop.clock import Clock, LoopClock, TimerHandle
+from popbench.pop.ledger import CommittedBlock, Ledger
 from popbench.pop.pbft_round import (
     Prepared,
     Proposal,
     Round,
+    VoteBook,
     check_new_view_quorum,
-    highest_prepared,
-    valid_votes,
+    decode_votes,
+    highest_certificate,
     view_change_message,
 )
-from popbench.errors import ConsensusError, ProtocolError
-from popbench.genesis import Genesis
-from popbench.pop.ledger import CommittedBlock, Ledger
-from popbench.mempool import Mempool, PoolItem
-from popbench.model.block import Block, CommitCertificate, vote_message
 from popbench.wire import Commit, ItemKind, Message, NewView, Prepare, PrePrepare, ViewChange
 
 MAX_VIEWS_AHEAD = 16  # votes for views further ahead are dropped, bounding memory
@@ -80,6 +84,8 @@ class PbftEngine:
         self.rounds: dict[int, Round] = {}
         self.prepared: Prepared | None = None
         self.required: bytes | None = None  # block bytes a NEW_VIEW obliges this view to carry
+        self.required_from: list[int] = []  # validators that prepared ``required``: they hold its items
+        self.entered_by_new_view = False  # this view at this height was entered through a checked NEW_VIEW
         self.vc_target: int | None = None
         self.view_changes: dict[int, dict[int, ViewChange]] = {}
         self.new_view_sent: set[int] = set()
@@ -121,7 +127,7 @@ class PbftEngine:
             return
         self._ensure_timer()
         current = self.round()
-        if current.pending is not None:
+        if current.pending is not None and self.vc_target is None:
             self._try_pending(current)
         if self.is_leader and current.proposal is None and current.pending is None and self.vc_target is None:
             self._schedule_proposal()
@@ -166,11 +172,17 @@ class PbftEngine:
             self.propose()
 
     def propose(self) -> None:
-        """Leader: broadcast a PRE-PREPARE for this (view, height) and prepare it ourselves."""
+        """Leader: broadcast a PRE-PREPARE for this (view, height) and prepare it ourselves.
+
+        What the NEW-VIEW obliges comes first, then this node's own lock: a locked leader never
+        proposes a fresh block, since its lock may be the block a quorum is about to commit.
+        """
         current = self.round()
-        if self.required is not None:
-            self.host.broadcast(PrePrepare(self.view, self.height, self.required))
-            self._accept_proposal(current, self.host.node_id, self.required)
+        obligation = self._obligation()
+        if obligation is not None:
+            self.host.broadcast(PrePrepare(self.view, self.height, obligation))
+            current.pending = (self.host.node_id, obligation)  # items it lacks are fetched like a replica's
+            self._try_pending(current)
             return
         items = self.host.mempool.oldest(self.batch_size)
         block, post = self.host.ledger.build_block(self.view, self.host.node_id, items)
@@ -179,6 +191,12 @@ class PbftEngine:
         current.proposal = Proposal(block, raw, items, post)
         self._send_vote(current, Prepare)
         self._advance(current)
+
+    def _obligation(self) -> bytes | None:
+        """The exact block bytes this leader must propose in this view, if any."""
+        if self.required is not None:
+            return self.required
+        return self.prepared.proposal.raw if self.prepared is not None else None
 
     def _cancel_propose_timer(self) -> None:
         if self._propose_timer is not None:
@@ -211,25 +229,30 @@ class PbftEngine:
             current.pending = None
             self._refuse("malformed-block")
             return
-        items = self._items_for(block, ask=leader)
+        items = self._items_for(block, ask=self._item_sources(leader, raw))
         if items is None:
             return
         current.pending = None
         self._accept_proposal(current, leader, raw, block, items)
 
-    def _items_for(self, block: Block, ask: int | None = None) -> list[PoolItem] | None:
-        """The block's items from the mempool in block order; None (and ask the leader) if some are missing."""
+    def _item_sources(self, leader: int, raw: bytes) -> list[int]:
+        """Who holds a proposal's items: its leader, and for a re-proposed block every validator that prepared it."""
+        sources = [leader, *(self.required_from if raw == self.required else ())]
+        return [node for node in dict.fromkeys(sources) if node != self.host.node_id]
+
+    def _items_for(self, block: Block, ask: list[int] | None = None) -> list[PoolItem] | None:
+        """The block's items from the mempool in block order; None (and ask ``ask``) if some are missing."""
         mempool = self.host.mempool
         ids = [*block.proof_ids, *block.transfer_ids]
         items = [mempool.get(item_id) for item_id in ids]
-        missing = [item_id for item_id, item in zip(ids, items) if item is None]
+        missing = [item_id for item_id, item in zip(ids, items, strict=True) if item is None]
         if not missing:
             return items  # type: ignore[return-value]
-        if ask is not None and ask != self.host.node_id:
+        for node in ask or ():
             for kind, id_list in ((ItemKind.PROOF, block.proof_ids), (ItemKind.TRANSFER, block.transfer_ids)):
                 wanted = [i for i in id_list if mempool.get(i) is None and i not in self.host.ledger.committed_ids]
                 if wanted:
-                    self.host.request_items(ask, kind, wanted)
+                    self.host.request_items(node, kind, wanted)
         return None
 
     def _accept_proposal(self, current: Round, leader: int, raw: bytes, block: Block | None = None, items: list[PoolItem] | None = None) -> None:
@@ -252,10 +275,18 @@ class PbftEngine:
         self._advance(current)
 
     def _proposal_fault(self, block: Block, raw: bytes) -> str | None:
-        if self.required is not None and raw != self.required:
-            return "ignores-new-view"
+        """Why this view may not prepare ``block``; the NEW-VIEW that opened the view decides, not an old lock.
+
+        A checked NEW-VIEW with a certificate obliges exactly that block. One without a certificate
+        proves no block can have committed in an earlier view (docs/consensus.md), so any valid block
+        may be prepared. Only a view not opened by a NEW-VIEW keeps the lock as the rule.
+        """
+        if self.required is not None:
+            return None if raw == self.required else "ignores-new-view"
+        if self.entered_by_new_view:
+            return None
         locked = self.prepared
-        if locked is not None and locked.proposal.block.hash != block.hash and self.required is None:
+        if locked is not None and locked.proposal.block.hash != block.hash:
             return "conflicts-with-lock"
         return None
 
@@ -269,23 +300,30 @@ class PbftEngine:
         label = "prepare" if kind is Prepare else "commit"
         signature = self.host.key.sign(vote_message(label, self.chain_id, current.view, self.height, block_hash))
         vote = kind(current.view, self.height, block_hash, self.host.node_id, signature)
-        self.host.broadcast(vote)
         book = current.prepares if kind is Prepare else current.commits
-        book.add(block_hash, self.host.node_id, signature)
+        book.add(block_hash, self.host.node_id, signature, checked=True)
         if kind is Prepare:
             current.sent_prepare = True
         else:
             current.sent_commit = True
+        self._broadcast_vote(vote)
+
+    def _broadcast_vote(self, vote: Prepare) -> None:
+        """Send this node's PREPARE or COMMIT to every validator (a faulty voter overrides this)."""
+        self.host.broadcast(vote)
 
     def _on_vote(self, sender: int, vote: Prepare) -> None:
         if vote.voter != sender:
             self.host.counters.protocol_errors += 1  # a validator may only speak for itself
             return
-        if vote.view > self.view + MAX_VIEWS_AHEAD:
-            return
+        is_commit = type(vote) is Commit
+        if vote.view > self.view + MAX_VIEWS_AHEAD or (vote.view < self.view and not is_commit):
+            return  # a PREPARE of a past view can no longer lock anything; a COMMIT can still certify
         target = self.round(vote.view)
-        book = target.commits if type(vote) is Commit else target.prepares
-        book.add(vote.block_hash, vote.voter, vote.signature)
+        book = target.commits if is_commit else target.prepares
+        if not book.add(vote.block_hash, vote.voter, vote.signature):
+            self.host.counters.equivocations_seen += 1
+            return
         self._advance(target)
 
     def _advance(self, current: Round) -> None:
@@ -295,30 +333,40 @@ class PbftEngine:
             return
         block_hash = proposal.block.hash
         if not current.sent_commit and self.vc_target is None and current.view == self.view:
-            if current.prepares.count(block_hash) >= self.quorum:
-                self.prepared = Prepared(current.view, proposal, dict(current.prepares.votes(block_hash)))
+            prepares = self._verified_quorum(current, current.prepares, "prepare", block_hash)
+            if prepares is not None:
+                self.prepared = Prepared(current.view, proposal, prepares)
                 self._send_vote(current, Commit)
-        if current.commits.count(block_hash) >= self.quorum:
-            self._try_commit(current, proposal)
+        commits = self._verified_quorum(current, current.commits, "commit", block_hash)
+        if commits is not None:
+            self._commit(current, proposal, commits)
+
+    def _verified_quorum(self, current: Round, book: VoteBook, label: str, block_hash: bytes) -> dict[int, bytes] | None:
+        """A quorum of votes for ``block_hash`` whose signatures verify, or None.
+
+        Signatures are checked only once a quorum has arrived (the cheap path costs a quorum of
+        verifications per kind), each at most once; a bad one is dropped and counted as a protocol error.
+        """
+        if book.count(block_hash) < self.quorum:
+            return None
+        message = vote_message(label, self.chain_id, current.view, self.height, block_hash)
+        votes, dropped = book.verified(block_hash, message, self.keys, self.host.verify)
+        self.host.counters.protocol_errors += dropped
+        return votes if len(votes) >= self.quorum else None
 
     def _commit_without_proposal(self, current: Round) -> None:
-        """2f+1 COMMITs for a block this node never accepted: fetch it committed from a voter."""
-        for block_hash, votes in current.commits.by_hash.items():
+        """A quorum of COMMITs for a block this node never accepted: fetch it committed from a voter.
+
+        The votes are not verified here: catch-up checks the certificate of what it fetches.
+        """
+        for votes in current.commits.by_hash.values():
             if len(votes) >= self.quorum:
                 voter = next(v for v in votes if v != self.host.node_id)
                 self.host.request_catch_up(voter)
                 return
 
-    def _try_commit(self, current: Round, proposal: Proposal) -> None:
-        block_hash = proposal.block.hash
-        votes = valid_votes("commit", self.chain_id, current.view, self.height, block_hash,
-                            current.commits.votes(block_hash), self.keys, self.host.verify)  # fmt: skip
-        for bad_voter in set(current.commits.votes(block_hash)) - set(votes):
-            del current.commits.by_hash[block_hash][bad_voter]
-        if len(votes) < self.quorum:
-            return
-        chosen = sorted(votes.items())[: self.quorum]
-        certificate = CommitCertificate(current.view, chosen)
+    def _commit(self, current: Round, proposal: Proposal, votes: dict[int, bytes]) -> None:
+        certificate = CommitCertificate(current.view, sorted(votes.items())[: self.quorum])
         record = self.host.ledger.commit(proposal.block, certificate, proposal.items, proposal.post)
         round_s = (self.clock.now_ns() - self.round_started_ns) / 1e9
         self.host.block_committed(record, current.view, round_s)
@@ -334,6 +382,8 @@ class PbftEngine:
         self.failed_views = 0
         self.rounds.clear()
         self.prepared = self.required = self.vc_target = None
+        self.required_from = []
+        self.entered_by_new_view = False
         self.view_changes.clear()
         self.new_view_sent.clear()
         self.round_started_ns = self.clock.now_ns()
@@ -347,7 +397,7 @@ class PbftEngine:
 
     # -- timeouts and view changes ------------------------------------------------------------------
     def _timeout_s(self) -> float:
-        return min(self.base_timeout_s * (2**self.failed_views), self.max_timeout_s)
+        return min(self.base_timeout_s * 2.0**self.failed_views, self.max_timeout_s)
 
     def _ensure_timer(self) -> None:
         if self._timer is None:
@@ -360,6 +410,10 @@ class PbftEngine:
         self._ensure_timer()  # if NEW_VIEW does not come either, ask for the view after
 
     def _send_view_change(self, new_view: int) -> None:
+        """Ask for ``new_view``, carrying this node's lock. Views asked for only grow, and this node will
+        not enter a view below the last it asked for: so the lock a VIEW-CHANGE carries stays true."""
+        if self.vc_target is not None and new_view <= self.vc_target:
+            return
         self.vc_target = new_view
         self._cancel_propose_timer()
         lock = self.prepared
@@ -399,44 +453,51 @@ class PbftEngine:
         votes = self.view_changes.get(new_view, {})
         if len(votes) < self.quorum or new_view in self.new_view_sent or new_view <= self.view:
             return
+        if self.vc_target is not None and new_view < self.vc_target:
+            return  # this node already asked for a later view: its VIEW-CHANGE here may be stale
         if self.host.node_id not in votes:
             self._send_view_change(new_view)  # the new leader must itself be in the view change
             return
         self.new_view_sent.add(new_view)
         bodies = [vc.encode_body() for vc in votes.values()]
         self.host.broadcast(NewView(new_view, self.height, bodies))
-        best = highest_prepared(list(votes.values()), self.chain_id, self.keys, self.quorum, self.host.verify)
-        self._enter_view(new_view, best[1] if best else None)
+        best = highest_certificate(list(votes.values()), self.chain_id, self.keys, self.quorum, self.host.verify)
+        self._enter_view(new_view, best)
 
     def _on_new_view(self, sender: int, message: NewView) -> None:
         if message.new_view <= self.view or sender != self.genesis.leader_for_view(message.new_view + self.height):
             return
+        if self.vc_target is not None and message.new_view < self.vc_target:
+            return  # our VIEW-CHANGE for a later view is out; locking below it would make it a lie
         try:
             changes = check_new_view_quorum(message.view_changes, message.new_view, self.height,
                                             self.chain_id, self.keys, self.quorum, self.host.verify)  # fmt: skip
         except (ConsensusError, ProtocolError):
             self.host.counters.protocol_errors += 1
             return
-        best = highest_prepared(changes, self.chain_id, self.keys, self.quorum, self.host.verify)
-        self._enter_view(message.new_view, best[1] if best else None)
+        best = highest_certificate(changes, self.chain_id, self.keys, self.quorum, self.host.verify)
+        self._enter_view(message.new_view, best)
 
-    def _enter_view(self, view: int, required: bytes | None) -> None:
+    def _enter_view(self, view: int, justified: ViewChange | None) -> None:
+        """Enter ``view`` through a checked NEW-VIEW whose highest certificate (if any) is ``justified``."""
         self.stop()
         self._timer = self._propose_timer = None
         self.view = view
         self.vc_target = None
-        self.required = required
+        self.required = justified.prepared_block if justified is not None else None
+        self.required_from = sorted(decode_votes(justified.prepared_votes)) if justified is not None else []
+        self.entered_by_new_view = True
         self.host.counters.view_changes += 1
         for old in [v for v in self.rounds if v < view]:
             del self.rounds[old]
         self.round_started_ns = self.clock.now_ns()
         current = self.round()
-        if self.is_leader and current.proposal is None:
-            self.propose() if required is not None else self._schedule_proposal()
+        if self.is_leader and current.proposal is None and current.pending is None:
+            self.propose() if self._obligation() is not None else self._schedule_proposal()
         elif current.pending is not None:
             self._try_pending(current)
         self._advance(current)
-        if len(self.host.mempool) or required is not None:
+        if len(self.host.mempool) or self._obligation() is not None:
             self._ensure_timer()
 
     def caught_up(self, committed_view: int) -> None:

@@ -1,8 +1,10 @@
 """Bookkeeping of PBFT: vote books, rounds, prepared certificates and view-change digests.
 
-Votes are counted on arrival over authenticated links (a PREPARE or COMMIT is only accepted from the
-connection of the validator it names). Signatures are checked where they become evidence: the 2f+1
-COMMIT signatures of a certificate, and the PREPARE signatures carried into a view change.
+Votes arrive over authenticated links (a PREPARE or COMMIT is only accepted from the connection of the
+validator it names) and are counted once per voter per (view, kind): a second vote of one voter for
+another block is an equivocation and is refused. Signatures are checked lazily, once per vote, when a
+block's count reaches a quorum: a vote whose signature fails is dropped (as if never received) before
+the quorum is taken, so a lock (``Prepared``) and a commit certificate hold only verified signatures.
 """
 
 from __future__ import annotations
@@ -24,17 +26,29 @@ Verify = Callable[[bytes, bytes, bytes], bool]
 
 
 class VoteBook:
-    """Votes of one kind in one (view, height): block hash -> voter -> signature."""
+    """Votes of one kind in one (view, height): block hash -> voter -> signature, one vote per voter.
 
-    __slots__ = ("by_hash",)
+    ``checked`` holds the voters whose signature has been verified (or who are this node), so each
+    signature costs at most one verification however often the quorum is looked at.
+    """
+
+    __slots__ = ("by_hash", "checked", "choice")
 
     def __init__(self) -> None:
         self.by_hash: dict[bytes, dict[int, bytes]] = {}
+        self.choice: dict[int, bytes] = {}  # voter -> the block hash it voted for in this view
+        self.checked: set[int] = set()
 
-    def add(self, block_hash: bytes, voter: int, signature: bytes) -> int:
-        votes = self.by_hash.setdefault(block_hash, {})
-        votes.setdefault(voter, signature)
-        return len(votes)
+    def add(self, block_hash: bytes, voter: int, signature: bytes, checked: bool = False) -> bool:
+        """Record a vote; False when ``voter`` already voted for another block here (an equivocation)."""
+        earlier = self.choice.get(voter)
+        if earlier is not None:
+            return earlier == block_hash  # a repeat changes nothing; a second block is refused
+        self.choice[voter] = block_hash
+        self.by_hash.setdefault(block_hash, {})[voter] = signature
+        if checked:
+            self.checked.add(voter)
+        return True
 
     def count(self, block_hash: bytes) -> int:
         return len(self.by_hash.get(block_hash, ()))
@@ -42,11 +56,28 @@ class VoteBook:
     def votes(self, block_hash: bytes) -> dict[int, bytes]:
         return self.by_hash.get(block_hash, {})
 
+    def verified(self, block_hash: bytes, message: bytes, keys: Mapping[int, bytes], verify: Verify) -> tuple[dict[int, bytes], int]:
+        """The votes for ``block_hash`` whose signature on ``message`` holds, and how many were dropped.
+
+        A dropped vote is forgotten, voter included: it is as if it never arrived.
+        """
+        votes = self.by_hash.get(block_hash, {})
+        bad = [voter for voter, sig in votes.items() if voter not in self.checked and not _signed(voter, sig, message, keys, verify)]
+        for voter in bad:
+            del votes[voter]
+            del self.choice[voter]
+        self.checked.update(votes)
+        return dict(votes), len(bad)
+
+
+def _signed(voter: int, signature: bytes, message: bytes, keys: Mapping[int, bytes], verify: Verify) -> bool:
+    return voter in keys and verify(keys[voter], message, signature)
+
 
 class Proposal:
     """A proposal this node accepted: the block, its exact bytes, its items, the state after it."""
 
-    __slots__ = ("block", "raw", "items", "post")
+    __slots__ = ("block", "items", "post", "raw")
 
     def __init__(self, block: Block, raw: bytes, items: list[PoolItem], post: State) -> None:
         self.block = block
@@ -58,7 +89,7 @@ class Proposal:
 class Round:
     """What this node knows of one view at the current height."""
 
-    __slots__ = ("view", "proposal", "pending", "prepares", "commits", "sent_prepare", "sent_commit")
+    __slots__ = ("commits", "pending", "prepares", "proposal", "sent_commit", "sent_prepare", "view")
 
     def __init__(self, view: int) -> None:
         self.view = view
@@ -71,9 +102,13 @@ class Round:
 
 
 class Prepared:
-    """This node's lock: the highest-view block it saw 2f+1 PREPAREs for at the current height."""
+    """This node's lock: the highest-view block it saw a quorum of PREPAREs for at the current height.
 
-    __slots__ = ("view", "proposal", "votes")
+    ``votes`` are exactly the PREPAREs whose signatures this node verified when it locked (a quorum or
+    more), so the certificate its VIEW-CHANGE carries is valid for every receiver.
+    """
+
+    __slots__ = ("proposal", "view", "votes")
 
     def __init__(self, view: int, proposal: Proposal, votes: dict[int, bytes]) -> None:
         self.view = view
@@ -107,7 +142,7 @@ def valid_votes(
 
 
 def decode_votes(raw: bytes) -> dict[int, bytes]:
-    return {voter: sig for voter, sig in VOTE_ENTRY.iter_unpack(raw)}
+    return dict(VOTE_ENTRY.iter_unpack(raw))
 
 
 def prepared_block_of(vc: ViewChange, chain_id: bytes, keys: Mapping[int, bytes], quorum: int, verify: Verify) -> Block | None:
@@ -118,19 +153,31 @@ def prepared_block_of(vc: ViewChange, chain_id: bytes, keys: Mapping[int, bytes]
         block = Block.decode(vc.prepared_block)
     except ProtocolError:
         return None
+    if block.height != vc.height:
+        return None
     votes = valid_votes("prepare", chain_id, vc.prepared_view, vc.height, block.hash, decode_votes(vc.prepared_votes), keys, verify)
     return block if len(votes) >= quorum else None
 
 
-def highest_prepared(view_changes: list[ViewChange], chain_id: bytes, keys: Mapping[int, bytes], quorum: int, verify: Verify) -> tuple[int, bytes] | None:
-    """(view, block bytes) of the highest-view valid prepared certificate among ``view_changes``."""
-    best: tuple[int, bytes] | None = None
+def highest_certificate(view_changes: list[ViewChange], chain_id: bytes, keys: Mapping[int, bytes], quorum: int, verify: Verify) -> ViewChange | None:
+    """The view change carrying the highest-view valid prepared certificate, if any carries one.
+
+    Two valid certificates of one view name the same block (their quorums share an honest voter, who
+    prepares once per view), so which of them is returned does not matter.
+    """
+    best: ViewChange | None = None
     for vc in view_changes:
-        if best is not None and vc.prepared_view <= best[0]:
+        if best is not None and vc.prepared_view <= best.prepared_view:
             continue
         if prepared_block_of(vc, chain_id, keys, quorum, verify) is not None:
-            best = (vc.prepared_view, vc.prepared_block)
+            best = vc
     return best
+
+
+def highest_prepared(view_changes: list[ViewChange], chain_id: bytes, keys: Mapping[int, bytes], quorum: int, verify: Verify) -> tuple[int, bytes] | None:
+    """(view, block bytes) of the highest-view valid prepared certificate among ``view_changes``."""
+    best = highest_certificate(view_changes, chain_id, keys, quorum, verify)
+    return (best.prepared_view, best.prepared_block) if best is not None else None
 
 
 def check_new_view_quorum(
