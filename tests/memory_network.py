@@ -15,6 +15,7 @@ from pathlib import Path
 from popbench import crypto
 from popbench.counters import NodeCounters
 from popbench.genesis import ChainParams, Genesis, make_genesis
+from popbench.kinds import ByzantineBehaviour
 from popbench.mempool import Mempool, PoolItem
 from popbench.model.proof import Proof
 from popbench.pop.byzantine import ENGINES
@@ -122,7 +123,8 @@ class MemoryNetwork:
         for node in range(n):
             self.hosts[node] = MemoryHost(self, node, self.keys[node], root / f"node-{node}.sqlite")
         for node in range(n):
-            engine_class = ENGINES[(faulty or {}).get(node)]
+            kind = (faulty or {}).get(node)
+            engine_class = ENGINES[ByzantineBehaviour(kind) if kind else None]
             self.engines[node] = engine_class(self.hosts[node], self.clock)
 
     def send(self, sender: int, receiver: int, message: Message) -> None:

@@ -20,6 +20,7 @@ Honest validators must stay safe and, with at most f such nodes, keep committing
 from __future__ import annotations
 
 from popbench.errors import ConfigError
+from popbench.kinds import ByzantineBehaviour, values
 from popbench.mempool import PoolItem
 from popbench.mining import grind
 from popbench.model.block import vote_message
@@ -105,16 +106,15 @@ class WithholdingVoter(PbftEngine):
         return None
 
 
-ENGINES: dict[str | None, type[PbftEngine]] = {
+ENGINES: dict[ByzantineBehaviour | None, type[PbftEngine]] = {
     None: PbftEngine,
-    "silent": SilentLeader,
-    "equivocate": EquivocatingLeader,
-    "invalid-proofs": InvalidProofLeader,
-    "bad-signature-votes": BadSignatureVoter,
-    "equivocate-votes": EquivocatingVoter,
-    "withhold-votes": WithholdingVoter,
+    ByzantineBehaviour.SILENT: SilentLeader,
+    ByzantineBehaviour.EQUIVOCATE: EquivocatingLeader,
+    ByzantineBehaviour.INVALID_PROOFS: InvalidProofLeader,
+    ByzantineBehaviour.BAD_SIGNATURE_VOTES: BadSignatureVoter,
+    ByzantineBehaviour.EQUIVOCATE_VOTES: EquivocatingVoter,
+    ByzantineBehaviour.WITHHOLD_VOTES: WithholdingVoter,
 }
-BYZANTINE_KINDS = tuple(kind for kind in ENGINES if kind is not None)
 
 
 class FollowerEngine(PbftEngine):
@@ -135,6 +135,8 @@ def engine_for(kind: str | None, host: PbftHost, role: Role = Role.VALIDATOR) ->
     if role != Role.VALIDATOR:
         return FollowerEngine(host)
     try:
-        return ENGINES[kind](host)
-    except KeyError as err:
-        raise ConfigError(f"unknown Byzantine behaviour {kind!r}; known: {', '.join(BYZANTINE_KINDS)}", key="byzantine") from err
+        behaviour = ByzantineBehaviour(kind) if kind is not None else None
+    except ValueError as err:
+        known = ", ".join(values(ByzantineBehaviour))
+        raise ConfigError(f"unknown Byzantine behaviour {kind!r}; known: {known}", key="byzantine") from err
+    return ENGINES[behaviour](host)
