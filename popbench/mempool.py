@@ -1,6 +1,8 @@
 """The bounded mempool: verified proofs and transfers waiting for a block, in arrival order.
 
 When full it refuses new items (the node answers SUBMIT with BUSY) instead of growing without limit.
+Items a pending proposal names are the exception: a replica must hold them to prepare the block, so
+they may go beyond the bound (by at most one block's worth per proposal; see Admission.expect).
 """
 
 from __future__ import annotations
@@ -46,9 +48,9 @@ class Mempool:
     def get(self, item_id: bytes) -> PoolItem | None:
         return self._items.get(item_id)
 
-    def add(self, item: PoolItem) -> bool:
-        """Admit ``item``; False when the pool is full."""
-        if len(self._items) >= self.limit:
+    def add(self, item: PoolItem, beyond_limit: bool = False) -> bool:
+        """Admit ``item``; False when the pool is full, unless ``beyond_limit`` (a proposal needs it)."""
+        if len(self._items) >= self.limit and not beyond_limit:
             return False
         self._items[item.item_id] = item
         return True

@@ -92,6 +92,11 @@ class Store:
         rows = self._all("SELECT committed FROM blocks WHERE height >= ? ORDER BY height LIMIT ?", (from_height, count))
         return [row[0] for row in rows]
 
+    def stored_blocks(self, from_height: int, count: int) -> list[tuple[int, bytes, bytes]]:
+        """``(height, stored hash, committed record)`` rows from ``from_height`` on: what a verifier reads."""
+        rows = self._all("SELECT height, hash, committed FROM blocks WHERE height >= ? ORDER BY height LIMIT ?", (from_height, count))
+        return [(row[0], row[1], row[2]) for row in rows]
+
     def committed_at(self, height: int) -> bytes | None:
         row = self._one("SELECT committed FROM blocks WHERE height = ?", (height,))
         return row[0] if row else None

@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from popbench.errors import ProtocolError, StorageError
 from popbench.pow.block import PowBlock
 from popbench.store import Store, node_database
 
@@ -48,11 +49,17 @@ def read_chain(path: Path) -> StoredChain:
 
 
 def read_chains(data_dir: Path, nodes: int) -> dict[NodeId, StoredChain]:
+    """Every node's chain that can be read; a missing or unreadable database is left out, and the safety
+    check (harness/metrics/safety.py) reports it as a failure."""
     chains = {}
     for node_id in range(nodes):
         path = node_database(data_dir, node_id)
-        if path.exists():
+        if not path.exists():
+            continue
+        try:
             chains[node_id] = read_chain(path)
+        except (StorageError, ProtocolError):
+            continue
     return chains
 
 

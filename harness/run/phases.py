@@ -32,7 +32,7 @@ from harness.load.miners import MINER_PAYLOAD_BYTES, MinerSpec
 from harness.profile import Profile
 from harness.observe.progress import StatusLine
 from harness.metrics.pow_chains import StoredChain, read_chains
-from harness.metrics.safety import SafetyCheck, check_pow_prefix, check_safety
+from harness.metrics.safety import SafetyCheck, check_pow_safety, check_safety
 from harness.procs.supervisor import Crash, Supervisor
 from harness.procs.targets import GO_SIGNAL, driver_target, miner_target, node_target, send_go
 from popbench.errors import HarnessError, NodeStartError
@@ -351,13 +351,14 @@ class Run:
     def _check_safety(self) -> None:
         """Read every node's chain back from its database (once: PoW metrics reuse the chains)."""
         data_dir, nodes = self.data.data_dir, self.profile.network.nodes
-        if data_dir is None or not data_dir.exists():
+        if data_dir is None or not data_dir.exists() or self.deployment is None:
             return
+        genesis = self.deployment.genesis
         if self.profile.network.consensus == "pow":
             self.data.pow_chains = read_chains(data_dir, nodes)
-            self.data.safety = check_pow_prefix(self.data.pow_chains)
+            self.data.safety = check_pow_safety(data_dir, nodes, genesis, self.data.pow_chains)
         else:
-            self.data.safety = check_safety(data_dir, nodes)
+            self.data.safety = check_safety(data_dir, nodes, genesis)
 
     # -- events --------------------------------------------------------------------------------------
     def _on_event(self, child: Any, event: dict[str, Any]) -> None:

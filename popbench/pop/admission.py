@@ -1,7 +1,9 @@
 """Admission of proofs and transfers: decode, refuse replays, verify, bound the mempool, batch gossip.
 
 Every validator runs every item it admits through here, whether it came from a client's SUBMIT or a
-peer's GOSSIP: that verification is the cost the benchmark exists to show.
+peer's GOSSIP: that verification is the cost the benchmark exists to show. Items this node asked a
+peer for because a pending proposal names them are verified the same way but admitted even when the
+mempool is at its bound: refusing them would leave the node unable ever to prepare that block.
 """
 
 from __future__ import annotations
@@ -11,11 +13,11 @@ from collections.abc import Callable
 
 from popbench.counters import NodeCounters
 from popbench.errors import InvalidProof, ProtocolError
-from popbench.pop.ledger import Ledger
 from popbench.mempool import Mempool, PoolItem
 from popbench.model.hashing import sha256
 from popbench.model.proof import Proof, check_proof
 from popbench.model.transfer import Transfer, check_transfer_signature
+from popbench.pop.ledger import Ledger
 from popbench.wire import Gossip, ItemKind, RejectReason
 
 GOSSIP_FLUSH_S = 0.005  # proofs admitted within this window travel to peers in one GOSSIP frame
@@ -34,6 +36,7 @@ class Admission:
         self._broadcast = broadcast
         self._outgoing: dict[ItemKind, list[bytes]] = {ItemKind.PROOF: [], ItemKind.TRANSFER: []}
         self._flush_handle: asyncio.TimerHandle | None = None
+        self._expected: set[bytes] = set()  # ids fetched for a pending proposal at the current height
 
     def admit(self, kind: ItemKind, raw: bytes, relay: bool) -> tuple[RejectReason, bytes]:
         """Admit one encoded item; returns ACCEPTED or the reason, and the item's id."""
@@ -44,17 +47,27 @@ class Admission:
         item_id = item.item_id
         if item_id in self.mempool or item_id in self.ledger.committed_ids:
             return self._rejected(RejectReason.REPLAY, item_id)
-        if self.mempool.full:
+        expected = item_id in self._expected
+        if self.mempool.full and not expected:
             return self._rejected(RejectReason.BUSY, item_id)
         try:
             self._verify(item)
         except InvalidProof as err:
             return self._rejected(err.reason, item_id)  # type: ignore[arg-type]
-        self.mempool.add(item)
+        self.mempool.add(item, beyond_limit=expected)
+        self._expected.discard(item_id)
         self.counters.items_admitted[kind.name] += 1
         if relay:
             self._queue_gossip(kind, raw)
         return RejectReason.ACCEPTED, item_id
+
+    def expect(self, ids: list[bytes]) -> None:
+        """``ids`` were requested for a pending proposal: admit them even beyond the mempool's bound."""
+        self._expected.update(ids)
+
+    def height_resolved(self) -> None:
+        """A block committed: what was fetched for this height's proposals is no longer owed a place."""
+        self._expected.clear()
 
     def lookup(self, ids: list[bytes]) -> list[bytes]:
         """Raw bytes of the requested items this node holds, for a peer's ITEMS_REQUEST."""

@@ -159,6 +159,7 @@ class Node(NodeBase):
         return crypto.verify(public_key, message, signature)
 
     def request_items(self, node_id: int, kind: ItemKind, ids: list[bytes]) -> None:
+        self.admission.expect(ids)  # a proposal names them: the answer is admitted even to a full mempool
         self.send_to(node_id, ItemsRequest(kind, ids))
 
     def request_catch_up(self, node_id: int) -> None:
@@ -168,6 +169,7 @@ class Node(NodeBase):
         block = record.block
         self.mempool.remove(block.proof_ids)
         self.mempool.remove(block.transfer_ids)
+        self.admission.height_resolved()
         counters = self.counters
         counters.blocks_committed += 1
         counters.proofs_committed += len(block.proof_ids)

@@ -229,6 +229,10 @@ class PbftEngine:
             current.pending = None
             self._refuse("malformed-block")
             return
+        if len(block.proof_ids) + len(block.transfer_ids) > self.batch_size:
+            current.pending = None
+            self._refuse("oversized-block")  # its items would be fetched beyond the mempool's bound
+            return
         items = self._items_for(block, ask=self._item_sources(leader, raw))
         if items is None:
             return
