@@ -1,0 +1,349 @@
+"""A client written from docs/protocol.md alone, against real `popbench node` processes.
+
+It uses `struct`, `hashlib`, asyncio streams and `popbench.crypto` (secp256k1 signatures) only: no
+popbench.wire, popbench.client or popbench.model. If it can handshake, submit a proof, see it committed
+and re-derive the block hash, items root, commit certificate and state root, the spec is enough to
+write a client. The spec's test vectors are recomputed here too, and must appear in the spec.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import os
+import signal
+import struct
+import subprocess
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from popbench import crypto
+from tests.cluster import POPBENCH, _listening_socket
+
+pytestmark = pytest.mark.timeout(300)
+SPEC = Path(__file__).resolve().parent.parent / "docs" / "protocol.md"
+VALIDATORS = 4
+ANSWER_TIMEOUT_S = 60.0
+COMMIT_TIMEOUT_S = 120.0
+
+# -- the spec, section by section -------------------------------------------------------------------
+FRAME_HEADER = struct.Struct(">IB")  # 2. body length, type
+HELLO_HEAD = struct.Struct(">H32sIB33s32sH")  # 4. HELLO, then listen_host text
+(HELLO, HELLO_ACK, DISCONNECT, SUBMIT, SUBMIT_RESULT, SUBSCRIBE, COMMITTED) = (1, 2, 5, 10, 11, 12, 13)
+(BLOCK_REQUEST, BLOCK_RESPONSE, SNAPSHOT_REQUEST, SNAPSHOT_CHUNK, STATUS_REQUEST, STATUS) = (30, 31, 32, 33, 34, 35)
+ROLE_VALIDATOR, ROLE_CLIENT, KIND_PROOF, ACCEPTED, TOPIC_COMMITS = 0, 2, 0, 0, 1
+PROOF_HEAD = struct.Struct(">32s33sBIQH")  # 7. proof head
+TRANSFER_BODY = struct.Struct(">32s33s20sQQQB")  # 7. transfer body
+BLOCK_HEADER = struct.Struct(">QQ32sIQ32s32s")  # 8. block header
+ACCOUNT = struct.Struct(">20sQQQQ")  # 9. account record
+
+
+def sha256(data: bytes) -> bytes:
+    return hashlib.sha256(data).digest()
+
+
+def merkle_root(leaves: list[bytes]) -> bytes:
+    if not leaves:
+        return sha256(b"")
+    level = [sha256(b"\x00" + leaf) for leaf in leaves]
+    while len(level) > 1:
+        paired = [sha256(b"\x01" + level[i] + level[i + 1]) for i in range(0, len(level) - 1, 2)]
+        level = paired + ([level[-1]] if len(level) % 2 else [])
+    return level[0]
+
+
+def state_root(records: bytes) -> bytes:
+    return merkle_root([records[i : i + ACCOUNT.size] for i in range(0, len(records), ACCOUNT.size)])
+
+
+def ack_message(chain_id: bytes, nonce: bytes, signer_pubkey: bytes) -> bytes:
+    return b"popbench/hello/v1" + chain_id + nonce + signer_pubkey
+
+
+def commit_vote_message(chain_id: bytes, view: int, height: int, block_hash: bytes) -> bytes:
+    return b"popbench/vote/v1/commit/" + chain_id + struct.pack(">QQ", view, height) + block_hash
+
+
+def make_proof(key: crypto.SigningKey, chain_id: bytes, payload: bytes, work_bits: int, nonce: int | None = None) -> tuple[bytes, bytes]:
+    """(encoded proof, proof id); grinds the nonce unless one is given."""
+    prefix = PROOF_HEAD.pack(chain_id, key.public_key, work_bits, 1, 2, len(payload)) + payload
+    if nonce is None:
+        nonce = next(n for n in range(1 << 32) if int.from_bytes(sha256(prefix + n.to_bytes(8, "big")), "big") >> (256 - work_bits) == 0)
+    signing = b"popbench/proof/v1" + prefix + nonce.to_bytes(8, "big")
+    return prefix + nonce.to_bytes(8, "big") + key.sign(signing), sha256(signing)
+
+
+def chain_id_of(genesis_file: Path) -> bytes:
+    """docs/genesis.md: sha256 of the canonical JSON (the file `popbench genesis` writes has every default)."""
+    data = json.loads(genesis_file.read_text())
+    return sha256(json.dumps(data, sort_keys=True, separators=(",", ":")).encode())
+
+
+class Body:
+    """Reads a message body front to back, per section 3."""
+
+    def __init__(self, data: bytes) -> None:
+        self.data, self.pos = data, 0
+
+    def take(self, size: int) -> bytes:
+        assert self.pos + size <= len(self.data), f"body too short: need {self.pos + size}, have {len(self.data)}"
+        chunk, self.pos = self.data[self.pos : self.pos + size], self.pos + size
+        return chunk
+
+    def unpack(self, layout: struct.Struct) -> tuple[Any, ...]:
+        return layout.unpack(self.take(layout.size))
+
+    def u32(self) -> int:
+        return int(struct.unpack(">I", self.take(4))[0])
+
+    def blob(self) -> bytes:
+        return self.take(self.u32())
+
+    def blobs(self) -> list[bytes]:
+        return [self.blob() for _ in range(self.u32())]
+
+    def hashes(self) -> list[bytes]:
+        return [self.take(32) for _ in range(self.u32())]
+
+    def finish(self) -> None:
+        assert self.pos == len(self.data), f"{len(self.data) - self.pos} trailing bytes"
+
+
+# -- a client connection ----------------------------------------------------------------------------
+class SpecClient:
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.reader, self.writer = reader, writer
+        self.key = crypto.SigningKey.generate()
+        self.commits: list[tuple[int, bytes, list[bytes]]] = []  # (height, block hash, proof ids) pushed so far
+
+    async def send(self, message_type: int, body: bytes) -> None:
+        self.writer.write(FRAME_HEADER.pack(len(body), message_type) + body)
+        await self.writer.drain()
+
+    async def read(self) -> tuple[int, bytes]:
+        length, message_type = FRAME_HEADER.unpack(await asyncio.wait_for(self.reader.readexactly(5), ANSWER_TIMEOUT_S))
+        body = await asyncio.wait_for(self.reader.readexactly(length), ANSWER_TIMEOUT_S)
+        if message_type == DISCONNECT:
+            raise AssertionError(f"node disconnected: reason {body[0]}, {body[2 : 2 + body[1]].decode()!r}")
+        if message_type == COMMITTED:
+            self._note_commit(body)
+        return message_type, body
+
+    async def read_until(self, wanted: int) -> bytes:
+        """The next frame of type ``wanted``; COMMITTED pushes in between are noted, others skipped."""
+        while True:
+            message_type, body = await self.read()
+            if message_type == wanted:
+                return body
+
+    def _note_commit(self, body: bytes) -> None:
+        reader = Body(body)
+        height, block_hash, _view, _committed_ns = reader.unpack(struct.Struct(">Q32sQQ"))
+        proof_ids, _transfer_ids = reader.hashes(), reader.hashes()
+        reader.finish()
+        self.commits.append((height, block_hash, proof_ids))
+
+    async def handshake(self, chain_id: bytes, validators: dict[int, bytes]) -> None:
+        """Section 5, as a client: HELLO both ways, then HELLO_ACK both ways."""
+        nonce = os.urandom(32)
+        await self.send(HELLO, HELLO_HEAD.pack(1, chain_id, 0, ROLE_CLIENT, self.key.public_key, nonce, 0) + b"\x00")
+        reader = Body(await self.read_until(HELLO))
+        version, their_chain, node_id, role, pubkey, their_nonce, _port = reader.unpack(HELLO_HEAD)
+        reader.take(reader.take(1)[0])
+        reader.finish()
+        assert (version, their_chain) == (1, chain_id)
+        assert role == ROLE_VALIDATOR and validators[node_id] == pubkey, "the node is not the genesis validator it claims"
+        await self.send(HELLO_ACK, self.key.sign(ack_message(chain_id, their_nonce, self.key.public_key)))
+        signature = await self.read_until(HELLO_ACK)
+        assert crypto.verify(pubkey, ack_message(chain_id, nonce, pubkey), signature), "node's HELLO_ACK does not verify"
+
+    async def status(self) -> dict[str, Any]:
+        await self.send(STATUS_REQUEST, b"")
+        payload = json.loads(await self.read_until(STATUS))
+        assert isinstance(payload, dict)
+        return payload
+
+    async def committed_record(self, height: int) -> bytes:
+        await self.send(BLOCK_REQUEST, struct.pack(">QI", height, 1))
+        reader = Body(await self.read_until(BLOCK_RESPONSE))
+        records = reader.blobs()
+        reader.finish()
+        assert records, f"no committed block at height {height}"
+        return records[0]
+
+    async def snapshot(self) -> tuple[int, bytes]:
+        chunks: list[bytes] = []
+        height, count = 0, 1
+        while len(chunks) < count:
+            await self.send(SNAPSHOT_REQUEST, struct.pack(">QI", height, len(chunks)))
+            reader = Body(await self.read_until(SNAPSHOT_CHUNK))
+            chunk_height, index, count = reader.unpack(struct.Struct(">QII"))
+            chunks.append(reader.blob())
+            reader.finish()
+            assert index == len(chunks) - 1 and (height in (0, chunk_height)), "snapshot moved; no load runs here"
+            height = chunk_height
+        return height, b"".join(chunks)
+
+    def close(self) -> None:
+        self.writer.close()
+
+
+@dataclass
+class Block:
+    header: bytes
+    height: int
+    items_root: bytes
+    state_root: bytes
+    proof_ids: list[bytes]
+    transfer_ids: list[bytes]
+    certificate_view: int
+    certificate: list[tuple[int, bytes]]
+    proofs: list[bytes]
+
+
+def decode_record(record: bytes) -> Block:
+    """Section 8: committed-block record = block, certificate, proofs, transfers."""
+    outer = Body(record)
+    encoded, certificate, proofs, _transfers = outer.blob(), outer.blob(), outer.blobs(), outer.blobs()
+    outer.finish()
+    block = Body(encoded)
+    fields = block.unpack(BLOCK_HEADER)
+    proof_ids, transfer_ids = block.hashes(), block.hashes()
+    block.finish()
+    cert = Body(certificate)
+    view, count = struct.unpack(">QI", cert.take(12))
+    votes = [struct.unpack(">I64s", cert.take(68)) for _ in range(count)]
+    cert.finish()
+    return Block(encoded[: BLOCK_HEADER.size], fields[0], fields[5], fields[6], proof_ids, transfer_ids, view, votes, proofs)
+
+
+# -- a real network -----------------------------------------------------------------------------------
+@pytest.fixture
+def network(tmp_path: Path):  # type: ignore[no-untyped-def]
+    done = subprocess.run([POPBENCH, "genesis", "--validators", str(VALIDATORS), "--output", "genesis.json", "--seed", "spec"],
+                          cwd=tmp_path, capture_output=True, text=True, timeout=60)  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    sockets = [_listening_socket() for _ in range(VALIDATORS)]
+    ports = [sock.getsockname()[1] for sock in sockets]
+    procs = []
+    for node, sock in enumerate(sockets):
+        peers = [arg for port in ports[:node] for arg in ("--peer", f"127.0.0.1:{port}")]
+        with (tmp_path / f"node-{node}.log").open("wb") as log:
+            procs.append(subprocess.Popen([POPBENCH, "node", "--genesis", "genesis.json", "--node-id", str(node), "--data-dir", "data",
+                                           "--listen-fd", str(sock.fileno()), *peers], cwd=tmp_path, stdout=log,
+                                          stderr=subprocess.STDOUT, pass_fds=(sock.fileno(),)))  # fmt: skip
+    try:
+        yield tmp_path, ports, done.stdout.strip()
+    finally:
+        for proc in procs:
+            proc.send_signal(signal.SIGTERM)
+        for proc in procs:
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(timeout=10)
+        for sock in sockets:
+            sock.close()
+
+
+def test_a_client_written_from_the_spec_submits_a_proof_and_verifies_its_commit(network) -> None:  # type: ignore[no-untyped-def]
+    root, ports, printed_chain_id = network
+    genesis = json.loads((root / "genesis.json").read_text())
+    chain_id = chain_id_of(root / "genesis.json")
+    assert chain_id.hex() == printed_chain_id, "docs/genesis.md's chain id differs from what popbench genesis printed"
+    try:
+        asyncio.run(_submit_and_verify(genesis, chain_id, ports))
+    except BaseException:
+        for node in range(VALIDATORS):
+            print(f"--- node-{node}.log\n" + (root / f"node-{node}.log").read_text(errors="replace")[-2000:])
+        raise
+
+
+async def _submit_and_verify(genesis: dict[str, Any], chain_id: bytes, ports: list[int]) -> None:
+    validators = {v["node_id"]: bytes.fromhex(v["public_key"]) for v in genesis["validators"]}
+    client = await _connect(ports[0], chain_id, validators)
+    try:
+        await _wait_for_full_mesh(client)
+        owner = crypto.derive_key("spec-client", 0)
+        proof, proof_id = make_proof(owner, chain_id, b"written from the spec", genesis["params"]["min_work_bits"])
+        await client.send(SUBSCRIBE, bytes([TOPIC_COMMITS]))
+        await client.send(SUBMIT, struct.pack(">IB", 7, KIND_PROOF) + proof)
+        request_id, item_id, reason = struct.unpack(">I32sB", await client.read_until(SUBMIT_RESULT))
+        assert (request_id, item_id, reason) == (7, proof_id, ACCEPTED)
+        height, block_hash = await _wait_for_commit_of(client, proof_id)
+        block = decode_record(await client.committed_record(height))
+        _check_block(block, height, block_hash, proof, proof_id, chain_id, validators)
+        await _check_state(client, genesis, owner)
+    finally:
+        client.close()
+
+
+async def _connect(port: int, chain_id: bytes, validators: dict[int, bytes]) -> SpecClient:
+    reader, writer = await asyncio.wait_for(asyncio.open_connection("127.0.0.1", port), ANSWER_TIMEOUT_S)
+    client = SpecClient(reader, writer)
+    await client.handshake(chain_id, validators)
+    return client
+
+
+async def _wait_for_full_mesh(client: SpecClient) -> None:
+    deadline = time.monotonic() + COMMIT_TIMEOUT_S
+    while (status := await client.status())["peers"] < VALIDATORS - 1:
+        assert time.monotonic() < deadline, f"node 0 never linked to every validator: {status}"
+        await asyncio.sleep(0.2)  # polling period of a condition with a deadline
+
+
+async def _wait_for_commit_of(client: SpecClient, proof_id: bytes) -> tuple[int, bytes]:
+    deadline = time.monotonic() + COMMIT_TIMEOUT_S
+    while True:
+        for height, block_hash, proof_ids in client.commits:
+            if proof_id in proof_ids:
+                return height, block_hash
+        assert time.monotonic() < deadline, f"proof not committed in {COMMIT_TIMEOUT_S} s; commits seen: {client.commits}"
+        await client.read_until(COMMITTED)
+
+
+def _check_block(block: Block, height: int, block_hash: bytes, proof: bytes, proof_id: bytes, chain_id: bytes,
+                 validators: dict[int, bytes]) -> None:  # fmt: skip
+    assert block.height == height and sha256(block.header) == block_hash, "block hash is not sha256 of the 124-byte header"
+    assert merkle_root(block.proof_ids + block.transfer_ids) == block.items_root
+    assert proof_id in block.proof_ids and proof in block.proofs
+    quorum = VALIDATORS - (VALIDATORS - 1) // 3
+    voters = [voter for voter, _ in block.certificate]
+    assert len(set(voters)) == len(voters) >= quorum
+    message = commit_vote_message(chain_id, block.certificate_view, height, block_hash)
+    assert all(crypto.verify(validators[voter], message, signature) for voter, signature in block.certificate)
+
+
+async def _check_state(client: SpecClient, genesis: dict[str, Any], owner: crypto.SigningKey) -> None:
+    height, records = await client.snapshot()
+    block = decode_record(await client.committed_record(height))
+    assert len(records) % ACCOUNT.size == 0 and state_root(records) == block.state_root
+    accounts = {address: rest for address, *rest in ACCOUNT.iter_unpack(records)}
+    owner_account = accounts[sha256(owner.public_key)[:20]]
+    reward = genesis["params"]["reward_per_proof"]
+    assert owner_account == [reward, 0, reward, 0], "the owner is credited reward_per_proof (balance and rewards)"
+
+
+# -- the appendix's test vectors --------------------------------------------------------------------
+def test_the_spec_test_vectors_follow_from_the_spec() -> None:
+    spec = SPEC.read_text()
+    key, chain_id = crypto.SigningKey((1).to_bytes(32, "big")), bytes([0xAA]) * 32
+    a, b, c = bytes([0x11]) * 32, bytes([0x22]) * 32, bytes([0x33]) * 32
+    two_accounts = ACCOUNT.pack(bytes([1]) * 20, 1000, 10000, 0, 0) + ACCOUNT.pack(bytes([2]) * 20, 5, 0, 3, 1)
+    proof, proof_id = make_proof(key, chain_id, b"hi", 0, nonce=0)
+    transfer_signing = b"popbench/transfer/v1" + TRANSFER_BODY.pack(chain_id, key.public_key, bytes([0xBB]) * 20, 5, 1, 0, 0)
+    ack = ack_message(chain_id, bytes([0xCC]) * 32, key.public_key)
+    computed = [
+        merkle_root([]), merkle_root([a]), merkle_root([a, b]), merkle_root([a, b, c]), state_root(two_accounts),
+        key.public_key, sha256(key.public_key)[:20], proof_id, proof[-64:], sha256(proof[: PROOF_HEAD.size + 2 + 8]),
+        sha256(transfer_signing), key.sign(transfer_signing), key.sign(ack),
+    ]  # fmt: skip
+    assert len(ack) == 114 and BLOCK_HEADER.size == 124 and len(proof) == 152 + 2 and TRANSFER_BODY.size + 64 == 174
+    missing = [value.hex() for value in computed if value.hex() not in spec]
+    assert not missing, f"docs/protocol.md lacks these vectors (or states others): {missing}"
