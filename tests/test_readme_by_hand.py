@@ -62,7 +62,7 @@ def test_the_readme_block_has_the_shape_this_test_runs() -> None:
 
 
 def test_the_readme_network_by_hand_starts_links_and_stops(tmp_path: Path) -> None:
-    ports = dict(zip(README_PORTS, free_ports(len(README_PORTS))))
+    ports = dict(zip(README_PORTS, free_ports(len(README_PORTS)), strict=True))
     background: list[tuple[subprocess.Popen[bytes], Path]] = []
     try:
         for line in by_hand_commands():
@@ -105,7 +105,7 @@ def wait_for_full_mesh(words: list[str], cwd: Path, background: list[tuple[subpr
         if done.returncode == 0 and peers_of(done.stdout) == 3:
             return
         for proc, log_path in background:
-            assert proc.poll() is None, f"{shlex.join(map(str, proc.args))} exited:\n{log_path.read_text()[-3000:]}"
+            assert proc.poll() is None, f"{proc.args!r} exited:\n{log_path.read_text()[-3000:]}"
         assert time.monotonic() < deadline, f"no full mesh after {CONNECT_DEADLINE_S} s; last status:\n{done.stdout}{done.stderr}"
         time.sleep(0.5)  # polling period of a condition with a deadline
 
@@ -125,4 +125,4 @@ def stop_all(background: list[tuple[subprocess.Popen[bytes], Path]]) -> None:
         try:
             proc.wait(timeout=STOP_TIMEOUT_S)
         except subprocess.TimeoutExpired:
-            raise AssertionError(f"{shlex.join(map(str, proc.args))} ignored SIGTERM:\n{log_path.read_text()[-3000:]}") from None
+            raise AssertionError(f"{proc.args!r} ignored SIGTERM:\n{log_path.read_text()[-3000:]}") from None
