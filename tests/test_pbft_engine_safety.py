@@ -184,3 +184,21 @@ def test_issue_9_schedule_a_poisoned_prepare_cannot_split_honest_chains(tmp_path
     honest = [node for node in range(4) if node != byzantine]
     assert_agreement(net, honest)
     assert all(net.hosts[node].ledger.height == 1 for node in honest), net.heights()
+
+
+def test_a_view_whose_commits_arrived_before_its_new_view_commits_once(tmp_path: Path) -> None:
+    """Found by the simulation (byzantine seed 24): entering the view committed the block, and the
+    engine then advanced the finished round again and committed the same height a second time."""
+    late = OTHERS[0]
+    net = MemoryNetwork(tmp_path)
+    net.give_items(8)
+    net.start()
+    net.deliver(keep=lambda e: type(e.message) is not Prepare)  # view 0 cannot prepare
+    net.clock.advance(1.0)
+    net.deliver(hold=lambda e: e.receiver == late)  # the others move to view 1 and commit there
+    assert all(net.hosts[n].ledger.height == 1 for n in range(4) if n != late)
+    net.deliver(hold=lambda e: type(e.message) is NewView)  # the proposal and the COMMITs come first
+    assert net.hosts[late].ledger.height == 0
+    net.deliver()
+    assert net.hosts[late].ledger.height == 1 and len(net.hosts[late].committed) == 1
+    assert_agreement(net, list(range(4)))

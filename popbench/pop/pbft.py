@@ -331,6 +331,8 @@ class PbftEngine:
         self._advance(target)
 
     def _advance(self, current: Round) -> None:
+        if self.rounds.get(current.view) is not current:
+            return  # a round of a height that has since committed (next_height cleared it)
         proposal = current.proposal
         if proposal is None:
             self._commit_without_proposal(current)
