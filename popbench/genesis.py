@@ -22,6 +22,8 @@ from popbench.errors import ConfigError
 from popbench.model.hashing import address_of
 
 MAX_SCHEDULE_SLOTS = 10_000  # stakes are scaled down until one rotation fits in this many slots
+MAX_NODE_ID = 2**32 - 1  # a node id travels as a u32 (HELLO, votes, certificates)
+MAX_AMOUNT = 2**64 - 1  # balances and stakes are u64 in the state's account records (docs/protocol.md)
 
 
 @dataclass(frozen=True)
@@ -177,7 +179,7 @@ def genesis_from_dict(data: Any, source: str) -> Genesis:
     validators = tuple(_validator(entry, i, source) for i, entry in enumerate(_list(data, "validators", source)))
     if not isinstance(data.get("balances", {}), dict):
         raise ConfigError("must be an object of address: amount", key="balances", source=source)
-    balances = {_hex(k, f"balances.{k}", source, 20): _int(v, f"balances.{k}", source) for k, v in data.get("balances", {}).items()}
+    balances = {_hex(k, f"balances.{k}", source, 20): _int(v, f"balances.{k}", source, MAX_AMOUNT) for k, v in data.get("balances", {}).items()}
     try:
         return Genesis(_chain_name(data.get("chain_name", "popbench"), source), validators, balances, params)
     except ConfigError as err:
@@ -249,9 +251,9 @@ def _validator(entry: Any, index: int, source: str) -> ValidatorInfo:
     if not isinstance(entry, dict):
         raise ConfigError("must be an object", key=key, source=source)
     _check_keys(entry, {"node_id", "public_key", "stake"}, f"{key}.", source)
-    return ValidatorInfo(_int(entry.get("node_id"), f"{key}.node_id", source),
+    return ValidatorInfo(_int(entry.get("node_id"), f"{key}.node_id", source, MAX_NODE_ID),
                          _hex(entry.get("public_key"), f"{key}.public_key", source, 33),
-                         _int(entry.get("stake"), f"{key}.stake", source))  # fmt: skip
+                         _int(entry.get("stake"), f"{key}.stake", source, MAX_AMOUNT))  # fmt: skip
 
 
 def _list(data: dict[str, Any], key: str, source: str) -> list[Any]:
@@ -269,9 +271,11 @@ def _chain_name(value: Any, source: str) -> str:
     return value
 
 
-def _int(value: Any, key: str, source: str) -> int:
+def _int(value: Any, key: str, source: str, maximum: int) -> int:
     if not isinstance(value, int) or isinstance(value, bool) or value < 0:
         raise ConfigError(f"must be a non-negative integer, got {value!r}", key=key, source=source)
+    if value > maximum:
+        raise ConfigError(f"must be at most {maximum}, got {value}", key=key, source=source)
     return value
 
 
