@@ -30,9 +30,15 @@ def register(group: click.Group) -> None:
 @click.option("--output", type=click.Path(dir_okay=False, path_type=Path), required=True,
               help="Genesis file to write; the keys go beside it (genesis.json -> genesis.keys.json).")  # fmt: skip
 @click.option("--seed", default=None, help="Derive the keys from this seed (reproducible); default: a random seed.")
-@click.option("--stake", type=click.IntRange(min=0, max=MAX_AMOUNT), default=DEFAULT_STAKE, show_default=True, help="Stake of every validator.")
 @click.option(
-    "--balance", type=click.IntRange(min=0, max=MAX_AMOUNT), default=DEFAULT_BALANCE, show_default=True, help="Opening balance of every validator."
+    "--stake", type=click.IntRange(min=0, max=MAX_AMOUNT), default=DEFAULT_STAKE, show_default=True, help="Stake of every validator."
+)
+@click.option(
+    "--balance",
+    type=click.IntRange(min=0, max=MAX_AMOUNT),
+    default=DEFAULT_BALANCE,
+    show_default=True,
+    help="Opening balance of every validator.",
 )
 @click.option("--force", is_flag=True, help="Overwrite existing genesis and keys files.")
 def genesis_command(count: int, output: Path, seed: str | None, stake: int, balance: int, force: bool) -> None:
