@@ -36,7 +36,8 @@ FRAME_HEADER = struct.Struct(">IB")  # 2. body length, type
 HELLO_HEAD = struct.Struct(">H32sIB33s32sH")  # 4. HELLO, then listen_host text
 (HELLO, HELLO_ACK, DISCONNECT, SUBMIT, SUBMIT_RESULT, SUBSCRIBE, COMMITTED) = (1, 2, 5, 10, 11, 12, 13)
 (BLOCK_REQUEST, BLOCK_RESPONSE, SNAPSHOT_REQUEST, SNAPSHOT_CHUNK, STATUS_REQUEST, STATUS) = (30, 31, 32, 33, 34, 35)
-ROLE_VALIDATOR, ROLE_CLIENT, KIND_PROOF, ACCEPTED, TOPIC_COMMITS = 0, 2, 0, 0, 1
+ROLE_VALIDATOR, ROLE_CLIENT, KIND_PROOF, TOPIC_COMMITS = 0, 2, 0, 1
+ACCEPTED, REPLAY, MALFORMED, WRONG_CHAIN = 0, 3, 5, 3
 PROOF_HEAD = struct.Struct(">32s33sBIQH")  # 7. proof head
 TRANSFER_BODY = struct.Struct(">32s33s20sQQQB")  # 7. transfer body
 BLOCK_HEADER = struct.Struct(">QQ32sIQ32s32s")  # 8. block header
@@ -280,8 +281,10 @@ async def _submit_and_verify(genesis: dict[str, Any], chain_id: bytes, ports: li
         block = decode_record(await client.committed_record(height))
         _check_block(block, height, block_hash, proof, proof_id, chain_id, validators)
         await _check_state(client, genesis, owner)
+        await _check_malformed_and_replayed(client, proof)
     finally:
         client.close()
+    await _check_wrong_chain_is_refused(ports[1], chain_id)
 
 
 async def _connect(port: int, chain_id: bytes, validators: dict[int, bytes]) -> SpecClient:
@@ -328,6 +331,30 @@ async def _check_state(client: SpecClient, genesis: dict[str, Any], owner: crypt
     owner_account = accounts[sha256(owner.public_key)[:20]]
     reward = genesis["params"]["reward_per_proof"]
     assert owner_account == [reward, 0, reward, 0], "the owner is credited reward_per_proof (balance and rewards)"
+
+
+async def _check_malformed_and_replayed(client: SpecClient, proof: bytes) -> None:
+    """Section 7: a malformed item's id is sha256 of its raw bytes; a committed proof is a replay."""
+    garbage = b"not a proof"
+    await client.send(SUBMIT, struct.pack(">IB", 8, KIND_PROOF) + garbage)
+    assert struct.unpack(">I32sB", await client.read_until(SUBMIT_RESULT)) == (8, sha256(garbage), MALFORMED)
+    await client.send(SUBMIT, struct.pack(">IB", 9, KIND_PROOF) + proof)
+    request_id, _item_id, reason = struct.unpack(">I32sB", await client.read_until(SUBMIT_RESULT))
+    assert (request_id, reason) == (9, REPLAY)
+
+
+async def _check_wrong_chain_is_refused(port: int, chain_id: bytes) -> None:
+    """Section 5: a HELLO for another chain is answered by DISCONNECT(WRONG_CHAIN)."""
+    reader, writer = await asyncio.wait_for(asyncio.open_connection("127.0.0.1", port), ANSWER_TIMEOUT_S)
+    try:
+        client = SpecClient(reader, writer)
+        other_chain = sha256(chain_id)
+        hello = HELLO_HEAD.pack(1, other_chain, 0, ROLE_CLIENT, client.key.public_key, os.urandom(32), 0) + b"\x00"
+        await client.send(HELLO, hello)
+        with pytest.raises(AssertionError, match=f"node disconnected: reason {WRONG_CHAIN},"):
+            await client.read_until(HELLO_ACK)
+    finally:
+        writer.close()
 
 
 # -- the appendix's test vectors --------------------------------------------------------------------
