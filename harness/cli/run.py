@@ -19,12 +19,13 @@ import uvloop
 
 from harness.kinds import Topology
 from harness.metrics import assemble as metrics
-from harness.report import render
-from harness.report.compare import compare, mismatches, safety_regressed
 from harness.profile import Profile, apply_overrides, list_profiles, load_profile
+from harness.report import render
 from harness.report.build import build_report, load_report, write_report
-from harness.run.phases import Run, RunData, new_run_id
+from harness.report.compare import compare, mismatches, safety_regressed
+from harness.report.schema import Report
 from harness.report.score import score as compute_score
+from harness.run.phases import Run, RunData, new_run_id
 from popbench import crypto
 from popbench.kinds import ConsensusKind, values
 
@@ -74,7 +75,7 @@ async def _execute(profile: Profile, run_dir: Path, run_id: str) -> RunData:
     return await run.execute()
 
 
-def _finish(data: RunData) -> dict[str, Any]:
+def _finish(data: RunData) -> Report:
     figures = metrics.compute(data)
     result = compute_score(figures, data.profile.network.nodes)
     report = build_report(data, figures, result)
@@ -88,14 +89,14 @@ def _finish(data: RunData) -> dict[str, Any]:
     return report
 
 
-def _exit_status(report: dict[str, Any], data: RunData, profile: Profile, min_score: float | None) -> int:
+def _exit_status(report: Report, data: RunData, profile: Profile, min_score: float | None) -> int:
     if data.interrupted:
         return EXIT_INTERRUPTED
     if data.error:
         return EXIT_RUN_FAILED
     threshold = min_score if min_score is not None else profile.score.min_score
-    if not report["score"]["passed_safety"] or report["score"]["total"] < threshold:
-        click.echo(f"score {report['score']['total']:.1f} is below the minimum {threshold:g}" if report["score"]["passed_safety"]
+    if not report.score.passed_safety or report.score.total < threshold:
+        click.echo(f"score {report.score.total:.1f} is below the minimum {threshold:g}" if report.score.passed_safety
                    else "safety violation", err=True)  # fmt: skip
         return EXIT_BELOW_MIN_SCORE
     return 0
@@ -134,4 +135,3 @@ def compare_command(baseline: Path, current: Path, tolerance_scale: float) -> No
     if regressions:
         click.echo(f"regressions: {', '.join(regressions)}", err=True)
         sys.exit(EXIT_BELOW_MIN_SCORE)
-

@@ -1,18 +1,18 @@
 """All the metrics of one run, computed from its RunData after the run (docs/metrics.md defines each).
 
-The result is plain data (dicts of numbers and strings) that goes into report.json as it is.
+The result is a typed :class:`~harness.metrics.results.Metrics` tree, the ``metrics`` section of report.json.
 """
 
 from __future__ import annotations
 
-from dataclasses import asdict
 from typing import Any
 
+from harness.host.calibrate import pop_ceiling
 from harness.metrics import mining
 from harness.metrics import network as net
 from harness.metrics import throughput as tp
-from harness.host.calibrate import pop_ceiling
 from harness.metrics.pow import pow_metrics
+from harness.metrics.results import Metrics, Mining, Throughput
 from harness.run.phases import RunData
 from popbench.pow.node import CONFIRMATIONS as POW_CONFIRMATIONS
 
@@ -27,29 +27,28 @@ def steady_window(data: RunData) -> tp.SteadyWindow | None:
     return tp.SteadyWindow(start, end) if end > start else None
 
 
-def compute(data: RunData) -> dict[str, Any]:
+def compute(data: RunData) -> Metrics:
     nodes = data.profile.network.nodes
     steady = steady_window(data)
     run_s = ((data.phases.get("stopped") or data.started_ns) - data.started_ns) / 1e9
     cores = data.calibration.cores if data.calibration else 1
-    crashes = [asdict(crash) for crash in data.crashes]
     planned_kills = {f["node"] for f in data.faults_applied if f["kind"] == "kill"}
     latest = _latest_statuses(data, steady.end_ns if steady else None)
-    return {
-        "connectivity": net.connectivity(latest, data.deployment.get("intended_links", 0), nodes,
-                                         data.phases, data.started_ns, data.final_statuses),  # fmt: skip
-        "throughput": _throughput(data, steady),
-        "invalid_proofs": tp.invalid_outcomes(tp.load_records(data.records_paths)),
-        "consensus": net.consensus(data.samples, (steady.start_ns, steady.end_ns) if steady else (0, 0), data.final_statuses),
-        "work": net.work_per_proof(data.final_statuses),
-        "stability": net.stability(data.final_statuses, crashes, planned_kills, nodes, _node_span_s(data),
-                                   data.safety.as_dict() if data.safety else None),  # fmt: skip
-        "resources": net.resources(data.samples, data.harness_cpu_s, run_s, cores),
-        "mining": _mining(data),
-    }
+    return Metrics(
+        connectivity=net.connectivity(
+            latest, data.deployment.get("intended_links", 0), nodes, data.phases, data.started_ns, data.final_statuses
+        ),
+        throughput=_throughput(data, steady),
+        invalid_proofs=tp.invalid_outcomes(tp.load_records(data.records_paths)),
+        consensus=net.consensus(data.samples, (steady.start_ns, steady.end_ns) if steady else (0, 0), data.final_statuses),
+        work=net.work_per_proof(data.final_statuses),
+        stability=net.stability(data.final_statuses, data.crashes, planned_kills, nodes, _node_span_s(data), data.safety),
+        resources=net.resources(data.samples, data.harness_cpu_s, run_s, cores),
+        mining=_mining(data),
+    )
 
 
-def _mining(data: RunData) -> dict[str, Any] | None:
+def _mining(data: RunData) -> Mining | None:
     """PoW chain metrics, or the PoP mining load when miners ran; None when nothing mined."""
     if data.calibration is None:
         return None
@@ -70,14 +69,10 @@ def _node_span_s(data: RunData) -> float:
     return (ended - began) / 1e9 if began and ended else 0.0
 
 
-def _throughput(data: RunData, steady: tp.SteadyWindow | None) -> dict[str, Any] | None:
+def _throughput(data: RunData, steady: tp.SteadyWindow | None) -> Throughput | None:
     if steady is None or not data.records_paths:
         return None
-    records = tp.load_records(data.records_paths)
-    result = tp.throughput(records, steady, _ceiling(data))
-    result["valid_rejected_by_reason"] = tp.rejections(records)
-    result["expected_commit_delay_ms"] = _expected_commit_delay_ms(data)
-    return result
+    return tp.throughput(tp.load_records(data.records_paths), steady, _ceiling(data), _expected_commit_delay_ms(data))
 
 
 def _ceiling(data: RunData) -> float:

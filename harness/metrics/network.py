@@ -10,8 +10,11 @@ from collections.abc import Callable
 from typing import Any
 
 from harness.kinds import ChildKind
-from harness.observe.collect import ProcessSample, Sample
+from harness.metrics.results import Connectivity, Consensus, Resources, Stability, UssSummary, Work
+from harness.metrics.safety import SafetyCheck
 from harness.metrics.stats import mean_and_stdev, percentile
+from harness.observe.collect import ProcessSample, Sample
+from harness.procs.supervisor import Crash
 
 Edge = frozenset[int]
 
@@ -51,21 +54,21 @@ def _bfs(origin: int, neighbours: dict[int, list[int]]) -> dict[int, int]:
 
 
 def connectivity(statuses: dict[int, dict[str, Any]], intended: int, nodes: int, phases: dict[str, int], started_ns: int,
-                 finals: dict[int, dict[str, Any]]) -> dict[str, Any]:  # fmt: skip
+                 finals: dict[int, dict[str, Any]]) -> Connectivity:  # fmt: skip
     links = observed_links(statuses)
     connected, hops = diameter(set(range(nodes)), links) if statuses else (False, None)
     failures: dict[str, int] = {}
     for status in finals.values():
         for reason, count in status["counters"].get("handshake_failures", {}).items():
             failures[reason] = failures.get(reason, 0) + count
-    return {
-        "intended_links": intended, "links_up": len(links),
-        "links_ratio": len(links) / intended if intended else 1.0,
-        "time_to_connected_s": _since(phases, "connected", started_ns),
-        "time_to_connected_from_fork_s": _since(phases, "connected", phases.get("forking")),
-        "handshake_failures": sum(failures.values()), "handshake_failures_by_reason": failures,
-        "graph_connected": connected, "diameter_hops": hops,
-    }  # fmt: skip
+    return Connectivity(
+        intended_links=intended, links_up=len(links),
+        links_ratio=len(links) / intended if intended else 1.0,
+        time_to_connected_s=_since(phases, "connected", started_ns),
+        time_to_connected_from_fork_s=_since(phases, "connected", phases.get("forking")),
+        handshake_failures=sum(failures.values()), handshake_failures_by_reason=failures,
+        graph_connected=connected, diameter_hops=hops,
+    )  # fmt: skip
 
 
 def _since(phases: dict[str, int], phase: str, origin_ns: int | None) -> float | None:
@@ -75,7 +78,7 @@ def _since(phases: dict[str, int], phase: str, origin_ns: int | None) -> float |
 
 
 # -- consensus and work --------------------------------------------------------------------------------
-def consensus(samples: list[Sample], steady: tuple[int, int], finals: dict[int, dict[str, Any]]) -> dict[str, Any]:
+def consensus(samples: list[Sample], steady: tuple[int, int], finals: dict[int, dict[str, Any]]) -> Consensus:
     inside = [s for s in samples if steady[0] <= s.at_ns <= steady[1] and s.statuses]
     blocks, span_s = 0, 0.0
     if len(inside) >= 2:
@@ -83,20 +86,20 @@ def consensus(samples: list[Sample], steady: tuple[int, int], finals: dict[int, 
         span_s = (inside[-1].at_ns - inside[0].at_ns) / 1e9
     rounds = [s["round_time_s"] for s in finals.values() if s.get("round_time_s", {}).get("count")]
     count = sum(r["count"] for r in rounds)
-    return {
-        "height": max((s["height"] for s in finals.values()), default=0),
-        "blocks_in_steady_window": blocks,
-        "block_interval_s": span_s / blocks if blocks else None,
-        "round_time_mean_s": sum(r["sum"] for r in rounds) / count if count else None,
-        "round_time_max_s": max((r["max"] for r in rounds), default=None),
-    }  # fmt: skip
+    return Consensus(
+        height=max((s["height"] for s in finals.values()), default=0),
+        blocks_in_steady_window=blocks,
+        block_interval_s=span_s / blocks if blocks else None,
+        round_time_mean_s=sum(r["sum"] for r in rounds) / count if count else None,
+        round_time_max_s=max((r["max"] for r in rounds), default=None),
+    )  # fmt: skip
 
 
 def _max_height(sample: Sample) -> int:
     return max(s["height"] for s in sample.statuses.values())
 
 
-def work_per_proof(finals: dict[int, dict[str, Any]]) -> dict[str, Any]:
+def work_per_proof(finals: dict[int, dict[str, Any]]) -> Work:
     """Network-wide counters divided by the proofs committed: counts, not timings, so CI can diff them."""
     committed = max((s["counters"]["proofs_committed"] for s in finals.values()), default=0)
     totals = {"frames": 0, "bytes": 0, "verifications": 0}
@@ -105,46 +108,51 @@ def work_per_proof(finals: dict[int, dict[str, Any]]) -> dict[str, Any]:
         totals["frames"] += sum(counters["frames_out"].values())
         totals["bytes"] += sum(counters["bytes_out"].values())
         totals["verifications"] += counters["signature_verifications"]
-    per = {f"{name}_per_proof": (value / committed if committed else None) for name, value in totals.items()}
-    return {"proofs_committed": committed, **{f"{k}_total": v for k, v in totals.items()}, **per}
+
+    def per_proof(total: int) -> float | None:
+        return total / committed if committed else None
+
+    return Work(proofs_committed=committed, frames_total=totals["frames"], bytes_total=totals["bytes"],
+                verifications_total=totals["verifications"], frames_per_proof=per_proof(totals["frames"]),
+                bytes_per_proof=per_proof(totals["bytes"]), verifications_per_proof=per_proof(totals["verifications"]))  # fmt: skip
 
 
 # -- stability -----------------------------------------------------------------------------------------
-def stability(finals: dict[int, dict[str, Any]], crashes: list[dict[str, Any]], planned_kills: set[int],
-              nodes: int, node_span_s: float, safety: dict[str, Any] | None) -> dict[str, Any]:  # fmt: skip
-    unplanned = [c for c in crashes if c["kind"] == ChildKind.NODE and c["index"] not in planned_kills]
+def stability(finals: dict[int, dict[str, Any]], crashes: list[Crash], planned_kills: set[int],
+              nodes: int, node_span_s: float, safety: SafetyCheck | None) -> Stability:  # fmt: skip
+    unplanned = [c for c in crashes if c.kind == ChildKind.NODE and c.index not in planned_kills]
     views = [s["counters"]["view_changes"] for s in finals.values()]
     height = max((s["height"] for s in finals.values()), default=0)
     uptime = [min(1.0, s["uptime_s"] / node_span_s) for s in finals.values()] if node_span_s > 0 else []
-    return {
-        "nodes_reporting_at_end": len(finals), "nodes": nodes,
-        "uptime_mean": sum(uptime) / nodes if nodes else None,
-        "crashes": crashes, "unplanned_crashes": len(unplanned),
-        "view_changes_max": max(views, default=0), "view_changes_total": sum(views),
-        "protocol_errors": sum(s["counters"]["protocol_errors"] for s in finals.values()),
-        "equivocations_seen": sum(s["counters"].get("equivocations_seen", 0) for s in finals.values()),
-        "consensus_success_rate": height / (height + max(views, default=0)) if height else None,
-        "safety": safety,
-    }  # fmt: skip
+    return Stability(
+        nodes_reporting_at_end=len(finals), nodes=nodes,
+        uptime_mean=sum(uptime) / nodes if nodes else None,
+        crashes=crashes, unplanned_crashes=len(unplanned),
+        view_changes_max=max(views, default=0), view_changes_total=sum(views),
+        protocol_errors=sum(s["counters"]["protocol_errors"] for s in finals.values()),
+        equivocations_seen=sum(s["counters"].get("equivocations_seen", 0) for s in finals.values()),
+        consensus_success_rate=height / (height + max(views, default=0)) if height else None,
+        safety=safety,
+    )  # fmt: skip
 
 
 # -- resources -----------------------------------------------------------------------------------------
-def resources(samples: list[Sample], harness_cpu_s: float, run_s: float, cores: int) -> dict[str, Any]:
+def resources(samples: list[Sample], harness_cpu_s: float, run_s: float, cores: int) -> Resources:
     uss = _latest_uss(samples)
     cpu = _node_cpu_share(samples)
     fds = [p.open_files for p in samples[-1].processes.values()] if samples else []
     uss_mib = sorted(v / 2**20 for v in uss.values())
     mean_cpu, _ = mean_and_stdev(list(cpu.values()))
-    return {
-        "uss_per_node_mib": {"median": percentile(uss_mib, 0.5), "max": uss_mib[-1] if uss_mib else None,
-                             "nodes_measured": len(uss_mib)},
-        "cpu_per_node_percent_mean": mean_cpu,
-        "open_files_per_node_max": max(fds, default=None),
-        "context_switches_per_s_per_node_mean": _mean_rate(samples, lambda p: p.ctx_switches),
-        "harness_cpu_s": harness_cpu_s,
-        "supervisor_cpu_percent_in_window": _supervisor_cpu(samples),
-        "harness_cpu_share": harness_cpu_s / (run_s * cores) if run_s > 0 and cores else None,
-    }  # fmt: skip
+    return Resources(
+        uss_per_node_mib=UssSummary(median=percentile(uss_mib, 0.5), max=uss_mib[-1] if uss_mib else None,
+                                    nodes_measured=len(uss_mib)),
+        cpu_per_node_percent_mean=mean_cpu,
+        open_files_per_node_max=max(fds, default=None),
+        context_switches_per_s_per_node_mean=_mean_rate(samples, lambda p: p.ctx_switches),
+        harness_cpu_s=harness_cpu_s,
+        supervisor_cpu_percent_in_window=_supervisor_cpu(samples),
+        harness_cpu_share=harness_cpu_s / (run_s * cores) if run_s > 0 and cores else None,
+    )  # fmt: skip
 
 
 def _supervisor_cpu(samples: list[Sample]) -> float | None:

@@ -13,14 +13,17 @@
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections import Counter
-from typing import Any
+from typing import Any, NamedTuple
 
 from harness.metrics.pow_chains import StoredChain, heaviest_main_chain
+from harness.metrics.results import BlockInterval, PowMining, Propagation, PropagationShare
 from harness.metrics.stats import mean_and_stdev, percentile
+from popbench.pow.block import PowBlock
 
-SHARES = {"p50_nodes": 0.5, "p90_nodes": 0.9, "all_nodes": 1.0}
+HALF, NINE_TENTHS, ALL = 0.5, 0.9, 1.0  # the shares of the nodes a block's propagation is timed to
 
 
 def block_timelines(chains: dict[int, StoredChain]) -> dict[bytes, tuple[int, list[int]]]:
@@ -36,40 +39,48 @@ def block_timelines(chains: dict[int, StoredChain]) -> dict[bytes, tuple[int, li
     return {h: (miner_of[h], sorted(times)) for h, times in seen.items() if h in miner_of}
 
 
-def propagation(timelines: dict[bytes, tuple[int, list[int]]], nodes_up: int) -> dict[str, Any]:
-    delays: dict[str, list[float]] = {name: [] for name in SHARES}
-    for _miner, times in timelines.values():
-        for name, share in SHARES.items():
-            needed = max(1, math.ceil(share * nodes_up))
-            if len(times) >= needed:
-                delays[name].append((times[needed - 1] - times[0]) / 1e6)
-    result: dict[str, Any] = {"blocks": len(timelines)}
-    for name, values in delays.items():
-        ordered = sorted(values)
-        result[name] = {"blocks_reached": len(values), "p50_ms": percentile(ordered, 0.5),
-                        "p90_ms": percentile(ordered, 0.9), "mean_ms": sum(values) / len(values) if values else None}  # fmt: skip
-    return result
+def propagation(timelines: dict[bytes, tuple[int, list[int]]], nodes_up: int) -> Propagation:
+    return Propagation(blocks=len(timelines), p50_nodes=_share_reached(timelines, math.ceil(HALF * nodes_up)),
+                       p90_nodes=_share_reached(timelines, math.ceil(NINE_TENTHS * nodes_up)),
+                       all_nodes=_share_reached(timelines, math.ceil(ALL * nodes_up)))  # fmt: skip
 
 
-def interval(blocks: dict[bytes, Any], main: list[bytes], target_s: float) -> dict[str, Any]:
+def _share_reached(timelines: dict[bytes, tuple[int, list[int]]], nodes_needed: int) -> PropagationShare:
+    """Over the blocks that reached ``nodes_needed`` nodes: how long after their first sighting they did."""
+    needed = max(1, nodes_needed)
+    delays = sorted((times[needed - 1] - times[0]) / 1e6 for _miner, times in timelines.values() if len(times) >= needed)
+    return PropagationShare(blocks_reached=len(delays), p50_ms=percentile(delays, 0.5), p90_ms=percentile(delays, 0.9),
+                            mean_ms=sum(delays) / len(delays) if delays else None)  # fmt: skip
+
+
+def interval(blocks: dict[bytes, PowBlock], main: list[bytes], target_s: float) -> BlockInterval:
     stamps = [blocks[h].timestamp_ms for h in main if h in blocks and blocks[h].height > 0]
-    gaps = [(b - a) / 1000 for a, b in zip(stamps, stamps[1:])]
+    gaps = [(b - a) / 1000 for a, b in itertools.pairwise(stamps)]
     mean, stdev = mean_and_stdev(gaps)
-    return {"mean_s": mean, "stdev_s": stdev, "target_s": target_s, "gaps": len(gaps)}
+    return BlockInterval(mean_s=mean, stdev_s=stdev, target_s=target_s, gaps=len(gaps))
 
 
-def _blocks_by_hash(chains: dict[int, StoredChain]) -> dict[bytes, Any]:
+def _blocks_by_hash(chains: dict[int, StoredChain]) -> dict[bytes, PowBlock]:
     return {h: entry[3] for chain in chains.values() for h, entry in chain.blocks.items()}
 
 
-def hash_rate(finals: dict[int, dict[str, Any]], hashes_per_s_per_core: float) -> dict[str, Any]:
+class HashRate(NamedTuple):
+    """Every node's grinding, added up (the PoW mining section carries these fields flat)."""
+
+    hashes: int
+    grinding_s: float
+    per_grinding_s: float
+    per_miner: dict[int, float]
+    efficiency: float | None
+
+
+def hash_rate(finals: dict[int, dict[str, Any]], hashes_per_s_per_core: float) -> HashRate:
     sections = {n: s["pow"] for n, s in finals.items() if "pow" in s}
     hashes = sum(p["hashes"] for p in sections.values())
     seconds = sum(p["mining_s"] for p in sections.values())
     per_node = {n: p["hash_rate"] for n, p in sections.items() if p["mining"]}
     rate = hashes / seconds if seconds else 0.0  # per grinding second, i.e. per busy core
-    return {"hashes": hashes, "grinding_s": seconds, "hash_rate_per_grinding_s": rate, "hash_rate_per_miner": per_node,
-            "hash_efficiency": rate / hashes_per_s_per_core if hashes_per_s_per_core else None}  # fmt: skip
+    return HashRate(hashes, seconds, rate, per_node, rate / hashes_per_s_per_core if hashes_per_s_per_core else None)
 
 
 def _predicted_stale(d_ms: float | None, t_s: float | None, miners: int) -> float | None:
@@ -83,7 +94,7 @@ def _predicted_stale(d_ms: float | None, t_s: float | None, miners: int) -> floa
 
 
 def pow_metrics(chains: dict[int, StoredChain], finals: dict[int, dict[str, Any]], target_s: float,
-                hashes_per_s_per_core: float, converged_after_s: float | None) -> dict[str, Any]:  # fmt: skip
+                hashes_per_s_per_core: float, converged_after_s: float | None) -> PowMining:  # fmt: skip
     timelines = block_timelines(chains)
     main = heaviest_main_chain(chains)
     on_main = set(main)
@@ -92,18 +103,20 @@ def pow_metrics(chains: dict[int, StoredChain], finals: dict[int, dict[str, Any]
     prop = propagation(timelines, len(chains))
     blocks = _blocks_by_hash(chains)
     spacing = interval(blocks, main, target_s)
-    d_ms, t_s = prop["all_nodes"]["p50_ms"], spacing["mean_s"]
+    d_ms, t_s = prop.all_nodes.p50_ms, spacing.mean_s
     tips = {s["pow"]["tip_hash"] for s in finals.values() if "pow" in s}
     won = Counter(blocks[h].miner for h in main if h in blocks and blocks[h].height > 0)
     won_or_mining = {n for n, s in finals.items() if s.get("pow", {}).get("mining")} | set(won)
-    return {
-        **hash_rate(finals, hashes_per_s_per_core),
-        "blocks_mined": len(mined), "main_chain_height": len(main) - 1 if main else 0,
-        "stale_blocks": stale, "stale_rate": stale / len(mined) if mined else None,
-        "stale_rate_predicted": _predicted_stale(d_ms, t_s, len(won_or_mining)),
-        "propagation": prop, "block_interval": spacing,
-        "blocks_won_per_miner": dict(sorted(won.items())),
-        "deepest_reorg": max((s["pow"]["deepest_reorg"] for s in finals.values() if "pow" in s), default=0),
-        "reorgs_total": sum(s["pow"]["reorgs"] for s in finals.values() if "pow" in s),
-        "distinct_tips_at_stop": len(tips), "tips_converged_after_window_s": converged_after_s,
-    }  # fmt: skip
+    rate = hash_rate(finals, hashes_per_s_per_core)
+    return PowMining(
+        hashes=rate.hashes, grinding_s=rate.grinding_s, hash_rate_per_grinding_s=rate.per_grinding_s,
+        hash_rate_per_miner=rate.per_miner, hash_efficiency=rate.efficiency,
+        blocks_mined=len(mined), main_chain_height=len(main) - 1 if main else 0,
+        stale_blocks=stale, stale_rate=stale / len(mined) if mined else None,
+        stale_rate_predicted=_predicted_stale(d_ms, t_s, len(won_or_mining)),
+        propagation=prop, block_interval=spacing,
+        blocks_won_per_miner=dict(sorted(won.items())),
+        deepest_reorg=max((s["pow"]["deepest_reorg"] for s in finals.values() if "pow" in s), default=0),
+        reorgs_total=sum(s["pow"]["reorgs"] for s in finals.values() if "pow" in s),
+        distinct_tips_at_stop=len(tips), tips_converged_after_window_s=converged_after_s,
+    )  # fmt: skip

@@ -12,11 +12,11 @@ from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from harness.load.records import NO_ANSWER, ProofRecord, read_records
-from harness.metrics.stats import latency_summary_ms, percentile
 from harness.load.workload import Expect
+from harness.metrics.results import GeneratorLateness, InvalidProofs, LatencySummary, Throughput
+from harness.metrics.stats import percentile
 from popbench.wire import RejectReason
 
 GENERATOR_LATE_WARN_MS = 50.0  # p99 send lateness above this: the generator could not keep up
@@ -43,50 +43,64 @@ def load_records(paths: Iterable[Path]) -> list[ProofRecord]:
     return records
 
 
-def throughput(records: list[ProofRecord], steady: SteadyWindow, ceiling_per_s: float) -> dict[str, Any]:
+def throughput(records: list[ProofRecord], steady: SteadyWindow, ceiling_per_s: float,
+               expected_commit_delay_ms: float | None) -> Throughput:  # fmt: skip
     due = [r for r in records if steady.holds(r.due_ns)]
     sent = [r for r in due if r.sent_ns]
     valid = [r for r in sent if r.expect == Expect.COMMIT]
     committed_in_window = sum(1 for r in records if r.expect == Expect.COMMIT and r.commit_ns and steady.holds(r.commit_ns))
     committed_of_due = [r for r in valid if r.commit_ns]
     per_s = committed_in_window / steady.seconds
-    return {
-        "steady_window_s": steady.seconds,
-        "offered_per_s": len(due) / steady.seconds,
-        "submitted_per_s": len(sent) / steady.seconds,
-        "admitted_per_s": sum(1 for r in sent if r.reason == RejectReason.ACCEPTED) / steady.seconds,
-        "rejected_per_s": sum(1 for r in sent if r.reason not in (RejectReason.ACCEPTED, NO_ANSWER)) / steady.seconds,
-        "committed_per_s": per_s,
-        "valid_submitted": len(valid),
-        "valid_committed": len(committed_of_due),
-        "delivery_ratio": len(committed_of_due) / len(valid) if valid else None,
-        "commit_latency": latency_summary_ms([r.commit_ns - r.due_ns for r in committed_of_due]),
-        "ceiling_per_s": ceiling_per_s,
-        "fraction_of_ceiling": per_s / ceiling_per_s if ceiling_per_s else None,
-        "generator": generator_lateness(sent),
-        "plan_exhausted": bool(records) and all(r.sent_ns for r in records),  # closed loop: the pool ran dry
-    }  # fmt: skip
+    return Throughput(
+        steady_window_s=steady.seconds,
+        offered_per_s=len(due) / steady.seconds,
+        submitted_per_s=len(sent) / steady.seconds,
+        admitted_per_s=sum(1 for r in sent if r.reason == RejectReason.ACCEPTED) / steady.seconds,
+        rejected_per_s=sum(1 for r in sent if r.reason not in (RejectReason.ACCEPTED, NO_ANSWER)) / steady.seconds,
+        committed_per_s=per_s,
+        valid_submitted=len(valid),
+        valid_committed=len(committed_of_due),
+        delivery_ratio=len(committed_of_due) / len(valid) if valid else None,
+        commit_latency=latency_summary_ms([r.commit_ns - r.due_ns for r in committed_of_due]),
+        ceiling_per_s=ceiling_per_s,
+        fraction_of_ceiling=per_s / ceiling_per_s if ceiling_per_s else None,
+        generator=generator_lateness(sent),
+        plan_exhausted=bool(records) and all(r.sent_ns for r in records),  # closed loop: the pool ran dry
+        valid_rejected_by_reason=rejections(records),
+        expected_commit_delay_ms=expected_commit_delay_ms,
+    )  # fmt: skip
 
 
-def generator_lateness(sent: list[ProofRecord]) -> dict[str, Any]:
+def latency_summary_ms(latencies_ns: list[int]) -> LatencySummary:
+    """Nearest-rank order statistics of latencies given in nanoseconds, in milliseconds."""
+    values = sorted(latencies_ns)
+    as_ms = [v / 1e6 for v in values]
+    return LatencySummary(
+        count=len(values),
+        p50_ms=percentile(as_ms, 0.50), p95_ms=percentile(as_ms, 0.95),
+        p99_ms=percentile(as_ms, 0.99), max_ms=as_ms[-1] if as_ms else None,
+        mean_ms=sum(as_ms) / len(as_ms) if as_ms else None,
+    )  # fmt: skip
+
+
+def generator_lateness(sent: list[ProofRecord]) -> GeneratorLateness:
     late_ms = sorted((r.sent_ns - r.due_ns) / 1e6 for r in sent)
     p99 = percentile(late_ms, 0.99)
-    return {"send_late_p50_ms": percentile(late_ms, 0.5), "send_late_p99_ms": p99,
-            "send_late_max_ms": late_ms[-1] if late_ms else None,
-            "fell_behind": p99 is not None and p99 > GENERATOR_LATE_WARN_MS}  # fmt: skip
+    return GeneratorLateness(send_late_p50_ms=percentile(late_ms, 0.5), send_late_p99_ms=p99,
+                             send_late_max_ms=late_ms[-1] if late_ms else None,
+                             fell_behind=p99 is not None and p99 > GENERATOR_LATE_WARN_MS)  # fmt: skip
 
 
-def invalid_outcomes(records: list[ProofRecord]) -> dict[str, Any]:
+def invalid_outcomes(records: list[ProofRecord]) -> InvalidProofs:
     """Every planned invalid proof: how the network answered, and whether any was ever committed."""
     invalid = [r for r in records if r.expect != Expect.COMMIT and r.sent_ns]
-    answers = Counter(_reason_name(r.reason) for r in invalid)
-    return {
-        "sent": len(invalid),
-        "by_kind": dict(Counter(Expect(r.expect).name.lower() for r in invalid)),
-        "answers": dict(answers),
-        "committed": sum(1 for r in invalid if r.commit_ns),
-        "accepted": sum(1 for r in invalid if r.reason == RejectReason.ACCEPTED),
-    }
+    return InvalidProofs(
+        sent=len(invalid),
+        by_kind=dict(Counter(Expect(r.expect).name.lower() for r in invalid)),
+        answers=dict(Counter(_reason_name(r.reason) for r in invalid)),
+        committed=sum(1 for r in invalid if r.commit_ns),
+        accepted=sum(1 for r in invalid if r.reason == RejectReason.ACCEPTED),
+    )
 
 
 def rejections(records: list[ProofRecord]) -> dict[str, int]:

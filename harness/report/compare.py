@@ -8,31 +8,50 @@ tolerance is a regression. Absent figures (a part not exercised) are skipped, ne
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+
+from harness.report.schema import Report
 
 TIMING_TOLERANCE_PERCENT = 10.0
 COUNTER_TOLERANCE_PERCENT = 5.0
+Figure = Callable[[Report], float | None]  # one figure of a report, None where the run did not measure it
 
 
 @dataclass(frozen=True)
 class Watched:
     label: str
-    path: tuple[str, ...]  # keys into report["metrics"] (or the report itself for "score")
+    figure: Figure
     higher_is_better: bool
     tolerance_percent: float
 
 
+def committed_per_s(report: Report) -> float | None:
+    return report.metrics.throughput.committed_per_s if report.metrics.throughput else None
+
+
+def latency_p50_ms(report: Report) -> float | None:
+    return report.metrics.throughput.commit_latency.p50_ms if report.metrics.throughput else None
+
+
+def latency_p99_ms(report: Report) -> float | None:
+    return report.metrics.throughput.commit_latency.p99_ms if report.metrics.throughput else None
+
+
+def hash_efficiency(report: Report) -> float | None:
+    return report.metrics.mining.hash_efficiency if report.metrics.mining else None
+
+
 WATCHED: tuple[Watched, ...] = (
-    Watched("committed proofs/s", ("metrics", "throughput", "committed_per_s"), True, TIMING_TOLERANCE_PERCENT),
-    Watched("commit latency p50 ms", ("metrics", "throughput", "commit_latency", "p50_ms"), False, TIMING_TOLERANCE_PERCENT),
-    Watched("commit latency p99 ms", ("metrics", "throughput", "commit_latency", "p99_ms"), False, TIMING_TOLERANCE_PERCENT),
-    Watched("frames per proof", ("metrics", "work", "frames_per_proof"), False, COUNTER_TOLERANCE_PERCENT),
-    Watched("bytes per proof", ("metrics", "work", "bytes_per_proof"), False, COUNTER_TOLERANCE_PERCENT),
-    Watched("verifications per proof", ("metrics", "work", "verifications_per_proof"), False, COUNTER_TOLERANCE_PERCENT),
-    Watched("time to connected s", ("metrics", "connectivity", "time_to_connected_s"), False, TIMING_TOLERANCE_PERCENT),
-    Watched("hash efficiency", ("metrics", "mining", "hash_efficiency"), True, TIMING_TOLERANCE_PERCENT),
-    Watched("score", ("score", "total"), True, TIMING_TOLERANCE_PERCENT),
+    Watched("committed proofs/s", committed_per_s, True, TIMING_TOLERANCE_PERCENT),
+    Watched("commit latency p50 ms", latency_p50_ms, False, TIMING_TOLERANCE_PERCENT),
+    Watched("commit latency p99 ms", latency_p99_ms, False, TIMING_TOLERANCE_PERCENT),
+    Watched("frames per proof", lambda r: r.metrics.work.frames_per_proof, False, COUNTER_TOLERANCE_PERCENT),
+    Watched("bytes per proof", lambda r: r.metrics.work.bytes_per_proof, False, COUNTER_TOLERANCE_PERCENT),
+    Watched("verifications per proof", lambda r: r.metrics.work.verifications_per_proof, False, COUNTER_TOLERANCE_PERCENT),
+    Watched("time to connected s", lambda r: r.metrics.connectivity.time_to_connected_s, False, TIMING_TOLERANCE_PERCENT),
+    Watched("hash efficiency", hash_efficiency, True, TIMING_TOLERANCE_PERCENT),
+    Watched("score", lambda r: r.score.total, True, TIMING_TOLERANCE_PERCENT),
 )  # fmt: skip
 
 
@@ -45,47 +64,49 @@ class Change:
     regression: bool
 
 
-def lookup(report: dict[str, Any], path: tuple[str, ...]) -> float | None:
-    value: Any = report
-    for key in path:
-        if not isinstance(value, dict) or value.get(key) is None:
-            return None
-        value = value[key]
-    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
-
-
-def compare(baseline: dict[str, Any], current: dict[str, Any], scale: float = 1.0) -> list[Change]:
+def compare(baseline: Report, current: Report, scale: float = 1.0) -> list[Change]:
     """Every watched figure both reports have; ``scale`` multiplies every tolerance."""
     changes = []
     for watched in WATCHED:
-        before, after = lookup(baseline, watched.path), lookup(current, watched.path)
+        before, after = watched.figure(baseline), watched.figure(current)
         if before is None or after is None:
             continue
         percent = (after - before) / abs(before) * 100 if before else 0.0
         worse = -percent if watched.higher_is_better else percent
-        changes.append(Change(watched.label, before, after, percent, worse > watched.tolerance_percent * scale))
+        changes.append(Change(watched.label, float(before), float(after), percent, worse > watched.tolerance_percent * scale))
     return changes
 
 
-def safety_regressed(current: dict[str, Any]) -> bool:
-    return not current.get("score", {}).get("passed_safety", True)
+def safety_regressed(current: Report) -> bool:
+    return not current.score.passed_safety
 
 
-def mismatches(baseline: dict[str, Any], current: dict[str, Any]) -> list[str]:
+def mismatches(baseline: Report, current: Report) -> list[str]:
     """What makes two reports not comparable like for like (the comparison still runs)."""
     found = []
-    for label, path in (("profile", ("profile", "name")), ("nodes", ("deployment", "nodes")),
-                        ("consensus", ("deployment", "consensus")), ("cpu", ("environment", "cpu_model")),
-                        ("cores", ("environment", "cores_logical"))):  # fmt: skip
-        before, after = _get(baseline, path), _get(current, path)
+    for label, facet in (("profile", _profile_name), ("nodes", _nodes), ("consensus", _consensus),
+                         ("cpu", _cpu_model), ("cores", _cores)):  # fmt: skip
+        before, after = facet(baseline), facet(current)
         if before != after:
             found.append(f"{label} differs: {before} vs {after}")
     return found
 
 
-def _get(report: dict[str, Any], path: tuple[str, ...]) -> Any:
-    value: Any = report
-    for key in path:
-        value = value.get(key) if isinstance(value, dict) else None
-    return value
+def _profile_name(report: Report) -> str:
+    return report.profile.name
 
+
+def _nodes(report: Report) -> int | None:
+    return report.deployment.nodes if report.deployment else None
+
+
+def _consensus(report: Report) -> str | None:
+    return report.deployment.consensus if report.deployment else None
+
+
+def _cpu_model(report: Report) -> str:
+    return report.environment.cpu_model
+
+
+def _cores(report: Report) -> int | None:
+    return report.environment.cores_logical

@@ -1,16 +1,18 @@
-"""Renderings of a report dict: console tables and a GitHub-step-summary Markdown file.
+"""Renderings of a report: console tables and a GitHub-step-summary Markdown file.
 
 Rendering only reads the report; ``popbench report PATH`` re-renders a stored one the same way.
 """
 
 from __future__ import annotations
 
-from typing import Any
-
 from tabulate import tabulate
 
+from harness.metrics.results import InvalidProofs, Mining, Record, Throughput
+from harness.report.compare import Change
+from harness.report.schema import Report
 
-def _fmt(value: Any, unit: str = "", digits: int = 1) -> str:
+
+def _fmt(value: object, unit: str = "", digits: int = 1) -> str:
     if value is None:
         return "-"
     if isinstance(value, bool):
@@ -22,95 +24,97 @@ def _fmt(value: Any, unit: str = "", digits: int = 1) -> str:
     return f"{value}{unit}"
 
 
-def headline(report: dict[str, Any]) -> list[tuple[str, str]]:
-    score, dep = report["score"], report["deployment"]
+def headline(report: Report) -> list[tuple[str, str]]:
+    score, dep = report.score, report.deployment
+    network = f"{dep.consensus}, {dep.nodes} nodes, {dep.topology}" if dep else "?, ? nodes, ?"
     return [
-        ("run", report["run_id"]), ("status", report["status"] + (f" ({report['ended_early']})" if report["ended_early"] else "")),
-        ("network", f"{dep.get('consensus', '?')}, {dep.get('nodes', '?')} nodes, {dep.get('topology', '?')}"),
-        ("score", f"{score['total']:.1f} / 100  grade {score['grade']}" + ("" if score["passed_safety"] else "  SAFETY FAILED")),
+        ("run", report.run_id), ("status", report.status + (f" ({report.ended_early})" if report.ended_early else "")),
+        ("network", network),
+        ("score", f"{score.total:.1f} / 100  grade {score.grade}" + ("" if score.passed_safety else "  SAFETY FAILED")),
     ]  # fmt: skip
 
 
-def score_rows(report: dict[str, Any]) -> list[list[str]]:
+def score_rows(report: Report) -> list[list[str]]:
     rows = []
-    for part in report["score"]["parts"]:
-        detail = ", ".join(f"{k} {v:.1f}" for k, v in part["items"].items()) or "; ".join(part["notes"])
-        shown = f"{part['points']:.1f} / {part['max_points']:.0f}" if part["exercised"] else "not exercised"
-        rows.append([part["name"], shown, detail])
+    for part in report.score.parts:
+        detail = ", ".join(f"{item.name} {item.points:.1f}" for item in part.items) or "; ".join(part.notes)
+        shown = f"{part.points:.1f} / {part.max_points:.0f}" if part.exercised else "not exercised"
+        rows.append([part.name, shown, detail])
     return rows
 
 
-def metric_rows(report: dict[str, Any]) -> list[list[str]]:
-    m = report["metrics"]
-    c, s, r, w, k = m["connectivity"], m["stability"], m["resources"], m["work"], m["consensus"]
+def metric_rows(report: Report) -> list[list[str]]:
+    m = report.metrics
+    c, s, r, w, k = m.connectivity, m.stability, m.resources, m.work, m.consensus
     rows = [
-        ["connectivity", "links up / intended", f"{c['links_up']} / {c['intended_links']}"],
-        ["connectivity", "time to all connected", _fmt(c["time_to_connected_s"], " s", 2)],
-        ["connectivity", "graph connected, diameter", f"{_fmt(c['graph_connected'])}, {_fmt(c['diameter_hops'])} hops"],
-        ["connectivity", "handshake failures", _fmt(c["handshake_failures"])],
+        ["connectivity", "links up / intended", f"{c.links_up} / {c.intended_links}"],
+        ["connectivity", "time to all connected", _fmt(c.time_to_connected_s, " s", 2)],
+        ["connectivity", "graph connected, diameter", f"{_fmt(c.graph_connected)}, {_fmt(c.diameter_hops)} hops"],
+        ["connectivity", "handshake failures", _fmt(c.handshake_failures)],
     ]
-    rows += _throughput_rows(m["throughput"], m["invalid_proofs"])
+    rows += _throughput_rows(m.throughput, m.invalid_proofs)
     rows += [
-        ["consensus", "height, block interval", f"{k['height']}, {_fmt(k['block_interval_s'], ' s', 3)}"],
-        ["consensus", "round time mean / max", f"{_fmt(k['round_time_mean_s'], ' s', 3)} / {_fmt(k['round_time_max_s'], ' s', 3)}"],
+        ["consensus", "height, block interval", f"{k.height}, {_fmt(k.block_interval_s, ' s', 3)}"],
+        ["consensus", "round time mean / max", f"{_fmt(k.round_time_mean_s, ' s', 3)} / {_fmt(k.round_time_max_s, ' s', 3)}"],
         ["work", "frames, bytes, verifications per proof",
-         f"{_fmt(w['frames_per_proof'])}, {_fmt(w['bytes_per_proof'], '', 0)}, {_fmt(w['verifications_per_proof'])}"],
-        ["stability", "crashes (unplanned)", f"{len(s['crashes'])} ({s['unplanned_crashes']})"],
-        ["stability", "view changes max / protocol errors", f"{s['view_changes_max']} / {s['protocol_errors']}"],
-        ["stability", "chains agree (safety)", _fmt((s["safety"] or {}).get("agree"))],
-        ["resources", "USS per node median / max", f"{_fmt(r['uss_per_node_mib']['median'], ' MiB')} / {_fmt(r['uss_per_node_mib']['max'], ' MiB')}"],
-        ["resources", "CPU per node mean", _fmt(r["cpu_per_node_percent_mean"], " %")],
-        ["resources", "harness CPU share", _fmt((r["harness_cpu_share"] or 0) * 100, " %")],
+         f"{_fmt(w.frames_per_proof)}, {_fmt(w.bytes_per_proof, '', 0)}, {_fmt(w.verifications_per_proof)}"],
+        ["stability", "crashes (unplanned)", f"{len(s.crashes)} ({s.unplanned_crashes})"],
+        ["stability", "view changes max / protocol errors", f"{s.view_changes_max} / {s.protocol_errors}"],
+        ["stability", "chains agree (safety)", _fmt(s.safety.agree if s.safety else None)],
+        ["resources", "USS per node median / max", f"{_fmt(r.uss_per_node_mib.median, ' MiB')} / {_fmt(r.uss_per_node_mib.max, ' MiB')}"],
+        ["resources", "CPU per node mean", _fmt(r.cpu_per_node_percent_mean, " %")],
+        ["resources", "harness CPU share", _fmt((r.harness_cpu_share or 0) * 100, " %")],
     ]  # fmt: skip
-    rows += _mining_rows(m.get("mining"))
+    rows += _mining_rows(m.mining)
     return rows
 
 
-def _throughput_rows(t: dict[str, Any] | None, invalid: dict[str, Any]) -> list[list[str]]:
+def _throughput_rows(t: Throughput | None, invalid: InvalidProofs) -> list[list[str]]:
     if not t:
         return [["throughput", "no load window", "-"]]
-    lat = t["commit_latency"]
+    lat = t.commit_latency
     return [
-        ["throughput", "offered / committed per s", f"{_fmt(t['offered_per_s'])} / {_fmt(t['committed_per_s'])}"],
-        ["throughput", "fraction of ceiling", f"{_fmt((t['fraction_of_ceiling'] or 0) * 100, ' %', 2)} of {_fmt(t['ceiling_per_s'], '/s', 0)}"],
-        ["throughput", "delivery (valid committed)", f"{t['valid_committed']:,} / {t['valid_submitted']:,}"],
+        ["throughput", "offered / committed per s", f"{_fmt(t.offered_per_s)} / {_fmt(t.committed_per_s)}"],
+        ["throughput", "fraction of ceiling", f"{_fmt((t.fraction_of_ceiling or 0) * 100, ' %', 2)} of {_fmt(t.ceiling_per_s, '/s', 0)}"],
+        ["throughput", "delivery (valid committed)", f"{t.valid_committed:,} / {t.valid_submitted:,}"],
         ["throughput", "commit latency p50/p95/p99/max",
-         " / ".join(_fmt(lat[k], "", 0) for k in ("p50_ms", "p95_ms", "p99_ms", "max_ms")) + " ms"],
-        ["throughput", "generator send lateness p99", _fmt(t["generator"]["send_late_p99_ms"], " ms")],
-        ["throughput", "invalid sent / committed", f"{invalid['sent']} / {invalid['committed']}"],
+         " / ".join(_fmt(v, "", 0) for v in (lat.p50_ms, lat.p95_ms, lat.p99_ms, lat.max_ms)) + " ms"],
+        ["throughput", "generator send lateness p99", _fmt(t.generator.send_late_p99_ms, " ms")],
+        ["throughput", "invalid sent / committed", f"{invalid.sent} / {invalid.committed}"],
     ]  # fmt: skip
 
 
-def _mining_rows(mining: dict[str, Any] | None) -> list[list[str]]:
-    if not mining:
+def _mining_rows(mining: Mining | None) -> list[list[str]]:
+    """Every single-number field of the mining section, in the order the type declares them."""
+    if mining is None:
         return []
-    return [["mining", key.replace("_", " "), _fmt(value, "", 3)] for key, value in mining.items() if not isinstance(value, (dict, list))]
+    values = ((name, getattr(mining, name)) for name in mining.__struct_fields__)
+    return [["mining", name.replace("_", " "), _fmt(value, "", 3)] for name, value in values if not isinstance(value, (dict, list, Record))]
 
 
-def console(report: dict[str, Any]) -> str:
+def console(report: Report) -> str:
     parts = [tabulate(headline(report), tablefmt="plain"), "",
              tabulate(score_rows(report), headers=["part", "points", "detail"], tablefmt="simple"), "",
              tabulate(metric_rows(report), headers=["section", "metric", "value"], tablefmt="simple")]  # fmt: skip
-    if report["issues"]:
-        parts += ["", "issues found:"] + [f"  - {issue}" for issue in report["issues"]]
+    if report.issues:
+        parts += ["", "issues found:"] + [f"  - {issue}" for issue in report.issues]
     return "\n".join(parts)
 
 
-def markdown(report: dict[str, Any]) -> str:
-    lines = [f"## popbench: {report['run_id']}", ""]
+def markdown(report: Report) -> str:
+    lines = [f"## popbench: {report.run_id}", ""]
     lines += [f"- **{name}**: {value}" for name, value in headline(report)]
     lines += ["", "### Score", "", tabulate(score_rows(report), headers=["part", "points", "detail"], tablefmt="github")]
     lines += ["", "### Metrics", "", tabulate(metric_rows(report), headers=["section", "metric", "value"], tablefmt="github")]
-    if report["issues"]:
-        lines += ["", "### Issues found", ""] + [f"- {issue}" for issue in report["issues"]]
-    env = report["environment"]
-    lines += ["", f"<sub>{env['cpu_model']}, {env['cores_logical']} cores, Python {env['python']}, "
-              f"commit {(env['git'].get('commit') or 'unknown')[:12]}; score formula v{report['score']['version']}</sub>", ""]  # fmt: skip
+    if report.issues:
+        lines += ["", "### Issues found", ""] + [f"- {issue}" for issue in report.issues]
+    env = report.environment
+    lines += ["", f"<sub>{env.cpu_model}, {env.cores_logical} cores, Python {env.python}, "
+              f"commit {(env.git.commit or 'unknown')[:12]}; score formula v{report.score.version}</sub>", ""]  # fmt: skip
     return "\n".join(lines)
 
 
-def comparison(changes: list[Any]) -> str:
+def comparison(changes: list[Change]) -> str:
     rows = [[c.label, _fmt(c.baseline, "", 2), _fmt(c.current, "", 2), f"{c.change_percent:+.1f} %",
              "REGRESSION" if c.regression else "ok"] for c in changes]  # fmt: skip
     return tabulate(rows, headers=["figure", "baseline", "current", "change", "verdict"], tablefmt="simple")
-

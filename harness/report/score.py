@@ -9,8 +9,9 @@ committed different blocks at one height) fails the run: score 0, grade F, whate
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, field
-from typing import Any
+
+from harness.metrics.results import Metrics, PowMining, Throughput
+from harness.report.schema import Score, ScoreItem, ScorePart
 
 SCORE_VERSION = 1
 PART_POINTS = 25.0
@@ -30,29 +31,6 @@ STALE_RATE_ZERO = 0.25
 # stability
 CRASH_PENALTY = 5.0
 PROTOCOL_ERRORS_ZERO = 100
-
-
-@dataclass
-class Part:
-    name: str
-    points: float
-    max_points: float
-    exercised: bool = True
-    items: dict[str, float] = field(default_factory=dict)  # item -> points earned
-    notes: list[str] = field(default_factory=list)
-
-
-@dataclass
-class Score:
-    version: int
-    total: float
-    grade: str
-    passed_safety: bool
-    parts: list[Part]
-    notes: list[str]
-
-    def as_dict(self) -> dict[str, Any]:
-        return asdict(self)
 
 
 def clamp01(value: float) -> float:
@@ -75,72 +53,79 @@ def grade(total: float) -> str:
 
 
 # -- the four parts ------------------------------------------------------------------------------------
-def connectivity_part(metrics: dict[str, Any], nodes: int) -> Part:
-    c = metrics["connectivity"]
-    seconds = c["time_to_connected_s"]
+def part(name: str, items: dict[str, float], notes: list[str] | None = None) -> ScorePart:
+    """An exercised part worth PART_POINTS, earning the sum of its items."""
+    return ScorePart(name=name, points=sum(items.values()), max_points=PART_POINTS, exercised=True,
+                     items=[ScoreItem(name=item, points=points) for item, points in items.items()], notes=notes or [])  # fmt: skip
+
+
+def left_out(name: str, note: str, exercised: bool = False) -> ScorePart:
+    """A part that earned nothing, with why (not exercised, or nothing to measure)."""
+    return ScorePart(name=name, points=0.0, max_points=PART_POINTS, exercised=exercised, items=[], notes=[note])
+
+
+def connectivity_part(metrics: Metrics, nodes: int) -> ScorePart:
+    c = metrics.connectivity
+    seconds = c.time_to_connected_s
     good = CONNECT_GOOD_S_BASE + CONNECT_GOOD_S_PER_NODE * nodes
     bad = CONNECT_BAD_S_BASE + CONNECT_BAD_S_PER_NODE * nodes
-    items = {
-        "links_up": 15 * clamp01(c["links_ratio"]),
-        "graph_connected": 5.0 if c["graph_connected"] else 0.0,
+    return part("connectivity", {
+        "links_up": 15 * clamp01(c.links_ratio),
+        "graph_connected": 5.0 if c.graph_connected else 0.0,
         "time_to_connected": 5 * linear(seconds, good, bad) if seconds is not None else 0.0,
-    }
-    return Part("connectivity", sum(items.values()), PART_POINTS, True, items)
+    })  # fmt: skip
 
 
-def latency_thresholds_ms(throughput: dict[str, Any]) -> tuple[float, float]:
+def latency_thresholds_ms(throughput: Throughput) -> tuple[float, float]:
     """(good, bad) p99 commit latency. PoW commits k blocks deep, so its curve starts from that delay."""
-    expected = throughput.get("expected_commit_delay_ms")
+    expected = throughput.expected_commit_delay_ms
     if expected:
         return max(LATENCY_GOOD_MS, POW_LATENCY_GOOD_FACTOR * expected), max(LATENCY_BAD_MS, POW_LATENCY_BAD_FACTOR * expected)
     return LATENCY_GOOD_MS, LATENCY_BAD_MS
 
 
-def throughput_part(metrics: dict[str, Any]) -> Part:
-    t = metrics["throughput"]
+def throughput_part(metrics: Metrics) -> ScorePart:
+    t = metrics.throughput
     if t is None:
-        return Part("throughput", 0.0, PART_POINTS, False, {}, ["not exercised: no submission load in this run"])
-    if not t["valid_submitted"]:
-        return Part("throughput", 0.0, PART_POINTS, True, {}, ["no valid proof was submitted in the steady window"])
-    p99 = t["commit_latency"]["p99_ms"]
+        return left_out("throughput", "not exercised: no submission load in this run")
+    if not t.valid_submitted:
+        return left_out("throughput", "no valid proof was submitted in the steady window", exercised=True)
+    p99 = t.commit_latency.p99_ms
     items = {
-        "delivery": 10 * clamp01(t["delivery_ratio"] or 0.0),
+        "delivery": 10 * clamp01(t.delivery_ratio or 0.0),
         "latency_p99": 10 * log_scaled(p99, *latency_thresholds_ms(t)) if p99 is not None else 0.0,
-        "ceiling_headroom": 5 * clamp01((t["fraction_of_ceiling"] or 0.0) / CEILING_FRACTION_FULL),
+        "ceiling_headroom": 5 * clamp01((t.fraction_of_ceiling or 0.0) / CEILING_FRACTION_FULL),
     }
-    notes = ["the load generator fell behind its schedule"] if t["generator"]["fell_behind"] else []
-    return Part("throughput", sum(items.values()), PART_POINTS, True, items, notes)
+    return part("throughput", items, ["the load generator fell behind its schedule"] if t.generator.fell_behind else [])
 
 
-def mining_part(metrics: dict[str, Any]) -> Part:
-    m = metrics.get("mining")
-    if not m:
-        return Part("mining", 0.0, PART_POINTS, False, {}, ["not exercised: no miners and no proof-of-work in this run"])
-    items = {"hash_efficiency": 10 * clamp01((m.get("hash_efficiency") or 0.0) / HASH_EFFICIENCY_FULL)}
-    interval = m.get("block_interval")
-    if interval and interval.get("mean_s") and interval.get("target_s"):
-        error = abs(interval["mean_s"] / interval["target_s"] - 1.0)
+def mining_part(metrics: Metrics) -> ScorePart:
+    m = metrics.mining
+    if m is None:
+        return left_out("mining", "not exercised: no miners and no proof-of-work in this run")
+    items = {"hash_efficiency": 10 * clamp01((m.hash_efficiency or 0.0) / HASH_EFFICIENCY_FULL)}
+    if isinstance(m, PowMining) and m.block_interval.mean_s and m.block_interval.target_s:
+        error = abs(m.block_interval.mean_s / m.block_interval.target_s - 1.0)
         items["block_interval"] = 10 * linear(error, 0.0, INTERVAL_ERROR_ZERO)
-        items["stale_rate"] = 5 * linear(m.get("stale_rate") or 0.0, 0.0, STALE_RATE_ZERO)
+        items["stale_rate"] = 5 * linear(m.stale_rate or 0.0, 0.0, STALE_RATE_ZERO)
     else:
-        items["hash_efficiency"] *= 2.5  # PoP mining load: efficiency is the whole part
-    return Part("mining", sum(items.values()), PART_POINTS, True, items)
+        items["hash_efficiency"] *= 2.5  # PoP mining load (or no block gaps yet): efficiency is the whole part
+    return part("mining", items)
 
 
-def stability_part(metrics: dict[str, Any]) -> Part:
-    s = metrics["stability"]
-    success = s["consensus_success_rate"]
-    items = {
-        "uptime": 10 * clamp01(s["uptime_mean"] or 0.0),
-        "no_unplanned_crashes": max(0.0, 5 - CRASH_PENALTY * s["unplanned_crashes"]),
-        "protocol_errors": 5 * linear(s["protocol_errors"], 0, PROTOCOL_ERRORS_ZERO),
+def stability_part(metrics: Metrics) -> ScorePart:
+    s = metrics.stability
+    success = s.consensus_success_rate
+    return part("stability", {
+        "uptime": 10 * clamp01(s.uptime_mean or 0.0),
+        "no_unplanned_crashes": max(0.0, 5 - CRASH_PENALTY * s.unplanned_crashes),
+        "protocol_errors": 5 * linear(s.protocol_errors, 0, PROTOCOL_ERRORS_ZERO),
         "consensus_success": 5 * clamp01(success) if success is not None else 0.0,
-    }
-    return Part("stability", sum(items.values()), PART_POINTS, True, items)
+    })  # fmt: skip
 
 
 # -- the total -----------------------------------------------------------------------------------------
-def score(metrics: dict[str, Any], nodes: int) -> Score:
+def score(metrics: Metrics, nodes: int) -> Score:
     parts = [connectivity_part(metrics, nodes), throughput_part(metrics), mining_part(metrics), stability_part(metrics)]
     exercised = [p for p in parts if p.exercised]
     scale = 100.0 / sum(p.max_points for p in exercised)
@@ -148,8 +133,8 @@ def score(metrics: dict[str, Any], nodes: int) -> Score:
     notes = [f"{p.name}: {note}" for p in parts for note in p.notes]
     if scale != 1.0:
         notes.append(f"parts not exercised are left out; the rest are scaled by {scale:.3f} to total 100")
-    safety = (metrics["stability"].get("safety") or {}).get("agree", True)
+    safety = metrics.stability.safety is None or metrics.stability.safety.agree
     if not safety:
         notes.append("SAFETY VIOLATION: nodes committed different blocks at the same height; the run fails")
         total = 0.0
-    return Score(SCORE_VERSION, total, grade(total), safety, parts, notes)
+    return Score(version=SCORE_VERSION, total=total, grade=grade(total), passed_safety=safety, parts=parts, notes=notes)

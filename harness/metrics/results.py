@@ -1,0 +1,214 @@
+"""The typed results of the metric functions: the ``metrics`` section of report.json (schema version 2).
+
+Each section of docs/metrics.md is one type here, and every field is defined there under its own name
+(a test walks these types and checks). The types are frozen msgspec Structs; a crash and the safety
+check are the harness's own dataclasses, embedded as they are so that each is defined once. The report
+is encoded, decoded and described as JSON Schema from these definitions alone (docs/design.md, "Report
+types"). Field order is the order the report prints them in.
+"""
+
+from __future__ import annotations
+
+import msgspec
+
+from harness.metrics.safety import SafetyCheck
+from harness.procs.supervisor import Crash
+
+
+class Record(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """The base of every report type: immutable, encoded in field order, decoded strictly (an unknown
+    field is an error). Subclasses repeat ``frozen=True`` for mypy and say ``kw_only=True`` themselves:
+    msgspec applies it only to the fields of the class that declares it."""
+
+
+# -- connectivity --------------------------------------------------------------------------------------
+class Connectivity(Record, frozen=True, kw_only=True):
+    intended_links: int
+    links_up: int
+    links_ratio: float
+    time_to_connected_s: float | None
+    time_to_connected_from_fork_s: float | None
+    handshake_failures: int
+    handshake_failures_by_reason: dict[str, int]
+    graph_connected: bool
+    diameter_hops: int | None
+
+
+# -- throughput ----------------------------------------------------------------------------------------
+class LatencySummary(Record, frozen=True, kw_only=True):
+    """Nearest-rank order statistics of a set of latencies, in milliseconds (None when there are none)."""
+
+    count: int
+    p50_ms: float | None
+    p95_ms: float | None
+    p99_ms: float | None
+    max_ms: float | None
+    mean_ms: float | None
+
+
+class GeneratorLateness(Record, frozen=True, kw_only=True):
+    """How late the load generator sent proofs against their due times."""
+
+    send_late_p50_ms: float | None
+    send_late_p99_ms: float | None
+    send_late_max_ms: float | None
+    fell_behind: bool
+
+
+class Throughput(Record, frozen=True, kw_only=True):
+    steady_window_s: float
+    offered_per_s: float
+    submitted_per_s: float
+    admitted_per_s: float
+    rejected_per_s: float
+    committed_per_s: float
+    valid_submitted: int
+    valid_committed: int
+    delivery_ratio: float | None
+    commit_latency: LatencySummary
+    ceiling_per_s: float
+    fraction_of_ceiling: float | None
+    generator: GeneratorLateness
+    plan_exhausted: bool
+    valid_rejected_by_reason: dict[str, int]
+    expected_commit_delay_ms: float | None
+
+
+class InvalidProofs(Record, frozen=True, kw_only=True):
+    sent: int
+    by_kind: dict[str, int]
+    answers: dict[str, int]
+    committed: int
+    accepted: int
+
+
+# -- consensus and work --------------------------------------------------------------------------------
+class Consensus(Record, frozen=True, kw_only=True):
+    height: int
+    blocks_in_steady_window: int
+    block_interval_s: float | None
+    round_time_mean_s: float | None
+    round_time_max_s: float | None
+
+
+class Work(Record, frozen=True, kw_only=True):
+    proofs_committed: int
+    frames_total: int
+    bytes_total: int
+    verifications_total: int
+    frames_per_proof: float | None
+    bytes_per_proof: float | None
+    verifications_per_proof: float | None
+
+
+# -- stability -----------------------------------------------------------------------------------------
+class Stability(Record, frozen=True, kw_only=True):
+    nodes_reporting_at_end: int
+    nodes: int
+    uptime_mean: float | None
+    crashes: list[Crash]
+    unplanned_crashes: int
+    view_changes_max: int
+    view_changes_total: int
+    protocol_errors: int
+    equivocations_seen: int
+    consensus_success_rate: float | None
+    safety: SafetyCheck | None
+    unexpected_exceptions: int = 0  # summed over the nodes' final STATUS (popbench.loop_exceptions)
+
+
+# -- resources -----------------------------------------------------------------------------------------
+class UssSummary(Record, frozen=True, kw_only=True):
+    median: float | None
+    max: float | None
+    nodes_measured: int
+
+
+class Resources(Record, frozen=True, kw_only=True):
+    uss_per_node_mib: UssSummary
+    cpu_per_node_percent_mean: float | None
+    open_files_per_node_max: int | None
+    context_switches_per_s_per_node_mean: float | None
+    harness_cpu_s: float
+    supervisor_cpu_percent_in_window: float | None
+    harness_cpu_share: float | None
+
+
+# -- mining --------------------------------------------------------------------------------------------
+class PopMining(Record, frozen=True, kw_only=True, tag="pop", tag_field="kind"):
+    """The PoP miners' load: hash rate, efficiency and what became of the proofs they found."""
+
+    miners: int
+    miners_reporting: int
+    hash_rate_total: float
+    hash_rate_per_miner: list[float]
+    hash_efficiency: float | None
+    wall_efficiency: float | None
+    proofs_found: int
+    proofs_accepted: int
+    proofs_rejected: int
+    proofs_committed: int
+    mined_commit_latency_p50_ms: float | None
+    mined_commit_latency_p99_ms: float | None
+
+
+class PropagationShare(Record, frozen=True, kw_only=True):
+    """Delays for blocks to reach one share of the nodes, over the blocks that reached it."""
+
+    blocks_reached: int
+    p50_ms: float | None
+    p90_ms: float | None
+    mean_ms: float | None
+
+
+class Propagation(Record, frozen=True, kw_only=True):
+    blocks: int
+    p50_nodes: PropagationShare
+    p90_nodes: PropagationShare
+    all_nodes: PropagationShare
+
+
+class BlockInterval(Record, frozen=True, kw_only=True):
+    mean_s: float | None
+    stdev_s: float | None
+    target_s: float
+    gaps: int
+
+
+class PowMining(Record, frozen=True, kw_only=True, tag="pow", tag_field="kind"):
+    """A proof-of-work chain's behaviour, read back from every node's database."""
+
+    hashes: int
+    grinding_s: float
+    hash_rate_per_grinding_s: float
+    hash_rate_per_miner: dict[int, float]
+    hash_efficiency: float | None
+    blocks_mined: int
+    main_chain_height: int
+    stale_blocks: int
+    stale_rate: float | None
+    stale_rate_predicted: float | None
+    propagation: Propagation
+    block_interval: BlockInterval
+    blocks_won_per_miner: dict[int, int]
+    deepest_reorg: int
+    reorgs_total: int
+    distinct_tips_at_stop: int
+    tips_converged_after_window_s: float | None
+
+
+Mining = PopMining | PowMining
+
+
+# -- all of them ---------------------------------------------------------------------------------------
+class Metrics(Record, frozen=True, kw_only=True):
+    """Every figure of one run; a section is None when the run did not exercise it."""
+
+    connectivity: Connectivity
+    throughput: Throughput | None
+    invalid_proofs: InvalidProofs
+    consensus: Consensus
+    work: Work
+    stability: Stability
+    resources: Resources
+    mining: Mining | None

@@ -1,0 +1,124 @@
+"""report.json is a typed, versioned contract: the shipped JSON Schema is the types', a real run's report
+passes both a strict decode and the schema, version-1 reports load, and docs/metrics.md defines every field.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+import subprocess
+import sys
+import typing
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import msgspec
+import orjson
+import pytest
+
+from harness.metrics.results import Metrics, PopMining, PowMining
+from harness.report.build import encode_report, load_report
+from harness.report.schema import SCHEMA_PATH, SCHEMA_VERSION, Report, json_schema, json_schema_text
+from harness.report.score import score
+from harness.report.upgrade import decode_report
+from popbench.errors import HarnessError
+
+FIXTURES = Path(__file__).parent / "fixtures"
+V1_REPORTS = sorted(FIXTURES.glob("report_v1_*.json"))
+METRICS_DOC = Path(__file__).resolve().parent.parent / "docs" / "metrics.md"
+RUN_TIMEOUT_S = 150.0
+
+
+def test_the_shipped_json_schema_is_the_one_the_types_generate() -> None:
+    assert SCHEMA_PATH.read_text() == json_schema_text(), "stale: run `python -m harness.report.schema`"
+
+
+@pytest.mark.parametrize("path", V1_REPORTS, ids=lambda p: p.stem)
+def test_a_version_1_report_loads_with_every_figure_unchanged(path: Path) -> None:
+    stored = orjson.loads(path.read_bytes())
+    report = load_report(path)
+    assert stored["schema_version"] == 1 and report.schema_version == SCHEMA_VERSION
+    assert report.run_id == stored["run_id"] and report.profile.name == stored["profile"]["name"]
+    metrics = orjson.loads(msgspec.json.encode(report.metrics))
+    for section in ("connectivity", "throughput", "invalid_proofs", "consensus", "work", "resources"):
+        assert metrics[section] == stored["metrics"][section], section
+    assert (metrics["mining"] and {k: v for k, v in metrics["mining"].items() if k != "kind"}) == stored["metrics"]["mining"]
+    assert report.score.total == stored["score"]["total"]
+    for part, stored_part in zip(report.score.parts, stored["score"]["parts"], strict=True):
+        assert {item.name: item.points for item in part.items} == stored_part["items"]
+    mining = stored["metrics"]["mining"]
+    expected_kind = None if mining is None else PowMining if "blocks_mined" in mining else PopMining
+    assert (type(report.metrics.mining) if report.metrics.mining else None) is expected_kind
+
+
+@pytest.mark.parametrize("path", V1_REPORTS, ids=lambda p: p.stem)
+def test_the_score_formula_reproduces_a_version_1_score_from_its_upgraded_metrics(path: Path) -> None:
+    report = load_report(path)
+    assert report.deployment is not None
+    assert score(report.metrics, report.deployment.nodes) == report.score
+
+
+@pytest.mark.parametrize("path", V1_REPORTS, ids=lambda p: p.stem)
+def test_an_upgraded_report_is_written_as_a_valid_current_report(path: Path) -> None:
+    report = load_report(path)
+    written = encode_report(report)
+    jsonschema.validate(orjson.loads(written), json_schema())
+    assert decode_report(written) == report
+
+
+def test_an_unknown_field_or_version_is_refused_with_the_file_named(tmp_path: Path) -> None:
+    current = orjson.loads(encode_report(load_report(V1_REPORTS[0])))
+    current["metrics"]["work"]["frames_per_prof"] = 1.0
+    misspelt = tmp_path / "misspelt.json"
+    misspelt.write_bytes(orjson.dumps(current))
+    with pytest.raises(HarnessError, match=r"misspelt\.json.*frames_per_prof"):
+        load_report(misspelt)
+    future = tmp_path / "future.json"
+    future.write_bytes(orjson.dumps({"schema_version": SCHEMA_VERSION + 1}))
+    with pytest.raises(HarnessError, match="schema version"):
+        load_report(future)
+
+
+def test_a_real_smoke_run_writes_a_report_that_passes_the_types_and_the_schema(tmp_path: Path) -> None:
+    run_dir = tmp_path / "run"
+    command = [str(Path(sys.executable).parent / "popbench"), "run", "--profile", "smoke", "--duration", "4", "--output", str(run_dir)]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=RUN_TIMEOUT_S, check=False)
+    assert done.returncode == 0, done.stdout + done.stderr
+    raw = (run_dir / "report.json").read_bytes()
+    report = msgspec.json.decode(raw, type=Report)  # strict: every field typed, no unknown field
+    jsonschema.validate(orjson.loads(raw), orjson.loads(SCHEMA_PATH.read_bytes()))
+    assert report.schema_version == SCHEMA_VERSION and report.status == "complete"
+    assert report.metrics.throughput is not None and report.metrics.throughput.valid_committed > 0
+
+
+# -- docs/metrics.md -------------------------------------------------------------------------------------
+def field_names(root: Any) -> dict[str, set[str]]:
+    """Every type reachable from ``root`` (Structs and dataclasses, through unions and containers) -> its fields."""
+    found: dict[str, set[str]] = {}
+    pending = [root]
+    while pending:
+        kind = pending.pop()
+        if isinstance(kind, type) and issubclass(kind, msgspec.Struct):
+            names = set(kind.__struct_fields__)
+        elif isinstance(kind, type) and dataclasses.is_dataclass(kind):
+            names = {f.name for f in dataclasses.fields(kind)}
+        else:
+            pending += typing.get_args(kind)
+            continue
+        if kind.__name__ not in found:
+            found[kind.__name__] = names
+            pending += typing.get_type_hints(kind).values()
+    return found
+
+
+def documented_names(text: str) -> set[str]:
+    """Every identifier inside a backtick span (`metrics.throughput`, `propagation.{p50_nodes,all_nodes}`)."""
+    return {word for span in re.findall(r"`([^`]+)`", text) for word in re.findall(r"[A-Za-z_][A-Za-z0-9_]*", span)}
+
+
+def test_docs_metrics_md_names_every_field_of_the_metrics_tree() -> None:
+    documented = documented_names(METRICS_DOC.read_text())
+    missing = {kind: sorted(names - documented) for kind, names in field_names(Metrics).items() if names - documented}
+    assert not missing, f"docs/metrics.md does not name these fields (in backticks): {missing}"
+    assert len(field_names(Metrics)) > 15  # the walk reached the nested types
