@@ -81,6 +81,7 @@ class MemoryHost:
         self.counters = NodeCounters()
         self.committed: list[CommittedBlock] = []
         self.catch_up_requests: list[int] = []
+        self.item_requests: list[tuple[int, list[bytes]]] = []
 
     def broadcast(self, message: Message) -> None:
         for peer in self.net.hosts:
@@ -99,6 +100,7 @@ class MemoryHost:
         self.mempool.remove([*record.block.proof_ids, *record.block.transfer_ids])
 
     def request_items(self, node_id: int, kind: ItemKind, ids: list[bytes]) -> None:
+        self.item_requests.append((node_id, ids))
         peer = self.net.hosts[node_id].mempool
         found = [item for item in (peer.get(i) for i in ids) if item is not None]
         for item in found:

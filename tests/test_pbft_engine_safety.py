@@ -202,3 +202,19 @@ def test_a_view_whose_commits_arrived_before_its_new_view_commits_once(tmp_path:
     net.deliver()
     assert net.hosts[late].ledger.height == 1 and len(net.hosts[late].committed) == 1
     assert_agreement(net, list(range(4)))
+
+
+def test_a_leader_re_proposing_a_block_it_never_saw_fetches_its_items_from_the_certificate(tmp_path: Path) -> None:
+    net = MemoryNetwork(tmp_path)
+    net.give_items(8, nodes=[n for n in range(4) if n != L1])
+    net.start()
+    # view 0: the next leader hears nothing of it; the other three prepare (and lock) but no COMMIT flows
+    net.deliver(keep=lambda e: L1 not in (e.sender, e.receiver) and not is_commit(e))
+    locked = net.engines[L0].prepared
+    assert locked is not None and len(net.hosts[L1].mempool) == 0
+    net.clock.advance(1.0)
+    net.deliver()
+    asked = {node for node, _ in net.hosts[L1].item_requests}
+    assert asked and asked <= set(locked.votes) - {L1}
+    assert net.hosts[L1].ledger.head_hash == locked.proposal.block.hash
+    assert_agreement(net, list(range(4)))
