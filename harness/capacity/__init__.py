@@ -1,0 +1,6 @@
+"""Capacity planning: how many validators this host carries, at what rate and latency (docs/capacity.md).
+
+``points`` (one run and its verdict), ``search`` (probe, bracket, bisect, verify), ``store`` (sweep.json,
+resume), ``model`` (the CPU cost model and the planner), ``plots`` and ``render`` (terminal and HTML),
+``sweep`` (ties them together for ``popbench sweep``). Nothing here knows how a run is performed.
+"""
