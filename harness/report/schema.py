@@ -20,8 +20,10 @@ from typing import Any, Literal
 import msgspec
 
 from harness.host.calibrate import Calibration
+from harness.kinds import FaultKind, Topology
 from harness.metrics.results import Metrics, Record
 from harness.profile import Profile
+from popbench.kinds import ConsensusKind
 
 SCHEMA_VERSION = 2
 SCHEMA_PATH = Path(__file__).resolve().parent.parent.parent / "docs" / "report.schema.json"
@@ -60,9 +62,9 @@ class Score(Record, frozen=True, kw_only=True):
 class DeploymentSummary(Record, frozen=True, kw_only=True):
     """What the run deployed (harness/host/deploy.py, ``Deployment.describe``)."""
 
-    consensus: str
+    consensus: ConsensusKind
     nodes: int
-    topology: str
+    topology: Topology
     intended_links: int
     discover_by_peer_exchange: bool
     regions: list[str]
@@ -75,7 +77,7 @@ class DeploymentSummary(Record, frozen=True, kw_only=True):
 class AppliedFault(Record, frozen=True, kw_only=True):
     """A timed fault as applied (harness/run/faults.py): a restart names the new pid, or why it failed."""
 
-    kind: str
+    kind: FaultKind
     node: int
     at_ns: int
     planned_at_s: float
