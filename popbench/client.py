@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 from collections import deque
 from collections.abc import Callable, Mapping
-from typing import Any, TypeVar
+from typing import TypeVar
 
 from popbench import crypto
 from popbench.counters import NodeCounters
@@ -32,6 +32,7 @@ from popbench.wire import (
     SubmitResult,
     Subscribe,
 )
+from popbench.wire.status import AnyStatus, decode_status
 
 CONNECT_TIMEOUT_S = 10.0
 REQUEST_TIMEOUT_S = 30.0
@@ -120,10 +121,11 @@ class NodeClient:
         except asyncio.TimeoutError as err:
             raise ClientError(f"no {answer_type.__name__} within {timeout_s} s") from err
 
-    async def status(self, timeout_s: float = REQUEST_TIMEOUT_S) -> dict[str, Any]:
+    async def status(self, timeout_s: float = REQUEST_TIMEOUT_S) -> AnyStatus:
+        """The node's typed STATUS (a PopStatus or a PowStatus); ProtocolError if it is malformed."""
         answer = await self.request(StatusRequest(), timeout_s)
         assert isinstance(answer, Status)
-        return answer.payload
+        return decode_status(answer.payload)
 
     def subscribe(self, topics: int) -> None:
         self.send(Subscribe(topics))

@@ -8,17 +8,23 @@ are up, which the harness waits for.
 from __future__ import annotations
 
 import asyncio
+import os
 import time
 from collections.abc import Callable
 from typing import Any
 
+import msgspec
+
+from popbench import crypto
 from popbench.counters import NodeCounters
+from popbench.loop_exceptions import unexpected_exceptions
 from popbench.net.connection import Connection, Identity
 from popbench.net.discovery import PeerDiscovery
 from popbench.net.peers import PeerManager, bind_listener
 from popbench.node_config import NodeConfig, Reporter
 from popbench.store import Store, node_database
 from popbench.wire import DisconnectReason, Message, Ping, Pong, Status, StatusRequest
+from popbench.wire.status import AnyStatus, CounterTotals, SharedStatusFields, status_to_json_object
 
 Handler = Callable[[Connection, Any], None]
 
@@ -30,6 +36,7 @@ class NodeBase:
     discovery: PeerDiscovery
     report: Reporter
     store: Store
+    commit_times_ns: list[int]
     _tasks: list[asyncio.Task[None]]
     _handlers: dict[type[Message], Handler]
     _connected_reported: bool = False
@@ -68,8 +75,21 @@ class NodeBase:
         await self.peers.close()
         self.store.close()
 
-    def status(self) -> dict[str, Any]:
+    def status(self) -> AnyStatus:
+        """This node's STATUS; building it reads the node and changes nothing."""
         raise NotImplementedError
+
+    def shared_status_fields(self) -> SharedStatusFields:
+        """The STATUS fields both node kinds fill the same way (popbench.wire.status.NodeStatus)."""
+        return SharedStatusFields(
+            node_id=self.node_id, role=self.config.role.name.lower(), pid=os.getpid(),
+            uptime_s=(time.time_ns() - self.started_ns) / 1e9,
+            peers=len(self.peers.links), peer_ids=sorted(self.peers.links), clients=len(self.peers.clients),
+            crypto_backend=crypto.backend_name(),
+            last_commit_ns=self.commit_times_ns[-1] if self.commit_times_ns else 0,
+            counters=msgspec.convert(self.counters.as_dict(), CounterTotals),
+            unexpected_exceptions=unexpected_exceptions(),
+        )  # fmt: skip
 
     def message_from(self, conn: Connection, message: Message) -> None:
         handler = self._handlers.get(type(message))
@@ -79,7 +99,7 @@ class NodeBase:
         handler(conn, message)
 
     def _on_status_request(self, conn: Connection, message: StatusRequest) -> None:
-        conn.send(Status(self.status()))
+        conn.send(Status(status_to_json_object(self.status())))
 
     def _on_ping(self, conn: Connection, message: Ping) -> None:
         conn.send(Pong(message.nonce, message.sent_ns))

@@ -1,7 +1,8 @@
 """Run one node process in the foreground: a fresh uvloop loop, signal handling, periodic status.
 
 Used by ``popbench node`` and by the harness's node children (after fork, a child never reuses the
-supervisor's loop: it builds its own here).
+supervisor's loop: it builds its own here). The loop counts every exception that reaches it
+(popbench.loop_exceptions); the count is in the node's STATUS.
 """
 
 from __future__ import annotations
@@ -9,14 +10,15 @@ from __future__ import annotations
 import asyncio
 import signal
 from collections.abc import Callable
-from typing import Any
 
 import uvloop
 
+from popbench.loop_exceptions import install_exception_counter
 from popbench.node_config import NodeConfig, Reporter
 from popbench.node_factory import AnyNode, make_node
+from popbench.wire.status import AnyStatus
 
-StatusSink = Callable[[dict[str, Any]], None]
+StatusSink = Callable[[AnyStatus], None]
 
 
 def run_node_forever(
@@ -24,14 +26,15 @@ def run_node_forever(
     report: Reporter | None = None,
     status_every_s: float | None = None,
     on_status: StatusSink | None = None,
-) -> dict[str, Any]:
+) -> AnyStatus:
     """Serve until SIGINT or SIGTERM; returns the node's final status (its metrics summary)."""
     return uvloop.run(_serve(config, report, status_every_s, on_status))
 
 
-async def _serve(config: NodeConfig, report: Reporter | None, every_s: float | None, on_status: StatusSink | None) -> dict[str, Any]:
+async def _serve(config: NodeConfig, report: Reporter | None, every_s: float | None, on_status: StatusSink | None) -> AnyStatus:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
+    install_exception_counter(loop)
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, stop.set)
     node = make_node(config, report)

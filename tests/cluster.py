@@ -3,6 +3,11 @@
 Each node is its own OS process started from the console script, serving on a listening socket the test
 bound first and passed down (``--listen-fd``), so ports are known before any process starts and cannot
 race. Readiness and progress are read from the nodes' STATUS over the wire, polled with a deadline.
+
+Stopping checks that the nodes ran clean, as asyncpg's test base fails a test on any exception that
+reached the loop and Bitcoin Core's ``stop_node`` fails on unexpected stderr: every STATUS read records the
+node's ``unexpected_exceptions``, and :meth:`LocalCluster.stop` fails when any node counted one or any
+node log holds a ``Traceback``.
 """
 
 from __future__ import annotations
@@ -15,15 +20,15 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
-
 from popbench.client import NodeClient
 from popbench.errors import ClientError
 from popbench.genesis import ChainParams, make_genesis, write_genesis, write_keys
 from popbench.store import node_database
+from popbench.wire.status import AnyStatus
 
 POPBENCH = str(Path(sys.executable).with_name("popbench"))
 POLL_S = 0.1
+Statuses = dict[int, AnyStatus | None]
 
 
 class LocalCluster:
@@ -40,6 +45,8 @@ class LocalCluster:
         self.sockets = [_listening_socket() for _ in range(n)]
         self.ports = [s.getsockname()[1] for s in self.sockets]
         self.procs: dict[int, subprocess.Popen[bytes]] = {}
+        self.exceptions_counted: dict[int, int] = {}  # node -> most unexpected exceptions any STATUS reported
+        self._clean_checked = False
 
     @property
     def chain_id(self) -> bytes:
@@ -68,7 +75,27 @@ class LocalCluster:
         proc.send_signal(signal.SIGKILL)
         proc.wait(timeout=10)
 
-    def stop(self) -> None:
+    def stop(self, check: bool = True) -> None:
+        """SIGTERM every node and wait; then (``check``) fail if any node did not run clean (see :meth:`unclean`)."""
+        if self.procs:
+            asyncio.run(self.statuses())  # records each live node's last count of unexpected exceptions
+        self._terminate()
+        if check and not self._clean_checked:
+            self._clean_checked = True  # report once: a test that calls stop() is stopped again by its fixture
+            problems = self.unclean()
+            if problems:
+                raise AssertionError("a node did not run clean:\n" + "\n".join(problems))
+
+    def unclean(self) -> list[str]:
+        """Why the nodes did not run clean: unexpected exceptions they counted, tracebacks in their logs."""
+        problems = [f"node {node} counted {count} unexpected exceptions" for node, count in sorted(self.exceptions_counted.items()) if count]
+        for log in sorted(self.root.glob("node-*.log")):
+            text = log.read_text(errors="replace")
+            if "Traceback" in text:
+                problems.append(f"{log.name} holds a traceback:\n{text[text.index('Traceback'):][:3000]}")
+        return problems
+
+    def _terminate(self) -> None:
         for proc in self.procs.values():
             if proc.poll() is None:
                 proc.send_signal(signal.SIGTERM)
@@ -89,25 +116,28 @@ class LocalCluster:
     async def client(self, node: int) -> NodeClient:
         return await NodeClient.connect(*self.address(node), chain_id=self.chain_id)
 
-    async def status(self, node: int) -> dict[str, Any] | None:
+    async def status(self, node: int) -> AnyStatus | None:
         try:
             client = await self.client(node)
         except ClientError:
             return None
         try:
-            return await client.status(5.0)
+            status = await client.status(5.0)
         except ClientError:
             return None
         finally:
             client.close()
+        counted = max(self.exceptions_counted.get(node, 0), status.unexpected_exceptions)
+        self.exceptions_counted[node] = counted
+        return status
 
-    async def statuses(self, nodes: list[int] | None = None) -> dict[int, dict[str, Any] | None]:
+    async def statuses(self, nodes: list[int] | None = None) -> Statuses:
         chosen = list(self.procs) if nodes is None else nodes
         answers = await asyncio.gather(*(self.status(node) for node in chosen))
         return dict(zip(chosen, answers))
 
-    async def wait_until(self, condition: Callable[[dict[int, dict[str, Any] | None]], bool], timeout_s: float,
-                         nodes: list[int] | None = None, what: str = "condition") -> dict[int, dict[str, Any] | None]:  # fmt: skip
+    async def wait_until(self, condition: Callable[[Statuses], bool], timeout_s: float,
+                         nodes: list[int] | None = None, what: str = "condition") -> Statuses:  # fmt: skip
         """Poll STATUS until ``condition`` holds; on timeout fail with the last statuses and node logs."""
         deadline = time.monotonic() + timeout_s
         while True:
@@ -126,7 +156,7 @@ class LocalCluster:
 
     async def wait_connected(self, timeout_s: float = 60.0, nodes: list[int] | None = None) -> None:
         expected = self.n - 1
-        await self.wait_until(lambda s: all(x is not None and x["peers"] >= expected for x in s.values()),
+        await self.wait_until(lambda s: all(x is not None and x.peers >= expected for x in s.values()),
                               timeout_s, nodes, "every node linked to every other")  # fmt: skip
 
 
@@ -138,9 +168,9 @@ def _listening_socket() -> socket.socket:
     return sock
 
 
-def _brief(statuses: dict[int, dict[str, Any] | None]) -> str:
+def _brief(statuses: Statuses) -> str:
     return ", ".join(
-        f"{node}: " + ("down" if s is None else f"h={s['height']} v={s['view']} peers={s['peers']} mempool={s['mempool']}")
+        f"{node}: " + ("down" if s is None else f"h={s.height} v={s.view} peers={s.peers} mempool={s.mempool}")
         for node, s in statuses.items()
     )
 

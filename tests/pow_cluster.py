@@ -9,14 +9,13 @@ from __future__ import annotations
 
 import subprocess
 from pathlib import Path
-from typing import Any
-
 from popbench.genesis import ChainParams
 from popbench.pow.block import PowBlock
 from popbench.store import Store
-from tests.cluster import POPBENCH, LocalCluster, node_db
+from popbench.wire.status import AnyStatus, PowSection, PowStatus
+from tests.cluster import POPBENCH, LocalCluster, Statuses, node_db
 
-Statuses = dict[int, dict[str, Any] | None]
+__all__ = ["PowCluster", "Statuses", "ancestry", "pow_section", "same_tip", "tip_of", "total_work"]
 
 
 class PowCluster(LocalCluster):
@@ -68,14 +67,24 @@ def ancestry(blocks: dict[bytes, PowBlock], tip: bytes) -> list[PowBlock]:
     return chain
 
 
-def total_work(status: dict[str, Any] | None) -> int:
-    return int(status["pow"]["total_work_hex"], 16) if status else 0
+def pow_section(status: AnyStatus | None) -> PowSection | None:
+    """A PoW node's ``pow`` section (None when the node did not answer)."""
+    if status is None:
+        return None
+    assert isinstance(status, PowStatus), f"node {status.node_id} is not a PoW node"
+    return status.pow
 
 
-def tip_of(status: dict[str, Any] | None) -> str | None:
-    return status["pow"]["tip_hash"] if status else None
+def total_work(status: AnyStatus | None) -> int:
+    section = pow_section(status)
+    return section.total_work if section else 0
+
+
+def tip_of(status: AnyStatus | None) -> str | None:
+    section = pow_section(status)
+    return section.tip_hash if section else None
 
 
 def same_tip(statuses: Statuses, min_height: int = 0) -> bool:
     tips = {tip_of(s) for s in statuses.values()}
-    return None not in tips and len(tips) == 1 and all(s is not None and s["height"] >= min_height for s in statuses.values())
+    return None not in tips and len(tips) == 1 and all(s is not None and s.height >= min_height for s in statuses.values())

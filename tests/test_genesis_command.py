@@ -111,7 +111,7 @@ async def _submit_and_see_committed(genesis_path: Path, chain_id: bytes, port: i
     client = await _connect_with_deadline(port, chain_id, genesis.public_keys)
     try:
         status = await client.status()
-        assert (status["node_id"], status["role"]) == (0, "validator")
+        assert (status.node_id, status.role) == (0, "validator")
         committed: asyncio.Future[Committed] = asyncio.get_running_loop().create_future()
         result: asyncio.Future[SubmitResult] = asyncio.get_running_loop().create_future()
         client.on_committed = lambda note: committed.done() or committed.set_result(note)

@@ -12,6 +12,7 @@ from popbench.pop import sync
 from popbench.errors import SyncError
 from popbench.model.block import CommitCertificate
 from popbench.pop.ledger import CommittedBlock
+from popbench.wire.status import AnyStatus
 from tests.cluster import POPBENCH, LocalCluster, _listening_socket
 from tests.test_pbft_network import TIMEOUT_S, all_committed, make_proofs, submit_all
 
@@ -66,19 +67,19 @@ async def _follow(cluster: LocalCluster, follower_port: int) -> None:
     client = await cluster.client(1)
     await submit_all(client, make_proofs(cluster, 60, start=60))
     statuses = await cluster.wait_until(all_committed(120), TIMEOUT_S, what="second batch committed")
-    target = max(s["height"] for s in statuses.values() if s)
+    target = max(s.height for s in statuses.values() if s)
     client.close()
     deadline = asyncio.get_running_loop().time() + TIMEOUT_S
     while True:
         status = await _status_at(cluster, follower_port)
-        if status and status["height"] >= target:
-            assert status["role"] == "follower"
+        if status and status.height >= target:
+            assert status.role == "follower"
             return
-        assert asyncio.get_running_loop().time() < deadline, f"follower stuck at {status and status['height']}, target {target}"
+        assert asyncio.get_running_loop().time() < deadline, f"follower stuck at {status and status.height}, target {target}"
         await asyncio.sleep(0.1)  # polling period of a condition with a deadline
 
 
-async def _status_at(cluster: LocalCluster, port: int) -> dict | None:  # type: ignore[type-arg]
+async def _status_at(cluster: LocalCluster, port: int) -> AnyStatus | None:
     original = cluster.ports
     try:
         cluster.ports = [port]

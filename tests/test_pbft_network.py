@@ -46,7 +46,7 @@ async def submit_all(client: NodeClient, proofs: list[Proof]) -> dict[int, Rejec
 def all_committed(count: int, nodes: list[int] | None = None):  # type: ignore[no-untyped-def]
     def check(statuses) -> bool:  # type: ignore[no-untyped-def]
         chosen = statuses if nodes is None else {n: statuses.get(n) for n in nodes}
-        return all(s is not None and s["counters"]["proofs_committed"] >= count for s in chosen.values())
+        return all(s is not None and s.counters.proofs_committed >= count for s in chosen.values())
 
     return check
 
@@ -100,7 +100,7 @@ def test_a_killed_validator_restarts_from_disk_and_catches_up(cluster_factory) -
         await cluster.wait_until(all_committed(200, [0, 1, 2]), TIMEOUT_S, [0, 1, 2], "commits continue without node 3")
         before = (await cluster.statuses([0]))[0]
         cluster.start(3)
-        await cluster.wait_until(lambda s: s[3] is not None and s[3]["height"] >= before["height"], TIMEOUT_S, [3], "node 3 caught up")
+        await cluster.wait_until(lambda s: s[3] is not None and before is not None and s[3].height >= before.height, TIMEOUT_S, [3], "node 3 caught up")
         client.close()
 
     asyncio.run(scenario())
@@ -122,9 +122,9 @@ def test_a_byzantine_leader_causes_a_view_change_and_no_conflicting_commits(clus
         client = await cluster.client(honest[0])
         await submit_all(client, make_proofs(cluster, 50))
         statuses = await cluster.wait_until(all_committed(50, honest), TIMEOUT_S, honest, "honest nodes commit after the fault")
-        assert all(statuses[n]["counters"]["view_changes"] >= 1 for n in honest)
+        assert all(statuses[n].counters.view_changes >= 1 for n in honest)  # type: ignore[union-attr]
         if fault == "invalid-proofs":
-            assert any(statuses[n]["counters"]["items_rejected"].get("BAD_SIGNATURE", 0) > 0 for n in honest)
+            assert any(statuses[n].counters.items_rejected.get("BAD_SIGNATURE", 0) > 0 for n in honest)  # type: ignore[union-attr]
         client.close()
 
     asyncio.run(scenario())
@@ -163,6 +163,6 @@ def test_invalid_proofs_are_refused_with_their_reason_and_never_committed(cluste
         return (await cluster.statuses([2]))[2]  # type: ignore[return-value]
 
     status = asyncio.run(scenario())
-    rejected = status["counters"]["items_rejected"]
+    rejected = status.counters.items_rejected
     for reason in ("BAD_SIGNATURE", "LOW_WORK", "WRONG_CHAIN", "REPLAY"):
         assert rejected.get(reason, 0) >= 1

@@ -16,7 +16,8 @@ from popbench.genesis import ChainParams
 from popbench.model.hashing import address_of
 from popbench.model.transfer import Transfer
 from popbench.wire import ItemKind, RejectReason
-from tests.pow_cluster import PowCluster, Statuses, ancestry, same_tip, tip_of, total_work
+from popbench.wire.status import AnyStatus
+from tests.pow_cluster import PowCluster, Statuses, ancestry, pow_section, same_tip, tip_of, total_work
 
 pytestmark = pytest.mark.timeout(120)
 PARAMS = ChainParams(pow_block_interval_ms=300, pow_retarget_blocks=5, pow_initial_work_bits=16)
@@ -53,7 +54,7 @@ async def submit_transfer(cluster: PowCluster, node: int, transfer: Transfer) ->
 
 
 def links_up(expected: dict[int, int]):  # type: ignore[no-untyped-def]
-    return lambda statuses: all(s is not None and s["peers"] >= expected[n] for n, s in statuses.items())
+    return lambda statuses: all(s is not None and s.peers >= expected[n] for n, s in statuses.items())
 
 
 def every(statuses: Statuses, check) -> bool:  # type: ignore[no-untyped-def]
@@ -61,8 +62,10 @@ def every(statuses: Statuses, check) -> bool:  # type: ignore[no-untyped-def]
     return all(s is not None and check(s) for s in statuses.values())
 
 
-def pow_field(status: dict | None, key: str) -> int:  # type: ignore[type-arg]
-    return status["pow"][key] if status else -1
+def pow_field(status: AnyStatus | None, key: str) -> int:
+    """One field of a PoW node's ``pow`` section, by name (the tests name the field they wait on); -1 if no answer."""
+    section = pow_section(status)
+    return int(getattr(section, key)) if section else -1
 
 
 def test_four_mining_nodes_converge_on_one_tip_and_store_the_same_chain(cluster_factory) -> None:  # type: ignore[no-untyped-def]
@@ -82,7 +85,7 @@ def test_four_mining_nodes_converge_on_one_tip_and_store_the_same_chain(cluster_
         assert agreed in [b.hash for b in ancestry(cluster.stored_chain(node), cluster.stored_heaviest_tip(node))]
         arrivals = cluster.arrivals(node)
         assert all(block.hash in arrivals for block in chains[0])  # every node timed every block
-    assert sum(s["pow"]["blocks_mined"] for s in statuses.values() if s) >= len(chains[0])
+    assert sum(pow_field(s, "blocks_mined") for s in statuses.values() if s) >= len(chains[0])
     assert {block.miner for block in chains[0]} <= set(range(4))
 
 
@@ -96,11 +99,11 @@ def test_split_halves_join_on_the_heavier_chain_and_losing_transfers_return_to_m
     async def scenario() -> tuple[Statuses, str]:
         await cluster.wait_until(links_up(dict.fromkeys(range(4), 1)), TIMEOUT_S, what="each half linked")
         assert await submit_transfer(cluster, 2, moved) == RejectReason.ACCEPTED
-        await cluster.wait_until(lambda s: every(s, lambda x: x["mempool"] == 0 and x["height"] > 0),
+        await cluster.wait_until(lambda s: every(s, lambda x: x.mempool == 0 and x.height > 0),
                                  TIMEOUT_S, half_b, "the transfer mined into half B's chain")  # fmt: skip
         a_heavier = lambda s: total_work(s[0]) > 3 * total_work(s[2]) // 2 and pow_field(s[2], "height") >= 6  # noqa: E731
         apart = await cluster.wait_until(a_heavier, TIMEOUT_S, [0, 2], "half A clearly heavier")
-        assert all(status is not None and status["peers"] == 1 for status in (await cluster.statuses(half_a + half_b)).values())
+        assert all(status is not None and status.peers == 1 for status in (await cluster.statuses(half_a + half_b)).values())
         cluster.start(4)
         joined = await cluster.wait_until(lambda s: same_tip(s) and all(pow_field(s[n], "reorgs") >= 1 for n in half_b),
                                           TIMEOUT_S, what="one tip everywhere after the bridge")  # fmt: skip
@@ -125,12 +128,12 @@ def test_a_killed_node_reloads_its_chain_and_catches_up_from_peers(cluster_facto
         first = await cluster.wait_until(lambda s: same_tip(s, 6), TIMEOUT_S, what="a common chain of 6 blocks")
         on_disk = pow_field(first[2], "height")
         cluster.kill(2)
-        await cluster.wait_until(lambda s: every(s, lambda x: x["height"] >= on_disk + 4),
+        await cluster.wait_until(lambda s: every(s, lambda x: x.height >= on_disk + 4),
                                  TIMEOUT_S, [0, 1], "the chain grows without node 2")  # fmt: skip
         cluster.start(2)
         caught_up = await cluster.wait_until(same_tip, TIMEOUT_S, what="node 2 caught up")
         restarted = caught_up[2]
-        assert restarted is not None and restarted["height"] >= on_disk + 4
-        assert restarted["blocks_fetched"] < restarted["height"]  # the blocks it had before came from its disk
+        assert restarted is not None and restarted.height >= on_disk + 4
+        assert restarted.blocks_fetched < restarted.height  # the blocks it had before came from its disk
 
     asyncio.run(scenario())

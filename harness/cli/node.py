@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import click
+import msgspec
 import orjson
 import uvloop
 
@@ -21,6 +22,7 @@ from popbench.kinds import ByzantineBehaviour, ConsensusKind, values
 from popbench.runner import run_node_forever
 from popbench.pop.sync import join
 from popbench.wire import Role
+from popbench.wire.status import AnyStatus, PowStatus, status_to_json_object
 
 STATUS_EVERY_S = 1.0
 
@@ -79,23 +81,23 @@ def _flag(value: Any, key: str, default: bool) -> bool:
     return value
 
 
-def status_line(status: dict[str, Any], previous: dict[str, Any] | None) -> str:
-    if "pow" in status:
+def status_line(status: AnyStatus, previous: AnyStatus | None) -> str:
+    if isinstance(status, PowStatus):
         return pow_status_line(status)
-    committed = status["counters"]["proofs_committed"]
+    committed = status.counters.proofs_committed
     rate = 0.0
     if previous is not None:
-        elapsed = status["uptime_s"] - previous["uptime_s"]
-        rate = (committed - previous["counters"]["proofs_committed"]) / elapsed if elapsed > 0 else 0.0
-    return (f"node {status['node_id']} height {status['height']} view {status['view']} "
-            f"peers {status['peers']} mempool {status['mempool']} committed {rate:,.0f} proofs/s")  # fmt: skip
+        elapsed = status.uptime_s - previous.uptime_s
+        rate = (committed - previous.counters.proofs_committed) / elapsed if elapsed > 0 else 0.0
+    return (f"node {status.node_id} height {status.height} view {status.view} "
+            f"peers {status.peers} mempool {status.mempool} committed {rate:,.0f} proofs/s")  # fmt: skip
 
 
-def pow_status_line(status: dict[str, Any]) -> str:
-    pow_ = status["pow"]
-    return (f"node {status['node_id']} pow height {pow_['height']} tip {pow_['tip_hash'][:12]} bits {pow_['work_bits']} "
-            f"mined {pow_['blocks_mined']} {pow_['hash_rate'] / 1e6:.2f} MH/s stale {pow_['stale_blocks']} "
-            f"reorgs {pow_['reorgs']} peers {status['peers']} mempool {status['mempool']}")  # fmt: skip
+def pow_status_line(status: PowStatus) -> str:
+    pow_ = status.pow
+    return (f"node {status.node_id} pow height {pow_.height} tip {pow_.tip_hash[:12]} bits {pow_.work_bits} "
+            f"mined {pow_.blocks_mined} {pow_.hash_rate / 1e6:.2f} MH/s stale {pow_.stale_blocks} "
+            f"reorgs {pow_.reorgs} peers {status.peers} mempool {status.mempool}")  # fmt: skip
 
 
 def register(group: click.Group) -> None:
@@ -124,14 +126,15 @@ def node_command(config_file: str | None, **options: Any) -> None:
         if options.get(required) is None:
             raise click.UsageError(f"--{required.replace('_', '-')} is required (or give --config)")
     config = config_from_options(options)
-    previous: list[dict[str, Any]] = []
+    previous: list[AnyStatus] = []
 
-    def print_status(status: dict[str, Any]) -> None:
+    def print_status(status: AnyStatus) -> None:
         click.echo(status_line(status, previous[-1] if previous else None))
         previous[:] = [status]
 
     final = run_node_forever(config, None, STATUS_EVERY_S, print_status)
-    click.echo(json.dumps({"final": {k: final[k] for k in ("height", "view", "peers")}, "counters": final["counters"]}, indent=2))
+    summary = {"height": final.height, "view": final.view, "peers": final.peers, "unexpected_exceptions": final.unexpected_exceptions}
+    click.echo(json.dumps({"final": summary, "counters": msgspec.to_builtins(final.counters)}, indent=2))
 
 
 def _load_config(path: Path) -> dict[str, Any]:
@@ -152,16 +155,20 @@ def status_command(address: str, as_json: bool) -> None:
     host, port = parse_address(address)
     status = uvloop.run(_fetch_status(host, port))
     if as_json:
-        click.echo(json.dumps(status, indent=2, sort_keys=True))
+        click.echo(json.dumps(status_to_json_object(status), indent=2, sort_keys=True))
         return
-    counters = status.pop("counters")
-    for key in ("node_id", "role", "height", "head_hash", "view", "leader", "peers", "mempool", "crypto_backend"):
-        click.echo(f"{key:>16}: {status.get(key)}")
-    for key, value in counters.items():
-        click.echo(f"{key:>16}: {value}")
+    for key, value in _summary_rows(status) + list(msgspec.structs.asdict(status.counters).items()):
+        click.echo(f"{key:>21}: {value}")
 
 
-async def _fetch_status(host: str, port: int) -> dict[str, Any]:
+def _summary_rows(status: AnyStatus) -> list[tuple[str, object]]:
+    return [("consensus", "pow" if isinstance(status, PowStatus) else "pbft"), ("node_id", status.node_id),
+            ("role", status.role), ("height", status.height), ("head_hash", status.head_hash), ("view", status.view),
+            ("leader", status.leader), ("peers", status.peers), ("mempool", status.mempool),
+            ("crypto_backend", status.crypto_backend), ("unexpected_exceptions", status.unexpected_exceptions)]  # fmt: skip
+
+
+async def _fetch_status(host: str, port: int) -> AnyStatus:
     client = await NodeClient.connect(host, port)
     try:
         return await client.status()

@@ -15,6 +15,7 @@ from harness.metrics.pow import pow_metrics
 from harness.metrics.results import Metrics, Mining, Throughput
 from harness.run.phases import RunData
 from popbench.pow.node import CONFIRMATIONS as POW_CONFIRMATIONS
+from popbench.wire.status import AnyStatus
 
 
 def steady_window(data: RunData) -> tp.SteadyWindow | None:
@@ -89,9 +90,9 @@ def _expected_commit_delay_ms(data: RunData) -> float | None:
     return POW_CONFIRMATIONS * data.profile.miners.block_interval_ms
 
 
-def _latest_statuses(data: RunData, end_ns: int | None) -> dict[int, dict[str, Any]]:
+def _latest_statuses(data: RunData, end_ns: int | None) -> dict[int, AnyStatus]:
     """Each node's last STATUS up to the end of the steady window (a busy node may miss a sample)."""
-    latest: dict[int, dict[str, Any]] = {}
+    latest: dict[int, AnyStatus] = {}
     for sample in data.samples:
         if end_ns is None or sample.at_ns <= end_ns:
             latest.update(sample.statuses)

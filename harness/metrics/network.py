@@ -7,7 +7,6 @@ from __future__ import annotations
 
 from collections import deque
 from collections.abc import Callable
-from typing import Any
 
 from harness.kinds import ChildKind
 from harness.metrics.results import Connectivity, Consensus, Resources, Stability, UssSummary, Work
@@ -15,14 +14,15 @@ from harness.metrics.safety import SafetyCheck
 from harness.metrics.stats import mean_and_stdev, percentile
 from harness.observe.collect import ProcessSample, Sample
 from harness.procs.supervisor import Crash
+from popbench.wire.status import AnyStatus
 
 Edge = frozenset[int]
 
 
 # -- connectivity --------------------------------------------------------------------------------------
-def observed_links(statuses: dict[int, dict[str, Any]]) -> set[Edge]:
+def observed_links(statuses: dict[int, AnyStatus]) -> set[Edge]:
     """A link is up when either end lists the other among its validator links."""
-    return {frozenset((node, peer)) for node, status in statuses.items() for peer in status.get("peer_ids", [])
+    return {frozenset((node, peer)) for node, status in statuses.items() for peer in status.peer_ids
             if peer != node}  # fmt: skip
 
 
@@ -53,13 +53,13 @@ def _bfs(origin: int, neighbours: dict[int, list[int]]) -> dict[int, int]:
     return distances
 
 
-def connectivity(statuses: dict[int, dict[str, Any]], intended: int, nodes: int, phases: dict[str, int], started_ns: int,
-                 finals: dict[int, dict[str, Any]]) -> Connectivity:  # fmt: skip
+def connectivity(statuses: dict[int, AnyStatus], intended: int, nodes: int, phases: dict[str, int], started_ns: int,
+                 finals: dict[int, AnyStatus]) -> Connectivity:  # fmt: skip
     links = observed_links(statuses)
     connected, hops = diameter(set(range(nodes)), links) if statuses else (False, None)
     failures: dict[str, int] = {}
     for status in finals.values():
-        for reason, count in status["counters"].get("handshake_failures", {}).items():
+        for reason, count in status.counters.handshake_failures.items():
             failures[reason] = failures.get(reason, 0) + count
     return Connectivity(
         intended_links=intended, links_up=len(links),
@@ -78,36 +78,36 @@ def _since(phases: dict[str, int], phase: str, origin_ns: int | None) -> float |
 
 
 # -- consensus and work --------------------------------------------------------------------------------
-def consensus(samples: list[Sample], steady: tuple[int, int], finals: dict[int, dict[str, Any]]) -> Consensus:
+def consensus(samples: list[Sample], steady: tuple[int, int], finals: dict[int, AnyStatus]) -> Consensus:
     inside = [s for s in samples if steady[0] <= s.at_ns <= steady[1] and s.statuses]
     blocks, span_s = 0, 0.0
     if len(inside) >= 2:
         blocks = _max_height(inside[-1]) - _max_height(inside[0])
         span_s = (inside[-1].at_ns - inside[0].at_ns) / 1e9
-    rounds = [s["round_time_s"] for s in finals.values() if s.get("round_time_s", {}).get("count")]
-    count = sum(r["count"] for r in rounds)
+    rounds = [s.round_time_s for s in finals.values() if s.round_time_s.count]
+    count = sum(r.count for r in rounds)
     return Consensus(
-        height=max((s["height"] for s in finals.values()), default=0),
+        height=max((s.height for s in finals.values()), default=0),
         blocks_in_steady_window=blocks,
         block_interval_s=span_s / blocks if blocks else None,
-        round_time_mean_s=sum(r["sum"] for r in rounds) / count if count else None,
-        round_time_max_s=max((r["max"] for r in rounds), default=None),
+        round_time_mean_s=sum(r.sum for r in rounds) / count if count else None,
+        round_time_max_s=max((r.max for r in rounds), default=None),
     )  # fmt: skip
 
 
 def _max_height(sample: Sample) -> int:
-    return max(s["height"] for s in sample.statuses.values())
+    return max(s.height for s in sample.statuses.values())
 
 
-def work_per_proof(finals: dict[int, dict[str, Any]]) -> Work:
+def work_per_proof(finals: dict[int, AnyStatus]) -> Work:
     """Network-wide counters divided by the proofs committed: counts, not timings, so CI can diff them."""
-    committed = max((s["counters"]["proofs_committed"] for s in finals.values()), default=0)
+    committed = max((s.counters.proofs_committed for s in finals.values()), default=0)
     totals = {"frames": 0, "bytes": 0, "verifications": 0}
     for status in finals.values():
-        counters = status["counters"]
-        totals["frames"] += sum(counters["frames_out"].values())
-        totals["bytes"] += sum(counters["bytes_out"].values())
-        totals["verifications"] += counters["signature_verifications"]
+        counters = status.counters
+        totals["frames"] += sum(counters.frames_out.values())
+        totals["bytes"] += sum(counters.bytes_out.values())
+        totals["verifications"] += counters.signature_verifications
 
     def per_proof(total: int) -> float | None:
         return total / committed if committed else None
@@ -118,21 +118,22 @@ def work_per_proof(finals: dict[int, dict[str, Any]]) -> Work:
 
 
 # -- stability -----------------------------------------------------------------------------------------
-def stability(finals: dict[int, dict[str, Any]], crashes: list[Crash], planned_kills: set[int],
+def stability(finals: dict[int, AnyStatus], crashes: list[Crash], planned_kills: set[int],
               nodes: int, node_span_s: float, safety: SafetyCheck | None) -> Stability:  # fmt: skip
     unplanned = [c for c in crashes if c.kind == ChildKind.NODE and c.index not in planned_kills]
-    views = [s["counters"]["view_changes"] for s in finals.values()]
-    height = max((s["height"] for s in finals.values()), default=0)
-    uptime = [min(1.0, s["uptime_s"] / node_span_s) for s in finals.values()] if node_span_s > 0 else []
+    views = [s.counters.view_changes for s in finals.values()]
+    height = max((s.height for s in finals.values()), default=0)
+    uptime = [min(1.0, s.uptime_s / node_span_s) for s in finals.values()] if node_span_s > 0 else []
     return Stability(
         nodes_reporting_at_end=len(finals), nodes=nodes,
         uptime_mean=sum(uptime) / nodes if nodes else None,
         crashes=crashes, unplanned_crashes=len(unplanned),
         view_changes_max=max(views, default=0), view_changes_total=sum(views),
-        protocol_errors=sum(s["counters"]["protocol_errors"] for s in finals.values()),
-        equivocations_seen=sum(s["counters"].get("equivocations_seen", 0) for s in finals.values()),
+        protocol_errors=sum(s.counters.protocol_errors for s in finals.values()),
+        equivocations_seen=sum(s.counters.equivocations_seen for s in finals.values()),
         consensus_success_rate=height / (height + max(views, default=0)) if height else None,
         safety=safety,
+        unexpected_exceptions=sum(s.unexpected_exceptions for s in finals.values()),
     )  # fmt: skip
 
 

@@ -22,6 +22,7 @@ from harness.metrics.pow_chains import StoredChain, heaviest_main_chain
 from harness.metrics.results import BlockInterval, PowMining, Propagation, PropagationShare
 from harness.metrics.stats import mean_and_stdev, percentile
 from popbench.pow.block import PowBlock
+from popbench.wire.status import AnyStatus, PowStatus
 
 HALF, NINE_TENTHS, ALL = 0.5, 0.9, 1.0  # the shares of the nodes a block's propagation is timed to
 
@@ -74,11 +75,11 @@ class HashRate(NamedTuple):
     efficiency: float | None
 
 
-def hash_rate(finals: dict[int, dict[str, Any]], hashes_per_s_per_core: float) -> HashRate:
-    sections = {n: s["pow"] for n, s in finals.items() if "pow" in s}
-    hashes = sum(p["hashes"] for p in sections.values())
-    seconds = sum(p["mining_s"] for p in sections.values())
-    per_node = {n: p["hash_rate"] for n, p in sections.items() if p["mining"]}
+def hash_rate(finals: dict[int, AnyStatus], hashes_per_s_per_core: float) -> HashRate:
+    sections = {n: s.pow for n, s in finals.items() if isinstance(s, PowStatus)}
+    hashes = sum(p.hashes for p in sections.values())
+    seconds = sum(p.mining_s for p in sections.values())
+    per_node = {n: p.hash_rate for n, p in sections.items() if p.mining}
     rate = hashes / seconds if seconds else 0.0  # per grinding second, i.e. per busy core
     return HashRate(hashes, seconds, rate, per_node, rate / hashes_per_s_per_core if hashes_per_s_per_core else None)
 
@@ -93,7 +94,7 @@ def _predicted_stale(d_ms: float | None, t_s: float | None, miners: int) -> floa
     return 1 - math.exp(-(d_ms / 1000) / t_s)
 
 
-def pow_metrics(chains: dict[int, StoredChain], finals: dict[int, dict[str, Any]], target_s: float,
+def pow_metrics(chains: dict[int, StoredChain], finals: dict[int, AnyStatus], target_s: float,
                 hashes_per_s_per_core: float, converged_after_s: float | None) -> PowMining:  # fmt: skip
     timelines = block_timelines(chains)
     main = heaviest_main_chain(chains)
@@ -104,9 +105,10 @@ def pow_metrics(chains: dict[int, StoredChain], finals: dict[int, dict[str, Any]
     blocks = _blocks_by_hash(chains)
     spacing = interval(blocks, main, target_s)
     d_ms, t_s = prop.all_nodes.p50_ms, spacing.mean_s
-    tips = {s["pow"]["tip_hash"] for s in finals.values() if "pow" in s}
+    sections = [s.pow for s in finals.values() if isinstance(s, PowStatus)]
+    tips = {p.tip_hash for p in sections}
     won = Counter(blocks[h].miner for h in main if h in blocks and blocks[h].height > 0)
-    won_or_mining = {n for n, s in finals.items() if s.get("pow", {}).get("mining")} | set(won)
+    won_or_mining = {n for n, s in finals.items() if isinstance(s, PowStatus) and s.pow.mining} | set(won)
     rate = hash_rate(finals, hashes_per_s_per_core)
     return PowMining(
         hashes=rate.hashes, grinding_s=rate.grinding_s, hash_rate_per_grinding_s=rate.per_grinding_s,
@@ -116,7 +118,7 @@ def pow_metrics(chains: dict[int, StoredChain], finals: dict[int, dict[str, Any]
         stale_rate_predicted=_predicted_stale(d_ms, t_s, len(won_or_mining)),
         propagation=prop, block_interval=spacing,
         blocks_won_per_miner=dict(sorted(won.items())),
-        deepest_reorg=max((s["pow"]["deepest_reorg"] for s in finals.values() if "pow" in s), default=0),
-        reorgs_total=sum(s["pow"]["reorgs"] for s in finals.values() if "pow" in s),
+        deepest_reorg=max((p.deepest_reorg for p in sections), default=0),
+        reorgs_total=sum(p.reorgs for p in sections),
         distinct_tips_at_stop=len(tips), tips_converged_after_window_s=converged_after_s,
     )  # fmt: skip

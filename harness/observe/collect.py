@@ -11,13 +11,12 @@ import asyncio
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
-
 import psutil
 
 from harness.host.cputime import own_cpu_s, process_cpu_s
 from popbench.client import NodeClient
-from popbench.errors import ClientError
+from popbench.errors import ClientError, ProtocolError
+from popbench.wire.status import AnyStatus
 
 STATUS_TIMEOUT_S = 5.0
 USS_EVERY_SAMPLES = 10
@@ -37,7 +36,7 @@ class Sample:
     """One round of observations at wall-clock ``at_ns``."""
 
     at_ns: int
-    statuses: dict[int, dict[str, Any]]  # node id -> STATUS payload (missing: did not answer)
+    statuses: dict[int, AnyStatus]  # node id -> its STATUS (missing: did not answer)
     processes: dict[int, ProcessSample]  # node id -> psutil figures (missing: process gone)
     supervisor_cpu_s: float  # cumulative CPU of the supervisor process (collector included)
 
@@ -86,17 +85,17 @@ class Collector:
             except asyncio.TimeoutError:
                 pass
 
-    async def _statuses(self) -> dict[int, dict[str, Any]]:
+    async def _statuses(self) -> dict[int, AnyStatus]:
         missing = [node_id for node_id in self.nodes if node_id not in self._clients]
         if missing:
             await asyncio.gather(*(self._connect(node_id) for node_id in missing))
         answers = await asyncio.gather(*(self._status(node_id, c) for node_id, c in self._clients.items()))
         return {node_id: status for node_id, status in answers if status is not None}
 
-    async def _status(self, node_id: int, client: NodeClient) -> tuple[int, dict[str, Any] | None]:
+    async def _status(self, node_id: int, client: NodeClient) -> tuple[int, AnyStatus | None]:
         try:
             return node_id, await client.status(STATUS_TIMEOUT_S)
-        except ClientError:
+        except (ClientError, ProtocolError):  # no answer, or none that decodes: the node counts as not answering
             self._clients.pop(node_id, None)
             client.close()
             return node_id, None

@@ -18,6 +18,7 @@ from collections.abc import Callable
 from typing import Any
 
 from harness.observe.collect import Sample
+from popbench.wire.status import PowStatus
 
 
 class StatusLine:
@@ -41,13 +42,13 @@ class StatusLine:
     def render(self, previous: Sample, sample: Sample, window: tuple[int, int] | None) -> str:
         elapsed_s = max(1e-9, (sample.at_ns - previous.at_ns) / 1e9)
         since = (sample.at_ns - window[0]) / 1e9 if window else 0.0
-        if any("pow" in s for s in sample.statuses.values()):
+        if any(isinstance(s, PowStatus) for s in sample.statuses.values()):
             return f"t{since:+.1f}s  " + _pow_line(previous, sample, elapsed_s)
         statuses = sample.statuses.values()
-        height = max((s["height"] for s in statuses), default=0)
+        height = max((s.height for s in statuses), default=0)
         rate = (_committed(sample) - _committed(previous)) / elapsed_s
         p99 = max((v for v in self.p99_ms.values() if v is not None), default=None)
-        peers = sum(s["peers"] for s in statuses) / len(statuses) if statuses else 0.0
+        peers = sum(s.peers for s in statuses) / len(statuses) if statuses else 0.0
         cpu = _cpu_delta(previous, sample) / elapsed_s * 100
         p99_text = f"{p99:,.0f} ms" if p99 is not None else "-"
         return (f"t{since:+.1f}s  height {height}  committed {rate:,.0f}/s  p99 {p99_text}  "
@@ -56,17 +57,17 @@ class StatusLine:
 
 def _pow_line(previous: Sample, sample: Sample, elapsed_s: float) -> str:
     """PoW: tip height, distinct tips, network hash rate over the interval, stale blocks, CPU."""
-    sections = [s["pow"] for s in sample.statuses.values() if "pow" in s]
-    before = sum(s["pow"]["hashes"] for s in previous.statuses.values() if "pow" in s)
-    rate = (sum(p["hashes"] for p in sections) - before) / elapsed_s
+    sections = [s.pow for s in sample.statuses.values() if isinstance(s, PowStatus)]
+    before = sum(s.pow.hashes for s in previous.statuses.values() if isinstance(s, PowStatus))
+    rate = (sum(p.hashes for p in sections) - before) / elapsed_s
     cpu = _cpu_delta(previous, sample) / elapsed_s * 100
-    return (f"height {max(p['height'] for p in sections)}  tips {len({p['tip_hash'] for p in sections})}  "
-            f"hash rate {rate / 1e6:,.2f} MH/s  work bits {max(p['work_bits'] for p in sections)}  "
-            f"stale {max(p['stale_blocks'] for p in sections)}  nodes up {len(sections)}  cpu nodes {cpu:.0f}%")  # fmt: skip
+    return (f"height {max(p.height for p in sections)}  tips {len({p.tip_hash for p in sections})}  "
+            f"hash rate {rate / 1e6:,.2f} MH/s  work bits {max(p.work_bits for p in sections)}  "
+            f"stale {max(p.stale_blocks for p in sections)}  nodes up {len(sections)}  cpu nodes {cpu:.0f}%")  # fmt: skip
 
 
 def _committed(sample: Sample) -> int:
-    return max((s["counters"]["proofs_committed"] for s in sample.statuses.values()), default=0)
+    return max((s.counters.proofs_committed for s in sample.statuses.values()), default=0)
 
 
 def _cpu_delta(previous: Sample, sample: Sample) -> float:

@@ -18,7 +18,10 @@ import traceback
 from collections.abc import Callable
 from typing import Any
 
+import msgspec
 import orjson
+
+from popbench.loop_exceptions import forget_parent_exceptions
 
 PR_SET_PDEATHSIG = 1
 EXIT_TARGET_FAILED = 70
@@ -35,11 +38,18 @@ class ChildContext:
 
     def report(self, event: str, **fields: Any) -> None:
         """One JSON line to the supervisor: ``{"event": ..., **fields}``."""
-        line = orjson.dumps({"event": event, **fields}, option=orjson.OPT_NON_STR_KEYS) + b"\n"
+        line = orjson.dumps({"event": event, **fields}, default=_plain, option=orjson.OPT_NON_STR_KEYS) + b"\n"
         view = memoryview(line)
         while view:
             written = os.write(self._report_fd, view)
             view = view[written:]
+
+
+def _plain(value: object) -> object:
+    """What orjson cannot encode itself: typed records (a node's final STATUS) as plain JSON values."""
+    if isinstance(value, msgspec.Struct):
+        return msgspec.to_builtins(value)
+    raise TypeError(f"{type(value).__name__} is not JSON serialisable")
 
 
 Target = Callable[[ChildContext], None]
@@ -68,6 +78,7 @@ def forget_parent_loop() -> None:
         signal.signal(signum, signal.SIG_DFL)
     asyncio.events._set_running_loop(None)
     asyncio.set_event_loop_policy(None)
+    forget_parent_exceptions()  # the supervisor's count of loop exceptions is not ours
 
 
 def redirect_output(log_path: str) -> None:

@@ -14,6 +14,7 @@ import uvloop
 from harness.procs.child import ChildContext
 from harness.load.drivers import DriverSpec, drive
 from harness.load.miners import MinerSpec, run_miner
+from popbench.loop_exceptions import install_exception_counter, unexpected_exceptions
 from popbench.node_config import NodeConfig
 from popbench.runner import run_node_forever
 
@@ -36,7 +37,7 @@ def driver_target(spec: DriverSpec) -> Any:
     def main(ctx: ChildContext) -> None:
         summary = uvloop.run(_drive(spec, ctx))
         times = os.times()
-        ctx.report("done", cpu_s=times.user + times.system, **summary)  # the generator's own cost
+        ctx.report("done", cpu_s=times.user + times.system, unexpected_exceptions=unexpected_exceptions(), **summary)  # the generator's own cost
 
     return main
 
@@ -51,7 +52,7 @@ def miner_target(spec: MinerSpec, go_path: Path) -> Any:
 
     def main(ctx: ChildContext) -> None:
         summary = uvloop.run(_mine(spec, go_path, ctx))
-        ctx.report("done", **summary)
+        ctx.report("done", unexpected_exceptions=unexpected_exceptions(), **summary)
 
     return main
 
@@ -63,8 +64,12 @@ async def _mine(spec: MinerSpec, go_path: Path, ctx: ChildContext) -> dict[str, 
 
 
 def _stop_and_go(go_path: Path) -> tuple[asyncio.Event, asyncio.Future[int]]:
-    """SIGINT/SIGTERM set ``stop``; the go signal resolves ``go`` with the window's start time."""
+    """SIGINT/SIGTERM set ``stop``; the go signal resolves ``go`` with the window's start time.
+
+    Called first thing on a driver's or miner's loop, so it also installs the loop exception counter there.
+    """
     loop = asyncio.get_running_loop()
+    install_exception_counter(loop)
     stop = asyncio.Event()
     go: asyncio.Future[int] = loop.create_future()
     for signum in (signal.SIGINT, signal.SIGTERM):

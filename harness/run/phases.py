@@ -38,7 +38,9 @@ from harness.procs.targets import GO_SIGNAL, driver_target, miner_target, node_t
 from popbench.errors import HarnessError, NodeStartError
 from popbench.model.proof import HEAD as PROOF_HEAD
 from popbench.pow.block import PREFIX as POW_HEADER_PREFIX
+from popbench.loop_exceptions import install_exception_counter, unexpected_exceptions
 from popbench.wire import ItemKind
+from popbench.wire.status import AnyStatus, PowStatus, decode_status
 
 GO_MARGIN_S = 1.0  # between the go and the window start: drivers connect to the nodes in this time
 PREPARE_TIMEOUT_FLOOR_S = 60.0
@@ -62,7 +64,7 @@ class RunData:
     deployment: dict[str, Any] = field(default_factory=dict)
     window: tuple[int, int] | None = None  # (start_ns, end_ns) of the load window
     samples: list[Sample] = field(default_factory=list)
-    final_statuses: dict[int, dict[str, Any]] = field(default_factory=dict)
+    final_statuses: dict[int, AnyStatus] = field(default_factory=dict)
     connected_events: dict[int, int] = field(default_factory=dict)  # node id -> ns it reported "connected"
     driver_summaries: list[dict[str, Any]] = field(default_factory=list)
     miner_summaries: list[dict[str, Any]] = field(default_factory=list)
@@ -72,6 +74,7 @@ class RunData:
     safety: SafetyCheck | None = None
     pow_chains: dict[int, StoredChain] = field(default_factory=dict)  # PoW: each node's stored chain
     harness_cpu_s: float = 0.0
+    harness_unexpected_exceptions: int = 0  # supervisor, drivers and miners (popbench.loop_exceptions)
     interrupted: str | None = None  # why the run ended early, if it did
     error: str | None = None
     data_dir: Path | None = None
@@ -111,6 +114,7 @@ class Run:
         data = self.data
         data.run_dir.mkdir(parents=True, exist_ok=True)
         cpu_before = own_cpu_s()
+        install_exception_counter()
         try:
             self._prepare_host()
             async with Supervisor(data.run_dir, self._on_event) as supervisor:
@@ -129,6 +133,7 @@ class Run:
         finally:
             data.crashes = list(self.supervisor.crashes) if self.supervisor else []
             data.harness_cpu_s += own_cpu_s() - cpu_before
+            self._count_harness_exceptions()
             if self.deployment is not None:
                 self.deployment.close()
             self._check_safety()
@@ -292,7 +297,7 @@ class Run:
         deadline = time.monotonic() + self.profile.run.drain_s
         while time.monotonic() < deadline:
             sample = await self.collector.sample()
-            tips = {s["pow"]["tip_hash"] for s in sample.statuses.values() if "pow" in s}
+            tips = {s.pow.tip_hash for s in sample.statuses.values() if isinstance(s, PowStatus)}
             if len(tips) == 1 and len(sample.statuses) == self.profile.network.nodes:
                 self.data.mark(RunPhase.TIPS_CONVERGED)
                 return
@@ -318,7 +323,7 @@ class Run:
         for name in self.node_names:
             final = self.supervisor.children[name].events.get("final")
             if final is not None:
-                self.data.final_statuses[name.index] = final["status"]
+                self.data.final_statuses[name.index] = decode_status(final["status"])
         self.data.mark(RunPhase.STOPPED)
 
     async def _final_sample(self) -> None:
@@ -348,6 +353,14 @@ class Run:
             if done:
                 self.data.harness_cpu_s += float(done.get("cpu_s", 0.0))
 
+    def _count_harness_exceptions(self) -> None:
+        """Exceptions that reached the supervisor's loop or a driver's or miner's (each reports its own count)."""
+        children = self.data.driver_summaries + self.data.miner_summaries
+        count = unexpected_exceptions() + sum(int(s.get("unexpected_exceptions", 0)) for s in children)
+        self.data.harness_unexpected_exceptions = count
+        if count:
+            self.data.notes.append(f"harness processes counted {count} unexpected exceptions (tracebacks: console, logs/)")
+
     def _check_safety(self) -> None:
         """Read every node's chain back from its database (once: PoW metrics reuse the chains)."""
         data_dir, nodes = self.data.data_dir, self.profile.network.nodes
@@ -371,7 +384,7 @@ class Run:
     def _on_sample(self, sample: Sample) -> None:
         self.status_line.on_sample(sample, self.data.window)
         target = self._block_target()
-        if target and max((s["height"] for s in sample.statuses.values()), default=0) >= target:
+        if target and max((s.height for s in sample.statuses.values()), default=0) >= target:
             self._enough_blocks.set()
 
     def _block_target(self) -> int:

@@ -150,9 +150,22 @@ class Connection(FramedProtocol):
             if type(message) is Disconnect:
                 self._peer_disconnected(message)
             else:
-                self.host.message_from(self, message)
+                self._dispatch(message)
             return
         self._handshake_step(message)
+
+    def _dispatch(self, message: Message) -> None:
+        """Hand a message to the host. A handler that raises is a bug, not the peer's fault: the exception goes
+        to the loop's exception handler (counted: popbench.loop_exceptions) and the link closes, as it would if
+        the exception had escaped ``data_received``."""
+        try:
+            self.host.message_from(self, message)
+        except Exception as err:  # noqa: BLE001 - reported to the loop, never swallowed
+            asyncio.get_running_loop().call_exception_handler({
+                "message": f"handler for {type(message).__name__} from peer {self.peer_id} raised",
+                "exception": err, "protocol": self, "transport": self.transport,
+            })  # fmt: skip
+            self.close()
 
     def _handshake_step(self, message: Message) -> None:
         if type(message) is Hello and self.state is HandshakeState.AWAIT_HELLO:

@@ -7,15 +7,13 @@ certificate (2f+1 valid COMMIT signatures) and the state root before it applies 
 from __future__ import annotations
 
 import time
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 from popbench.errors import ConsensusError, SyncError
 from popbench.net.connection import Connection
-from popbench.wire import BlockRequest, BlockResponse, SnapshotChunk, SnapshotRequest
+from popbench.pop.ledger import CommittedBlock, Ledger
+from popbench.wire import BlockRequest, BlockResponse, Message, SnapshotChunk, SnapshotRequest
 from popbench.wire.framing import MAX_FRAME_BYTES
-
-if TYPE_CHECKING:
-    from popbench.pop.node import Node
 
 BLOCKS_PER_REQUEST = 32
 REQUEST_TIMEOUT_NS = 2_000_000_000  # a request with no answer by then no longer blocks a new one
@@ -23,10 +21,31 @@ SNAPSHOT_CHUNK_BYTES = 1 << 20
 RESPONSE_BUDGET_BYTES = MAX_FRAME_BYTES // 2
 
 
+class CaughtUpListener(Protocol):
+    """The consensus engine, told when blocks from a peer moved the head (popbench.pop.pbft.PbftEngine)."""
+
+    def caught_up(self, committed_view: int) -> None: ...
+
+
+class CatchUpHost(Protocol):
+    """What catch-up needs of its node (popbench.pop.node.Node): the ledger, a way to ask one peer, the
+    engine to tell, and the node's own bookkeeping for each block applied."""
+
+    @property
+    def ledger(self) -> Ledger: ...
+
+    @property
+    def engine(self) -> CaughtUpListener: ...
+
+    def send_to(self, node_id: int, message: Message) -> None: ...
+
+    def block_committed(self, record: CommittedBlock, view: int, round_s: float | None) -> None: ...
+
+
 class CatchUp:
     """Serves and requests committed blocks and state snapshots for one node."""
 
-    def __init__(self, node: Node) -> None:
+    def __init__(self, node: CatchUpHost) -> None:
         self.node = node
         self._in_flight_since_ns = 0
         self._snapshot: tuple[int, list[bytes]] | None = None

@@ -21,7 +21,7 @@ from popbench.node_config import NodeConfig, Reporter
 from popbench.pop.ledger import CommittedBlock, Ledger
 from popbench.mempool import Mempool
 from popbench.net.connection import Connection
-from popbench.pop.status import node_status
+from popbench.pop.status import pop_node_status
 from popbench.wire import (
     TOPIC_COMMITS,
     BlockRequest,
@@ -49,6 +49,7 @@ from popbench.wire import (
     ViewChange,
     encode_frame,
 )
+from popbench.wire.status import PopStatus
 
 CONSENSUS_MESSAGES = (PrePrepare, Prepare, Commit, ViewChange, NewView)
 class Node(NodeBase):
@@ -117,8 +118,8 @@ class Node(NodeBase):
         if message.topics & TOPIC_COMMITS:
             self.subscribers.add(conn)
 
-    def status(self) -> dict[str, Any]:
-        return node_status(self)
+    def status(self) -> PopStatus:
+        return pop_node_status(self)
 
     # -- validators ----------------------------------------------------------------------------------
     def _on_committed_notice(self, conn: Connection, message: Committed) -> None:

@@ -1,48 +1,77 @@
-"""The STATUS a node reports: identity, chain head, consensus position, peers and exact counters.
+"""The STATUS of a PoP validator: chain head, consensus position and catch-up tallies over the shared fields.
 
-The harness's collector, ``popbench status`` and the node's own status line all read this one dict;
-its keys are listed in docs/protocol.md (STATUS).
+The builder reads what :class:`PopStatusSource` names and nothing else, so it depends on these small
+Protocols rather than on the node (the node imports this module, never the reverse). Reading changes
+nothing. Fields: popbench.wire.status.PopStatus, docs/protocol.md (STATUS).
 """
 
 from __future__ import annotations
 
-import os
-import time
-from typing import TYPE_CHECKING, Any
+from collections.abc import Mapping, Sized
+from typing import Protocol
 
-from popbench import crypto
-
-if TYPE_CHECKING:
-    from popbench.pop.node import Node
+from popbench.wire.status import PopStatus, SharedStatusFields, Summary
 
 
-def node_status(node: Node) -> dict[str, Any]:
-    engine = node.engine
-    ledger = node.ledger
-    return {
-        "node_id": node.node_id,
-        "role": node.config.role.name.lower(),
-        "pid": os.getpid(),
-        "uptime_s": (time.time_ns() - node.started_ns) / 1e9,
-        "height": ledger.height,
-        "head_hash": ledger.head_hash.hex(),
-        "view": engine.view,
-        "leader": engine.leader(),
-        "peers": len(node.peers.links),
-        "peer_ids": sorted(node.peers.links),
-        "clients": len(node.peers.clients),
-        "mempool": len(node.mempool),
-        "crypto_backend": crypto.backend_name(),
-        "round_time_s": _summary(node.round_times_s),
-        "last_commit_ns": node.commit_times_ns[-1] if node.commit_times_ns else 0,
-        "proposals_refused": dict(engine.proposals_refused),
-        "blocks_fetched": node.catchup.blocks_fetched,
-        "sync_failures": node.catchup.sync_failures,
-        "counters": node.counters.as_dict(),
-    }
+class ChainHead(Protocol):
+    """The committed head (popbench.pop.ledger.Ledger)."""
+
+    @property
+    def height(self) -> int: ...
+
+    @property
+    def head_hash(self) -> bytes: ...
 
 
-def _summary(values: list[float]) -> dict[str, float]:
-    if not values:
-        return {"count": 0, "sum": 0.0, "max": 0.0}
-    return {"count": len(values), "sum": sum(values), "max": max(values)}
+class ConsensusPosition(Protocol):
+    """Where the PBFT engine stands (popbench.pop.pbft.PbftEngine)."""
+
+    @property
+    def view(self) -> int: ...
+
+    @property
+    def proposals_refused(self) -> Mapping[str, int]: ...
+
+    def leader(self, view: int | None = None) -> int: ...
+
+
+class CatchUpTally(Protocol):
+    """What catch-up counted (popbench.pop.catchup.CatchUp)."""
+
+    @property
+    def blocks_fetched(self) -> int: ...
+
+    @property
+    def sync_failures(self) -> int: ...
+
+
+class PopStatusSource(Protocol):
+    """What the PoP status builder reads of its node (popbench.pop.node.Node)."""
+
+    @property
+    def ledger(self) -> ChainHead: ...
+
+    @property
+    def engine(self) -> ConsensusPosition: ...
+
+    @property
+    def catchup(self) -> CatchUpTally: ...
+
+    @property
+    def mempool(self) -> Sized: ...
+
+    @property
+    def round_times_s(self) -> list[float]: ...
+
+    def shared_status_fields(self) -> SharedStatusFields: ...
+
+
+def pop_node_status(node: PopStatusSource) -> PopStatus:
+    ledger, engine, catchup = node.ledger, node.engine, node.catchup
+    return PopStatus(
+        **node.shared_status_fields(),
+        height=ledger.height, head_hash=ledger.head_hash.hex(), view=engine.view, leader=engine.leader(),
+        mempool=len(node.mempool), round_time_s=Summary.of(node.round_times_s),
+        proposals_refused=dict(engine.proposals_refused),
+        blocks_fetched=catchup.blocks_fetched, sync_failures=catchup.sync_failures,
+    )  # fmt: skip

@@ -52,6 +52,7 @@ from popbench.wire import (
     encode_frame,
 )
 from popbench.wire import PowBlock as PowBlockMessage
+from popbench.wire.status import PowStatus
 
 CONFIRMATIONS = 6  # a block this deep under the tip counts as committed (COMMITTED, counters)
 
@@ -97,7 +98,7 @@ class PowNode(NodeBase):
         self.miner.stop()
         await self._close_network_and_store()
 
-    def status(self) -> dict[str, Any]:
+    def status(self) -> PowStatus:
         return pow_node_status(self)
 
     # -- ConnectionHost ----------------------------------------------------------------------------
