@@ -102,7 +102,8 @@ def test_a_validator_restarted_after_a_skipped_transfer_commits_again_and_serves
         cluster.stop()
     blocks = stored_blocks(node_db(tmp_path, RESTARTED))
     assert any(gapped.id in record.block.transfer_ids for record in blocks), "the gapped transfer was never committed"
-    assert any(r.block.proposer == RESTARTED and r.block.height > restart_height for r in blocks), \
+    assert any(r.block.proposer == RESTARTED and r.block.height > restart_height for r in blocks), (
         f"no block proposed by node {RESTARTED} committed after its restart at height {restart_height}"
+    )
     agree, _ = chains_agree([node_db(tmp_path, n) for n in range(4)])
     assert agree
