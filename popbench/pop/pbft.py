@@ -168,7 +168,8 @@ class PbftEngine:
     def _propose_due(self) -> None:
         self._propose_timer = None
         current = self.round()
-        if self.is_leader and current.proposal is None and self.vc_target is None and len(self.host.mempool):
+        idle = current.proposal is None and current.pending is None  # a second PRE-PREPARE would equivocate
+        if self.is_leader and idle and self.vc_target is None and len(self.host.mempool):
             self.propose()
 
     def propose(self) -> None:
