@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from harness.kinds import RunPhase
 from harness.host.calibrate import pop_ceiling
 from harness.metrics import mining
 from harness.metrics import network as net
@@ -24,14 +25,14 @@ def steady_window(data: RunData) -> tp.SteadyWindow | None:
         return None
     run = data.profile.run
     start = data.window[0] + int(run.warmup_s * 1e9)
-    end = min(data.window[1] - int(run.cooldown_s * 1e9), data.phases.get("stopping", data.window[1]))
+    end = min(data.window[1] - int(run.cooldown_s * 1e9), data.phases.get(RunPhase.STOPPING, data.window[1]))
     return tp.SteadyWindow(start, end) if end > start else None
 
 
 def compute(data: RunData) -> Metrics:
     nodes = data.profile.network.nodes
     steady = steady_window(data)
-    run_s = ((data.phases.get("stopped") or data.started_ns) - data.started_ns) / 1e9
+    run_s = ((data.phases.get(RunPhase.STOPPED) or data.started_ns) - data.started_ns) / 1e9
     cores = data.calibration.cores if data.calibration else 1
     planned_kills = {f["node"] for f in data.faults_applied if f["kind"] == "kill"}
     latest = _latest_statuses(data, steady.end_ns if steady else None)
@@ -55,8 +56,8 @@ def _mining(data: RunData) -> Mining | None:
         return None
     if data.profile.network.consensus == "pow":
         target_s = data.profile.miners.block_interval_ms / 1000
-        converged = data.phases.get("tips_converged")
-        after_s = (converged - data.phases["window_end"]) / 1e9 if converged and "window_end" in data.phases else None
+        converged = data.phases.get(RunPhase.TIPS_CONVERGED)
+        after_s = (converged - data.phases[RunPhase.WINDOW_END]) / 1e9 if converged and RunPhase.WINDOW_END in data.phases else None
         return pow_metrics(data.pow_chains, data.final_statuses, target_s, data.calibration.hashes_per_s_per_core, after_s)
     if not data.miner_summaries:
         return None
@@ -66,7 +67,7 @@ def _mining(data: RunData) -> Mining | None:
 
 def _node_span_s(data: RunData) -> float:
     """How long nodes should have been up: from the first fork to the start of shut-down."""
-    began, ended = data.phases.get("forking"), data.phases.get("stopping")
+    began, ended = data.phases.get(RunPhase.FORKING), data.phases.get(RunPhase.STOPPING)
     return (ended - began) / 1e9 if began and ended else 0.0
 
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 from collections import deque
 from collections.abc import Callable
 
-from harness.kinds import ChildKind
+from harness.kinds import ChildKind, RunPhase
 from harness.metrics.results import Connectivity, Consensus, Resources, Stability, UssSummary, Work
 from harness.metrics.safety import SafetyCheck
 from harness.metrics.stats import mean_and_stdev, percentile
@@ -53,7 +53,7 @@ def _bfs(origin: int, neighbours: dict[int, list[int]]) -> dict[int, int]:
     return distances
 
 
-def connectivity(statuses: dict[int, AnyStatus], intended: int, nodes: int, phases: dict[str, int], started_ns: int,
+def connectivity(statuses: dict[int, AnyStatus], intended: int, nodes: int, phases: dict[RunPhase, int], started_ns: int,
                  finals: dict[int, AnyStatus]) -> Connectivity:  # fmt: skip
     links = observed_links(statuses)
     connected, hops = diameter(set(range(nodes)), links) if statuses else (False, None)
@@ -64,14 +64,14 @@ def connectivity(statuses: dict[int, AnyStatus], intended: int, nodes: int, phas
     return Connectivity(
         intended_links=intended, links_up=len(links),
         links_ratio=len(links) / intended if intended else 1.0,
-        time_to_connected_s=_since(phases, "connected", started_ns),
-        time_to_connected_from_fork_s=_since(phases, "connected", phases.get("forking")),
+        time_to_connected_s=_since(phases, RunPhase.CONNECTED, started_ns),
+        time_to_connected_from_fork_s=_since(phases, RunPhase.CONNECTED, phases.get(RunPhase.FORKING)),
         handshake_failures=sum(failures.values()), handshake_failures_by_reason=failures,
         graph_connected=connected, diameter_hops=hops,
     )  # fmt: skip
 
 
-def _since(phases: dict[str, int], phase: str, origin_ns: int | None) -> float | None:
+def _since(phases: dict[RunPhase, int], phase: RunPhase, origin_ns: int | None) -> float | None:
     if phase not in phases or origin_ns is None:
         return None
     return (phases[phase] - origin_ns) / 1e9

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import msgspec
 
+from harness.kinds import RunPhase
 from harness.host.envinfo import environment
 from harness.metrics.results import Metrics
 from harness.report.schema import SCHEMA_VERSION, AppliedFault, DeploymentSummary, Environment, Files, Report, RunStatus, Score
@@ -29,7 +30,7 @@ def build_report(data: RunData, metrics: Metrics, score: Score) -> Report:
         status=_status(data),
         ended_early=data.interrupted or data.error,
         started_at=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(data.started_ns / 1e9)),
-        duration_s=(data.phases.get("stopped", time.time_ns()) - data.started_ns) / 1e9,
+        duration_s=(data.phases.get(RunPhase.STOPPED, time.time_ns()) - data.started_ns) / 1e9,
         phases={name: (ns - data.started_ns) / 1e9 for name, ns in data.phases.items()},
         profile=data.profile,
         deployment=msgspec.convert(data.deployment, DeploymentSummary) if data.deployment else None,
