@@ -50,6 +50,7 @@ def throughput_latency_svg(sweep: Sweep) -> str:
     axes.set(
         xlabel="committed proofs/s (steady window)",
         ylabel="p99 commit latency, ms",
+        xscale="log",  # sizes differ in capacity by orders of magnitude; each curve gets the same width
         yscale="log",
         title="Throughput and p99 latency per size",
     )
