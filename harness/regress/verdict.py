@@ -1,0 +1,267 @@
+"""Typed comparisons of two repeat sets: a verdict per figure, the like-for-like check, the exit status.
+
+A figure regresses only when both hold (asv's rule): the Mann-Whitney test says the two sides differ
+(p < alpha) AND the medians moved the worse way by more than the figure's threshold. With too few
+repeats for any test, the figure is judged against its fixed fallback tolerance and says so.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from enum import IntEnum, StrEnum
+
+import msgspec
+
+from harness.regress.figures import WATCHED_FIGURES, Direction, FigureSpec
+from harness.regress.stats import ALPHA, PValueMethod, Spread, UTestResult, mann_whitney, median_change, spread, worse_percent
+from popbench.errors import HarnessError
+
+
+class Verdict(StrEnum):
+    """What a figure did. FASTER/SLOWER mean better/worse in the figure's own direction."""
+
+    FASTER = "faster"
+    SLOWER = "slower"
+    NO_CHANGE = "no significant change"
+    TOO_FEW_SAMPLES = "too few samples"
+
+
+class Basis(StrEnum):
+    """What the verdict rests on."""
+
+    MANN_WHITNEY = "mann-whitney"
+    FIXED_TOLERANCE = "fixed tolerance"
+
+
+class ExitStatus(IntEnum):
+    """The exit status of ``popbench compare``."""
+
+    OK = 0
+    REGRESSION = 1  # a gating figure is significantly worse beyond its threshold
+    NOT_LIKE_FOR_LIKE = 2  # the two sides ran different things or on different machines (and no --force)
+
+
+class RunMetadata(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    """What two sides must share to be compared, filled from a report by the caller. ``None`` means unknown.
+
+    ``profile_digest`` is a digest of the resolved profile, so an edited profile with the same name is
+    noticed. ``git_commit`` and ``git_dirty`` are carried for the record and never compared: a different
+    commit is the point of a comparison.
+    """
+
+    profile: str
+    profile_digest: str | None = None
+    nodes: int | None = None
+    consensus: str | None = None
+    topology: str | None = None
+    crypto_backend: str | None = None
+    workload_mode: str | None = None
+    workload_rate: float | None = None
+    workload_in_flight: int | None = None
+    cpu_model: str | None = None
+    cores_logical: int | None = None
+    python: str | None = None
+    popbench_version: str | None = None
+    score_version: int | None = None
+    git_commit: str | None = None
+    git_dirty: bool | None = None
+
+
+# Every compared field of RunMetadata and why a difference spoils the comparison.
+LIKE_FOR_LIKE_REASONS: dict[str, str] = {
+    "profile": "a different profile runs a different plan",
+    "profile_digest": "the profile's settings changed under the same name",
+    "nodes": "cost per proof grows with the number of nodes (quorum size, fan-out)",
+    "consensus": "a different protocol does different work",
+    "topology": "the links carry different traffic",
+    "crypto_backend": "signature cost differs between crypto backends",
+    "workload_mode": "open and closed loop load the nodes differently",
+    "workload_rate": "a different offered rate changes batching and CPU per proof",
+    "workload_in_flight": "a different closed-loop pool changes batching and CPU per proof",
+    "cpu_model": "CPU time per proof depends on the processor",
+    "cores_logical": "contention and scheduling depend on the core count",
+    "python": "the interpreter's speed differs between versions",
+    "popbench_version": "the harness that measured differs; a figure may be defined differently",
+    "score_version": "the score formula differs",
+}
+NOT_COMPARED = ("git_commit", "git_dirty")
+
+
+class Mismatch(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    field: str
+    base: str | int | float | bool | None
+    new: str | int | float | bool | None
+    reason: str
+
+
+def check_like_for_like(base: RunMetadata, new: RunMetadata) -> list[Mismatch]:
+    """Every compared field that differs, with why it matters. A field known on one side only differs."""
+    found = []
+    for field, reason in LIKE_FOR_LIKE_REASONS.items():
+        before, after = getattr(base, field), getattr(new, field)
+        if before != after:
+            found.append(Mismatch(field=field, base=before, new=after, reason=reason))
+    return found
+
+
+class RepeatSet(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    """K whole runs of one plan: per figure, one value per run that measured it (a run that did not
+    measure a figure, e.g. no block committed, contributes nothing to it)."""
+
+    metadata: RunMetadata
+    run_ids: list[str]
+    samples: dict[str, list[float]]
+
+    def __post_init__(self) -> None:
+        for name, values in self.samples.items():
+            if len(values) > len(self.run_ids):
+                raise HarnessError(f"figure {name}: {len(values)} samples from {len(self.run_ids)} runs")
+
+
+class FigureComparison(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    """One figure, BASE against NEW. ``change_percent`` is NEW's median against BASE's (signed, not
+    direction-adjusted); ``regression`` is whether it counts against the exit status."""
+
+    name: str
+    label: str
+    unit: str
+    direction: Direction
+    gating: bool
+    base_samples: list[float]
+    new_samples: list[float]
+    base_spread: Spread
+    new_spread: Spread
+    base_median: float
+    new_median: float
+    ratio: float | None
+    change_percent: float | None
+    u_test: UTestResult
+    threshold_percent: float
+    tolerance_percent: float  # the threshold, or the fallback tolerance when there was no test
+    basis: Basis
+    verdict: Verdict
+    regression: bool
+    why: str
+
+    @property
+    def p_value(self) -> float | None:
+        return self.u_test.p_value
+
+
+class SkippedFigure(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    name: str
+    reason: str
+
+
+class Comparison(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    """The whole comparison: every figure both sides measured, what was skipped, the like-for-like
+    mismatches, and the exit status they add up to."""
+
+    base_label: str
+    new_label: str
+    base_metadata: RunMetadata
+    new_metadata: RunMetadata
+    alpha: float
+    figures: list[FigureComparison]
+    skipped: list[SkippedFigure]
+    mismatches: list[Mismatch]
+    forced: bool
+    exit_status: ExitStatus
+
+    @property
+    def regressions(self) -> list[FigureComparison]:
+        return [figure for figure in self.figures if figure.regression]
+
+
+def compare_figure(
+    spec: FigureSpec, base: Sequence[float], new: Sequence[float], alpha: float = ALPHA, *, fail_on_fallback: bool = False
+) -> FigureComparison:
+    """BASE against NEW for one figure: the test, the change of the medians, the verdict and why.
+
+    A SLOWER verdict of a gating figure is a regression when the test found it; one found by the fixed
+    fallback tolerance (too few samples) is a regression only with ``fail_on_fallback``.
+    """
+    change = median_change(base, new)
+    worse = worse_percent(change, spec.direction is Direction.HIGHER_IS_BETTER)
+    test = mann_whitney(base, new, alpha)
+    if test.method is PValueMethod.NONE:
+        basis, tolerance = Basis.FIXED_TOLERANCE, spec.fallback_percent
+        verdict, why = _judge_by_tolerance(worse, tolerance, len(base), len(new), test)
+    else:
+        basis, tolerance = Basis.MANN_WHITNEY, spec.threshold_percent
+        verdict, why = _judge_by_test(worse, tolerance, test)
+    return FigureComparison(
+        name=spec.name, label=spec.label, unit=spec.unit, direction=spec.direction, gating=spec.gating,
+        base_samples=[float(v) for v in base], new_samples=[float(v) for v in new],
+        base_spread=spread(base), new_spread=spread(new), base_median=change.base_median, new_median=change.new_median,
+        ratio=change.ratio, change_percent=change.percent, u_test=test, threshold_percent=spec.threshold_percent,
+        tolerance_percent=tolerance, basis=basis, verdict=verdict, why=why,
+        regression=spec.gating and verdict is Verdict.SLOWER and (basis is Basis.MANN_WHITNEY or fail_on_fallback),
+    )  # fmt: skip
+
+
+def _judge_by_test(worse: float, threshold: float, test: UTestResult) -> tuple[Verdict, str]:
+    assert test.p_value is not None  # a test that ran has a p-value
+    p, alpha = test.p_value, test.alpha
+    moved = _describe_worse(worse)
+    if p >= alpha:
+        return Verdict.NO_CHANGE, f"not significant: p = {p:.3g} >= {alpha:g} ({moved})"
+    if abs(worse) <= threshold:
+        return Verdict.NO_CHANGE, f"significant (p = {p:.3g}) but {moved} is within the {threshold:g} % threshold"
+    verdict = Verdict.SLOWER if worse > 0 else Verdict.FASTER
+    return verdict, f"p = {p:.3g} < {alpha:g} and {moved}, beyond the {threshold:g} % threshold"
+
+
+def _judge_by_tolerance(worse: float, tolerance: float, n_base: int, n_new: int, test: UTestResult) -> tuple[Verdict, str]:
+    why = (
+        f"too few samples for a test ({n_base} vs {n_new}: the smallest possible p is {test.smallest_p:.3g} >= {test.alpha:g});"
+        f" judged by the fixed {tolerance:g} % tolerance: {_describe_worse(worse)}"
+    )
+    if abs(worse) <= tolerance:
+        return Verdict.TOO_FEW_SAMPLES, why
+    return (Verdict.SLOWER if worse > 0 else Verdict.FASTER), why
+
+
+def _describe_worse(worse: float) -> str:
+    if math.isinf(worse):
+        return "worse from zero" if worse > 0 else "better from zero"
+    return f"{abs(worse):.2f} % {'worse' if worse > 0 else 'better'}" if worse else "no change of the medians"
+
+
+def compare_repeat_sets(
+    base: RepeatSet,
+    new: RepeatSet,
+    specs: Sequence[FigureSpec] = WATCHED_FIGURES,
+    *,
+    alpha: float = ALPHA,
+    force: bool = False,
+    fail_on_fallback: bool = False,
+    labels: tuple[str, str] = ("BASE", "NEW"),
+) -> Comparison:
+    """Every spec'd figure both sides measured, the like-for-like check and the exit status: 2 when the
+    sides are not like for like (unless ``force``), else 1 when a gating figure regressed, else 0.
+    ``fail_on_fallback``: see :func:`compare_figure`."""
+    figures, skipped = [], []
+    for spec in specs:
+        missing = _missing_side(spec.name, base.samples, new.samples, labels)
+        if missing:
+            skipped.append(SkippedFigure(name=spec.name, reason=missing))
+        else:
+            figures.append(compare_figure(spec, base.samples[spec.name], new.samples[spec.name], alpha, fail_on_fallback=fail_on_fallback))
+    mismatches = check_like_for_like(base.metadata, new.metadata)
+    return Comparison(
+        base_label=labels[0], new_label=labels[1], base_metadata=base.metadata, new_metadata=new.metadata, alpha=alpha,
+        figures=figures, skipped=skipped, mismatches=mismatches, forced=force, exit_status=exit_status(figures, mismatches, force),
+    )  # fmt: skip
+
+
+def _missing_side(name: str, base: Mapping[str, list[float]], new: Mapping[str, list[float]], labels: tuple[str, str]) -> str:
+    absent = [label for label, samples in zip(labels, (base, new), strict=True) if not samples.get(name)]
+    return f"not measured in {' and '.join(absent)}" if absent else ""
+
+
+def exit_status(figures: Sequence[FigureComparison], mismatches: Sequence[Mismatch], force: bool) -> ExitStatus:
+    if mismatches and not force:
+        return ExitStatus.NOT_LIKE_FOR_LIKE
+    return ExitStatus.REGRESSION if any(figure.regression for figure in figures) else ExitStatus.OK

@@ -1,0 +1,99 @@
+"""Whole comparisons: the like-for-like refusal, skipped figures and the exit status."""
+
+from __future__ import annotations
+
+import msgspec
+
+from harness.regress.verdict import (
+    LIKE_FOR_LIKE_REASONS,
+    ExitStatus,
+    RepeatSet,
+    RunMetadata,
+    Verdict,
+    check_like_for_like,
+    compare_repeat_sets,
+)
+
+METADATA = RunMetadata(
+    profile="ci", profile_digest="abc123", nodes=4, consensus="pbft", topology="full-mesh", crypto_backend="coincurve",
+    workload_mode="open", workload_rate=300.0, workload_in_flight=None, cpu_model="AMD EPYC 7B13", cores_logical=2,
+    python="3.11.7", popbench_version="0.1.0", score_version=1, git_commit="aaaa", git_dirty=False,
+)  # fmt: skip
+RUN_IDS = [f"run-{index}" for index in range(5)]
+STEADY = {
+    "node_cpu_ms_per_proof": [4.50, 4.52, 4.48, 4.51, 4.49],
+    "frames_per_proof": [12.0] * 5,
+    "commit_latency_p99_ms": [77.0, 80.0, 79.0, 78.0, 81.0],
+    "committed_per_s": [294.0, 295.0, 294.5, 295.0, 294.0],
+}
+SLOWER_CPU = {**STEADY, "node_cpu_ms_per_proof": [4.95, 4.97, 4.99, 4.96, 4.98]}  # +10 %
+
+
+def repeat_set(samples: dict[str, list[float]], metadata: RunMetadata = METADATA) -> RepeatSet:
+    return RepeatSet(metadata=metadata, run_ids=RUN_IDS, samples=samples)
+
+
+def test_identical_metadata_is_like_for_like_whatever_the_commit() -> None:
+    other_commit = msgspec.structs.replace(METADATA, git_commit="bbbb", git_dirty=True)
+    assert check_like_for_like(METADATA, other_commit) == []
+
+
+def test_every_mismatch_is_listed_with_its_reason() -> None:
+    other = msgspec.structs.replace(METADATA, nodes=8, cpu_model="Intel Xeon", cores_logical=4, crypto_backend="ecdsa", workload_rate=None)
+    mismatches = check_like_for_like(METADATA, other)
+    assert [m.field for m in mismatches] == ["nodes", "crypto_backend", "workload_rate", "cpu_model", "cores_logical"]
+    by_field = {m.field: m for m in mismatches}
+    assert (by_field["nodes"].base, by_field["nodes"].new) == (4, 8)
+    assert by_field["cpu_model"].reason == LIKE_FOR_LIKE_REASONS["cpu_model"]
+    assert by_field["workload_rate"].new is None  # known on one side only is a difference too
+
+
+def test_every_metadata_field_is_either_compared_or_explicitly_not() -> None:
+    from harness.regress.verdict import NOT_COMPARED
+
+    assert set(LIKE_FOR_LIKE_REASONS) | set(NOT_COMPARED) == set(RunMetadata.__struct_fields__)
+
+
+def test_not_like_for_like_exits_2_unless_forced() -> None:
+    other = msgspec.structs.replace(METADATA, nodes=8)
+    refused = compare_repeat_sets(repeat_set(STEADY), repeat_set(STEADY, other))
+    forced = compare_repeat_sets(repeat_set(STEADY), repeat_set(STEADY, other), force=True)
+    assert refused.exit_status is ExitStatus.NOT_LIKE_FOR_LIKE and [m.field for m in refused.mismatches] == ["nodes"]
+    assert forced.exit_status is ExitStatus.OK and forced.forced
+
+
+def test_a_mismatch_outranks_a_regression() -> None:
+    other = msgspec.structs.replace(METADATA, cores_logical=4)
+    assert compare_repeat_sets(repeat_set(STEADY), repeat_set(SLOWER_CPU, other)).exit_status is ExitStatus.NOT_LIKE_FOR_LIKE
+    assert compare_repeat_sets(repeat_set(STEADY), repeat_set(SLOWER_CPU, other), force=True).exit_status is ExitStatus.REGRESSION
+
+
+def test_a_significant_cpu_regression_exits_1_and_names_the_figure() -> None:
+    comparison = compare_repeat_sets(repeat_set(STEADY), repeat_set(SLOWER_CPU))
+    assert comparison.exit_status is ExitStatus.REGRESSION
+    assert [figure.name for figure in comparison.regressions] == ["node_cpu_ms_per_proof"]
+    verdicts = {figure.name: figure.verdict for figure in comparison.figures}
+    assert verdicts["frames_per_proof"] is Verdict.NO_CHANGE
+    assert verdicts["commit_latency_p99_ms"] is Verdict.NO_CHANGE
+
+
+def test_the_same_samples_exit_0() -> None:
+    assert compare_repeat_sets(repeat_set(STEADY), repeat_set(STEADY)).exit_status is ExitStatus.OK
+
+
+def test_figures_missing_on_either_side_are_skipped_with_the_side_named() -> None:
+    without_latency = {name: values for name, values in STEADY.items() if name != "commit_latency_p99_ms"}
+    comparison = compare_repeat_sets(repeat_set(STEADY), repeat_set(without_latency))
+    skipped = {s.name: s.reason for s in comparison.skipped}
+    assert skipped["commit_latency_p99_ms"] == "not measured in NEW"
+    assert skipped["node_cpu_ms_per_block"] == "not measured in BASE and NEW"
+    assert "commit_latency_p99_ms" not in {figure.name for figure in comparison.figures}
+
+
+def test_single_runs_compare_by_the_fixed_tolerance_and_do_not_fail_unless_asked() -> None:
+    one = {name: values[:1] for name, values in STEADY.items()}
+    worse = {**one, "node_cpu_ms_per_proof": [one["node_cpu_ms_per_proof"][0] * 1.5]}
+    single = RepeatSet(metadata=METADATA, run_ids=["run-0"], samples=one)
+    single_worse = RepeatSet(metadata=METADATA, run_ids=["run-1"], samples=worse)
+    assert compare_repeat_sets(single, single_worse).exit_status is ExitStatus.OK
+    assert compare_repeat_sets(single, single_worse, fail_on_fallback=True).exit_status is ExitStatus.REGRESSION
