@@ -20,6 +20,7 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
+
 from popbench.client import NodeClient
 from popbench.errors import ClientError
 from popbench.genesis import ChainParams, make_genesis, write_genesis, write_keys
@@ -88,11 +89,13 @@ class LocalCluster:
 
     def unclean(self) -> list[str]:
         """Why the nodes did not run clean: unexpected exceptions they counted, tracebacks in their logs."""
-        problems = [f"node {node} counted {count} unexpected exceptions" for node, count in sorted(self.exceptions_counted.items()) if count]
+        problems = [
+            f"node {node} counted {count} unexpected exceptions" for node, count in sorted(self.exceptions_counted.items()) if count
+        ]
         for log in sorted(self.root.glob("node-*.log")):
             text = log.read_text(errors="replace")
             if "Traceback" in text:
-                problems.append(f"{log.name} holds a traceback:\n{text[text.index('Traceback'):][:3000]}")
+                problems.append(f"{log.name} holds a traceback:\n{text[text.index('Traceback') :][:3000]}")
         return problems
 
     def _terminate(self) -> None:
@@ -134,7 +137,7 @@ class LocalCluster:
     async def statuses(self, nodes: list[int] | None = None) -> Statuses:
         chosen = list(self.procs) if nodes is None else nodes
         answers = await asyncio.gather(*(self.status(node) for node in chosen))
-        return dict(zip(chosen, answers))
+        return dict(zip(chosen, answers, strict=True))
 
     async def wait_until(self, condition: Callable[[Statuses], bool], timeout_s: float,
                          nodes: list[int] | None = None, what: str = "condition") -> Statuses:  # fmt: skip
@@ -192,4 +195,3 @@ def chains_agree(paths: list[Path]) -> tuple[bool, int]:
 
 def node_db(root: Path, node: int) -> Path:
     return node_database(root / f"node-{node}", node)
-

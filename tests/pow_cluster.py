@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import subprocess
 from pathlib import Path
+
 from popbench.genesis import ChainParams
 from popbench.pow.block import PowBlock
 from popbench.store import Store

@@ -1,7 +1,8 @@
 """`popbench run` end to end: real supervisor, real node and driver processes, real report.
 
 Each test runs the real command as a subprocess with a tiny profile written to tmp_path, so a run is a
-few seconds. Nothing here asserts a speed: only what the report says happened.
+few seconds. Nothing here asserts a speed: only what the report says happened. Every run must also run
+clean (:func:`assert_ran_clean`): no process counted an unexpected exception or logged a traceback.
 """
 
 from __future__ import annotations
@@ -91,6 +92,19 @@ def finish(proc: subprocess.Popen[str]) -> tuple[int, str]:
     return proc.returncode, output
 
 
+def assert_ran_clean(run_dir: Path, output: str) -> None:
+    """No process of the run counted an exception that reached its loop or logged a traceback: the nodes'
+    count is in the stability metric, the harness processes' in a note, the tracebacks in the console
+    (the supervisor's stderr) and in every child's log (as Bitcoin Core's stop_node checks stderr)."""
+    report = read_report(run_dir)
+    assert report["metrics"]["stability"]["unexpected_exceptions"] == 0
+    assert not [note for note in report["notes"] if "unexpected exceptions" in note], report["notes"]
+    logs = {log.name: log.read_text(errors="replace") for log in sorted((run_dir / "logs").glob("*.log"))}
+    tracebacks = {name: text[text.index("Traceback") :][:3000] for name, text in logs.items() if "Traceback" in text}
+    assert not tracebacks, f"tracebacks in child logs: {tracebacks}"
+    assert "Traceback" not in output, output
+
+
 def test_smoke_run_writes_a_real_report_and_refuses_every_invalid_proof(tmp_path: Path) -> None:
     run_dir = tmp_path / "run"
     code, output = finish(start_run(write_profile(tmp_path, invalid=0.2), run_dir))
@@ -108,6 +122,7 @@ def test_smoke_run_writes_a_real_report_and_refuses_every_invalid_proof(tmp_path
     assert 0 < report["score"]["total"] <= 100
     assert (run_dir / "summary.md").read_text().startswith("## popbench")
     assert not processes_of(run_dir)
+    assert_ran_clean(run_dir, output)
 
 
 def test_stored_report_renders_again(tmp_path: Path) -> None:
@@ -116,6 +131,7 @@ def test_stored_report_renders_again(tmp_path: Path) -> None:
     assert code == 0, output
     rendered = subprocess.run(popbench("report", str(run_dir)), capture_output=True, text=True, check=True).stdout
     assert read_report(run_dir)["run_id"] in rendered and "score" in rendered
+    assert_ran_clean(run_dir, output)
 
 
 def test_unknown_profile_key_is_refused_by_name(tmp_path: Path) -> None:
@@ -139,6 +155,7 @@ def test_sigint_mid_run_writes_a_partial_report_and_leaves_no_process(tmp_path: 
     assert report["status"] == "partial" and "SIGINT" in report["ended_early"]
     assert report["duration_s"] < 60
     assert not processes_of(run_dir)
+    assert_ran_clean(run_dir, output)
 
 
 def test_node_killed_during_the_run_is_reported_as_a_crash(tmp_path: Path) -> None:
@@ -155,6 +172,7 @@ def test_node_killed_during_the_run_is_reported_as_a_crash(tmp_path: Path) -> No
     assert stability["unplanned_crashes"] == 1
     assert stability["safety"]["agree"] is True
     assert not processes_of(run_dir)
+    assert_ran_clean(run_dir, output)
 
 
 def test_planned_kill_and_restart_are_applied_and_the_restarted_node_catches_up(tmp_path: Path) -> None:
@@ -168,6 +186,7 @@ def test_planned_kill_and_restart_are_applied_and_the_restarted_node_catches_up(
     assert stability["unplanned_crashes"] == 0 and [c["name"] for c in stability["crashes"]] == ["node-1"]
     heights = stability["safety"]["heights"]
     assert heights["1"] >= 0.75 * max(heights.values()) and stability["safety"]["agree"] is True  # killed at ~20 %
+    assert_ran_clean(run_dir, output)
 
 
 POW_PROFILE = """
@@ -212,3 +231,4 @@ def test_pow_run_mines_converges_and_scores_its_mining(tmp_path: Path) -> None:
     assert report["metrics"]["stability"]["safety"]["agree"] is True
     assert [p["name"] for p in report["score"]["parts"] if p["exercised"]] == ["connectivity", "throughput", "mining", "stability"]
     assert not processes_of(run_dir)
+    assert_ran_clean(run_dir, output)

@@ -27,7 +27,7 @@ from tests.cluster import LocalCluster
 WAIT_S = 30.0
 
 # Runs `popbench ...` with the PoP node's PING handler replaced by one that raises.
-RAISING_PING_LAUNCHER = '''
+RAISING_PING_LAUNCHER = """
 import sys
 
 from popbench.pop.node import Node
@@ -52,7 +52,7 @@ from harness.cli.main import main
 
 sys.argv[0] = "popbench"
 main()
-'''
+"""
 
 
 class BrokenPingCluster(LocalCluster):

@@ -16,7 +16,7 @@ from __future__ import annotations
 import itertools
 import math
 from collections import Counter
-from typing import Any, NamedTuple
+from typing import NamedTuple
 
 from harness.metrics.pow_chains import StoredChain, heaviest_main_chain
 from harness.metrics.results import BlockInterval, PowMining, Propagation, PropagationShare

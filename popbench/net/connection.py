@@ -160,7 +160,7 @@ class Connection(FramedProtocol):
         the exception had escaped ``data_received``."""
         try:
             self.host.message_from(self, message)
-        except Exception as err:  # noqa: BLE001 - reported to the loop, never swallowed
+        except Exception as err:  # reported to the loop, never swallowed
             asyncio.get_running_loop().call_exception_handler({
                 "message": f"handler for {type(message).__name__} from peer {self.peer_id} raised",
                 "exception": err, "protocol": self, "transport": self.transport,
