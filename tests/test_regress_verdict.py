@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import msgspec
 
 from harness.regress.verdict import (
@@ -97,3 +99,15 @@ def test_single_runs_compare_by_the_fixed_tolerance_and_do_not_fail_unless_asked
     single_worse = RepeatSet(metadata=METADATA, run_ids=["run-1"], samples=worse)
     assert compare_repeat_sets(single, single_worse).exit_status is ExitStatus.OK
     assert compare_repeat_sets(single, single_worse, fail_on_fallback=True).exit_status is ExitStatus.REGRESSION
+
+
+def test_the_plan_digest_ignores_where_the_profile_came_from_but_not_its_settings() -> None:
+    from harness.profile import load_profile
+    from harness.regress.verdict import plan_digest
+
+    ci = load_profile("ci")
+    moved = dataclasses.replace(ci, source="/elsewhere/profiles/ci.toml", description="reworded")
+    faster = dataclasses.replace(ci, workload=dataclasses.replace(ci.workload, rate=ci.workload.rate * 2))
+    assert plan_digest(ci) == plan_digest(moved)
+    assert plan_digest(ci) != plan_digest(faster)
+    assert len(plan_digest(ci)) == 16

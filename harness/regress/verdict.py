@@ -7,11 +7,13 @@ repeats for any test, the figure is judged against its fixed fallback tolerance 
 
 from __future__ import annotations
 
+import hashlib
 import math
 from collections.abc import Mapping, Sequence
 from enum import IntEnum, StrEnum
 
 import msgspec
+import orjson
 
 from harness.regress.figures import WATCHED_FIGURES, Direction, FigureSpec
 from harness.regress.stats import ALPHA, PValueMethod, Spread, UTestResult, mann_whitney, median_change, spread, worse_percent
@@ -66,6 +68,22 @@ class RunMetadata(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_on
     score_version: int | None = None
     git_commit: str | None = None
     git_dirty: bool | None = None
+
+
+# Profile keys that name or describe the plan without changing what runs: left out of its digest, so two
+# checkouts in different folders (CI's clone, a developer's tree) agree.
+DIGEST_IGNORED_KEYS = frozenset({"source", "description"})
+DIGEST_HEX_CHARS = 16
+
+
+def plan_digest(profile: object, ignored: frozenset[str] = DIGEST_IGNORED_KEYS) -> str:
+    """A short digest of a resolved profile (a dataclass, Struct or dict) for ``RunMetadata.profile_digest``:
+    equal for equal settings, whatever the key order."""
+    data = msgspec.to_builtins(profile)
+    if isinstance(data, dict):
+        data = {key: value for key, value in data.items() if key not in ignored}
+    encoded = orjson.dumps(data, option=orjson.OPT_SORT_KEYS | orjson.OPT_NON_STR_KEYS)
+    return hashlib.sha256(encoded).hexdigest()[:DIGEST_HEX_CHARS]
 
 
 # Every compared field of RunMetadata and why a difference spoils the comparison.
