@@ -91,6 +91,13 @@ class NodeBase:
             unexpected_exceptions=unexpected_exceptions(),
         )  # fmt: skip
 
+    def connection_established(self, conn: Connection) -> bool:
+        """ConnectionHost: register an authenticated link; False refuses it (each node kind decides)."""
+        raise NotImplementedError
+
+    def connection_closed(self, conn: Connection) -> None:
+        raise NotImplementedError
+
     def message_from(self, conn: Connection, message: Message) -> None:
         handler = self._handlers.get(type(message))
         if handler is None:

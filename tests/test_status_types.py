@@ -7,11 +7,14 @@ same JSON object and frame a STATUS travels in.
 from __future__ import annotations
 
 import asyncio
+import os
 from pathlib import Path
 
 import msgspec
+import orjson
 import pytest
 
+from harness.procs.child import ChildContext
 from popbench.counters import NodeCounters
 from popbench.errors import ProtocolError
 from popbench.genesis import ChainParams, make_genesis
@@ -101,3 +104,15 @@ def test_a_malformed_status_is_refused_with_the_field_named() -> None:
     with pytest.raises(ProtocolError, match="pow"):
         decode_status({**good, "consensus": "pow"})  # a PoW status without its section
     assert decode_status({**good, "from_a_newer_node": 1}) == msgspec.convert(good, PopStatus)  # unknown fields pass
+
+
+def test_a_node_child_reports_its_final_status_as_json_the_supervisor_decodes(tmp_path: Path) -> None:
+    status = built_status(tmp_path, "pow")
+    read_end, write_end = os.pipe()
+    try:
+        ChildContext("node-0", write_end, None, {}).report("final", status=status)
+        event = orjson.loads(os.read(read_end, 1 << 20))
+    finally:
+        os.close(read_end)
+        os.close(write_end)
+    assert event["event"] == "final" and decode_status(event["status"]) == status
