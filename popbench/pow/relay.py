@@ -44,8 +44,10 @@ class BlockRelay:
         self.blocks_fetched = 0
         self.chain_requests = 0
         self._requested: dict[bytes, float] = {}  # block hash -> monotonic time asked
-        self._chain_pending: set[int] = set()  # peers with an unanswered POW_GET_CHAIN
-        self._peer_work: dict[int, int] = {}  # the most work each peer has announced
+        # Per-link state is keyed by the connection itself, never by the id a peer claims: a follower
+        # may claim any id, and must not be able to touch the state of the link that really has it.
+        self._chain_pending: set[Connection] = set()  # links with an unanswered POW_GET_CHAIN
+        self._peer_work: dict[Connection, int] = {}  # the most work each link has announced
 
     # -- outgoing ----------------------------------------------------------------------------------
     def announce_tip(self) -> None:
@@ -57,15 +59,15 @@ class BlockRelay:
         self.fetch_chain(conn)
 
     def fetch_chain(self, conn: Connection) -> None:
-        if conn.peer_id in self._chain_pending:
+        if conn in self._chain_pending:
             return
-        self._chain_pending.add(conn.peer_id)
+        self._chain_pending.add(conn)
         self.chain_requests += 1
         conn.send(PowGetChain(self.host.tree.locator(), MAX_CHAIN_BLOCKS))
 
     def link_closed(self, conn: Connection) -> None:
-        self._chain_pending.discard(conn.peer_id)
-        self._peer_work.pop(conn.peer_id, None)
+        self._chain_pending.discard(conn)
+        self._peer_work.pop(conn, None)
 
     def _tip_announce(self) -> PowAnnounce:
         tip = self.host.tree.tip
@@ -74,7 +76,7 @@ class BlockRelay:
     # -- incoming ----------------------------------------------------------------------------------
     def on_announce(self, conn: Connection, message: PowAnnounce) -> None:
         tree = self.host.tree
-        self._peer_work[conn.peer_id] = max(message.total_work, self._peer_work.get(conn.peer_id, 0))
+        self._peer_work[conn] = max(message.total_work, self._peer_work.get(conn, 0))
         if message.block_hash in tree or message.total_work <= tree.tip.total_work:
             return
         if message.height == tree.tip.height + 1 and not tree.is_orphan(message.block_hash):
@@ -97,7 +99,7 @@ class BlockRelay:
         self.blocks_fetched += self.host.accept_block(block, conn)
 
     def on_chain(self, conn: Connection, message: PowChain) -> None:
-        self._chain_pending.discard(conn.peer_id)
+        self._chain_pending.discard(conn)
         added = 0
         for raw in message.blocks:
             block = self._decode(conn, raw)
@@ -105,7 +107,7 @@ class BlockRelay:
                 return
             added += self.host.accept_block(block, conn)
         self.blocks_fetched += added
-        if added and self._peer_work.get(conn.peer_id, 0) > self.host.tree.tip.total_work:
+        if added and self._peer_work.get(conn, 0) > self.host.tree.tip.total_work:
             self.fetch_chain(conn)  # the answer was capped: there is more
 
     def on_get_block(self, conn: Connection, message: PowGetBlock) -> None:
