@@ -11,6 +11,7 @@ import pytest
 from harness.capacity.model import (
     Coefficients,
     CostModel,
+    MeasuredCapacities,
     ModelError,
     Observation,
     VoteGrowth,
@@ -87,12 +88,17 @@ def test_held_out_capacity_is_predicted_with_the_utilisation_of_the_small_sizes(
     cores, utilisation = 2.0, 0.6
     batch = 100.0
     observations = [Observation(nodes=n, proofs_per_block=b, cpu_ms_per_proof=TRUE_COEFFICIENTS.cpu_ms_per_proof(n, b))
-                    for n in [*SMALL_SIZES, 128] for b in [batch, 30.0, 300.0]]  # fmt: skip
+                    for n in [*SMALL_SIZES, 128] for b in [30.0, 300.0, 500.0]]  # fmt: skip
     capacities = {n: cores * 1000 * utilisation / TRUE_COEFFICIENTS.cpu_ms_per_proof(n, batch) for n in [*SMALL_SIZES, 128]}
-    validation = validate_held_out(observations, fit_max_nodes=64, capacities=capacities, cores=cores)
+    validation = validate_held_out(
+        observations, fit_max_nodes=64, measured=MeasuredCapacities(per_size=capacities, cores=cores, proofs_per_block=batch)
+    )
     assert validation.utilisation == pytest.approx(utilisation, rel=1e-6)
     (held_out,) = validation.held_out
     assert held_out.capacity_error_percent is not None and abs(held_out.capacity_error_percent) < 1e-6
+    # at the runs' median batch (300, not the 100 of the capacity points) the prediction would be off
+    at_median = validate_held_out(observations, fit_max_nodes=64, measured=MeasuredCapacities(per_size=capacities, cores=cores))
+    assert at_median.held_out[0].capacity_error_percent is not None and abs(at_median.held_out[0].capacity_error_percent) > 1.0
 
 
 def test_a_linear_protocol_fits_without_a_quadratic_term() -> None:

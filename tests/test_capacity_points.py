@@ -5,8 +5,9 @@ from __future__ import annotations
 import msgspec
 import pytest
 
-from harness.capacity.points import RunKey, RunOutcome, Shortfall, Slo, failed_outcome, judge, round_rate
+from harness.capacity.points import RunKey, RunOutcome, Shortfall, Slo, failed_outcome, judge, round_rate, slo_from_profile
 from harness.kinds import WorkloadMode
+from harness.profile import load_profile
 from popbench.errors import ConfigError
 
 OPEN_KEY = RunKey(nodes=16, rate_per_s=100.0, mode=WorkloadMode.OPEN)
@@ -57,6 +58,13 @@ def test_the_slo_is_validated_naming_the_key() -> None:
         Slo(p99_target_ms=0.0)
     with pytest.raises(ConfigError, match=r"slo\.within_target_share"):
         Slo(within_target_share=1.5)
+
+
+def test_the_slo_is_filled_from_a_profile() -> None:
+    profile = load_profile("ci").slo
+    slo = slo_from_profile(profile)
+    assert (slo.p99_target_ms, slo.within_target_share, slo.min_keep_pace, slo.min_links_share) == (
+        profile.latency_ms, profile.within_share, profile.min_delivery, profile.min_links_share)  # fmt: skip
 
 
 def test_rates_keep_three_significant_digits() -> None:

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from harness.capacity.model import observations_from_runs, plan_deployment, validate_held_out
+from harness.capacity.model import MeasuredCapacities, observations_from_runs, plan_deployment, validate_held_out
 from harness.capacity.points import Slo
 from harness.capacity.render import points_table, terminal_report
 from harness.capacity.search import SearchPlan
@@ -55,8 +55,10 @@ def sweep(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Sweep]:
 
 
 def read_page(output: Path, sweep: Sweep) -> PageReader:
-    validation = validate_held_out(observations_from_runs(sweep.records()), fit_max_nodes=32,
-                                   capacities={c.nodes: c.sustained_rate_per_s for c in sweep.findings.capacities if c.sustained_rate_per_s}, cores=CORES)  # fmt: skip
+    measured = MeasuredCapacities(
+        per_size={c.nodes: c.sustained_rate_per_s for c in sweep.findings.capacities if c.sustained_rate_per_s}, cores=CORES
+    )
+    validation = validate_held_out(observations_from_runs(sweep.records()), fit_max_nodes=32, measured=measured)
     assert sweep.model is not None
     plan = plan_deployment(sweep.model, nodes=1000, rate_per_s=10.0, cores_per_host=2)
     path = write_page(output, sweep, CORES, plans=[plan], validation=validation)

@@ -133,6 +133,15 @@ class HeldOut(CapacityRecord, frozen=True, kw_only=True):
     capacity_error_percent: float | None = None
 
 
+class MeasuredCapacities(CapacityRecord, frozen=True, kw_only=True):
+    """Measured highest sustained rates (nodes -> proofs/s) on ``cores`` cores, for validating capacity
+    predictions; ``proofs_per_block`` is the batch at those rates (None: the model's median batch)."""
+
+    per_size: dict[int, float]
+    cores: float
+    proofs_per_block: float | None = None
+
+
 class Validation(CapacityRecord, frozen=True, kw_only=True):
     fit_max_nodes: int
     model: CostModel
@@ -244,11 +253,13 @@ def predict_capacity(model: CostModel, nodes: float, cores: float, proofs_per_bl
     return Prediction(value=budget_ms_per_s / cpu.value, low=budget_ms_per_s / cpu.high, high=budget_ms_per_s / cpu.low)
 
 
-def effective_utilisation(model: CostModel, capacities: Mapping[int, float], cores: float) -> float:
+def effective_utilisation(model: CostModel, capacities: Mapping[int, float], cores: float, proofs_per_block: float | None = None) -> float:
     """The share of ``cores`` the measured capacities used, by the model (median over sizes): the ceiling
     this host reached in practice, with the load generator and the harness sharing it."""
-    return statistics.median(rate * model.coefficients.cpu_ms_per_proof(nodes, model.proofs_per_block) / (cores * MS_PER_S)
-                             for nodes, rate in capacities.items())  # fmt: skip
+    batch = proofs_per_block or model.proofs_per_block
+    return statistics.median(
+        rate * model.coefficients.cpu_ms_per_proof(nodes, batch) / (cores * MS_PER_S) for nodes, rate in capacities.items()
+    )
 
 
 def plan_deployment(model: CostModel, nodes: int, rate_per_s: float, cores_per_host: int, proofs_per_block: float | None = None,
@@ -283,33 +294,35 @@ def assumptions(model: CostModel, batch: float, utilisation: float) -> list[str]
 
 # -- validation ------------------------------------------------------------------------------------
 def validate_held_out(observations: list[Observation], fit_max_nodes: int, growth: VoteGrowth = VoteGrowth.QUADRATIC,
-                      capacities: Mapping[int, float] | None = None, cores: float | None = None, seed: int = 0) -> Validation:  # fmt: skip
+                      measured: MeasuredCapacities | None = None, seed: int = 0) -> Validation:  # fmt: skip
     """Fit on sizes up to ``fit_max_nodes``, predict every larger size, and report the error per size.
 
     CPU per proof is predicted at each held-out run's own batch (the batch is an input the profile
-    sets). With ``capacities`` (nodes -> highest sustained rate) and ``cores``, the capacity of each
-    held-out size is predicted too, with the utilisation this host reached on the small sizes."""
+    sets). With ``measured`` capacities, the capacity of each held-out size is predicted too, at the
+    utilisation this host reached on the small sizes."""
     model = fit_cost_model([o for o in observations if o.nodes <= fit_max_nodes], growth, seed=seed)
-    utilisation = None
-    if capacities and cores:
-        small = {n: rate for n, rate in capacities.items() if n <= fit_max_nodes}
-        utilisation = effective_utilisation(model, small, cores) if small else None
-    held_out = [held_out_error(model, [o for o in observations if o.nodes == nodes], capacities or {}, cores, utilisation)
+    small = {n: rate for n, rate in measured.per_size.items() if n <= fit_max_nodes} if measured else {}
+    utilisation = effective_utilisation(model, small, measured.cores, measured.proofs_per_block) if measured and small else None
+    held_out = [held_out_error(model, [o for o in observations if o.nodes == nodes], measured, utilisation)
                 for nodes in sorted({o.nodes for o in observations if o.nodes > fit_max_nodes})]  # fmt: skip
     return Validation(fit_max_nodes=fit_max_nodes, model=model, utilisation=utilisation, held_out=held_out)
 
 
-def held_out_error(model: CostModel, observed: list[Observation], capacities: Mapping[int, float], cores: float | None,
-                   utilisation: float | None) -> HeldOut:  # fmt: skip
+def held_out_error(
+    model: CostModel, observed: list[Observation], measured: MeasuredCapacities | None, utilisation: float | None
+) -> HeldOut:
+    """One held-out size: CPU per proof (mean over its runs) and, when measured, its capacity."""
     nodes = observed[0].nodes
-    measured = statistics.fmean(o.cpu_ms_per_proof for o in observed)
+    cpu = statistics.fmean(o.cpu_ms_per_proof for o in observed)
     predictions = [predict_cpu_ms_per_proof(model, nodes, o.proofs_per_block) for o in observed]
     predicted = Prediction(value=statistics.fmean(p.value for p in predictions), low=statistics.fmean(p.low for p in predictions),
                            high=statistics.fmean(p.high for p in predictions))  # fmt: skip
-    capacity = capacities.get(nodes)
-    capacity_prediction = predict_capacity(model, nodes, cores, utilisation=utilisation) if capacity and cores and utilisation else None
-    return HeldOut(nodes=nodes, measured_cpu_ms_per_proof=measured, predicted_cpu_ms_per_proof=predicted,
-                   error_percent=percent_error(predicted.value, measured), within_band=predicted.low <= measured <= predicted.high,
+    capacity = measured.per_size.get(nodes) if measured else None
+    capacity_prediction = None
+    if measured and capacity and utilisation:
+        capacity_prediction = predict_capacity(model, nodes, measured.cores, measured.proofs_per_block, utilisation)
+    return HeldOut(nodes=nodes, measured_cpu_ms_per_proof=cpu, predicted_cpu_ms_per_proof=predicted,
+                   error_percent=percent_error(predicted.value, cpu), within_band=predicted.low <= cpu <= predicted.high,
                    measured_capacity_per_s=capacity, predicted_capacity_per_s=capacity_prediction,
                    capacity_error_percent=percent_error(capacity_prediction.value, capacity) if capacity_prediction and capacity else None)  # fmt: skip
 

@@ -16,9 +16,11 @@ from typing import Protocol
 import msgspec
 
 from harness.kinds import WorkloadMode
+from harness.profile import Slo as ProfileSlo
 from popbench.errors import ConfigError
 
 RATE_SIGNIFICANT_DIGITS = 3  # candidate rates are rounded so keys stay readable and stable across a resume
+MAX_STALLED_SHARE = 0.05  # a commit gap of 5 % of the window (1.5 s of 30 s) is a stall, not block-interval jitter
 
 
 class CapacityRecord(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
@@ -49,9 +51,9 @@ class Slo(CapacityRecord, frozen=True, kw_only=True):
 
     p99_target_ms: float = 2000.0
     within_target_share: float = 0.99
-    max_stalled_share: float = 0.05
+    max_stalled_share: float = MAX_STALLED_SHARE
     min_keep_pace: float = 0.95
-    min_links_share: float = 0.95
+    min_links_share: float = 1.0
 
     def __post_init__(self) -> None:
         if not (self.p99_target_ms > 0 and math.isfinite(self.p99_target_ms)):
@@ -60,6 +62,13 @@ class Slo(CapacityRecord, frozen=True, kw_only=True):
             value = getattr(self, name)
             if not 0.0 <= value <= 1.0:
                 raise ConfigError(f"must be a share between 0 and 1, not {value}", key=f"slo.{name}")
+
+
+def slo_from_profile(slo: ProfileSlo, max_stalled_share: float = MAX_STALLED_SHARE) -> Slo:
+    """The sweep's SLO from a profile's ``[slo]``: its latency target is the p99 target (with
+    ``within_share`` 0.99 the two rules agree), its least delivery is the pace to keep."""
+    return Slo(p99_target_ms=slo.latency_ms, within_target_share=slo.within_share, max_stalled_share=max_stalled_share,
+               min_keep_pace=slo.min_delivery, min_links_share=slo.min_links_share)  # fmt: skip
 
 
 class RunKey(CapacityRecord, frozen=True, kw_only=True):
