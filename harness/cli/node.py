@@ -158,7 +158,7 @@ def status_command(address: str, as_json: bool) -> None:
         click.echo(json.dumps(status_to_json_object(status), indent=2, sort_keys=True))
         return
     for key, value in _summary_rows(status) + list(msgspec.structs.asdict(status.counters).items()):
-        click.echo(f"{key:>21}: {value}")
+        click.echo(f"{key:>23}: {value}")
 
 
 def _summary_rows(status: AnyStatus) -> list[tuple[str, object]]:
