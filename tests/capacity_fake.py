@@ -36,7 +36,8 @@ class FakeClock:
 class FakeNetwork:
     """A Runner. ``calls`` lists every run it performed; ``interrupt_after`` raises KeyboardInterrupt (Ctrl-C)
     instead of the run after that many; ``broken_from_nodes`` fails every run at that size or above;
-    ``crashing_repeat`` crashes a node in every open-loop run with that repeat index."""
+    ``crashing_repeat`` crashes a node in every open-loop run with that repeat index; ``stalling_probe``
+    makes every closed-loop probe stall for half its window."""
 
     scale: float = 4000.0
     noise: float = 0.02
@@ -47,6 +48,7 @@ class FakeNetwork:
     interrupt_after: int | None = None
     broken_from_nodes: int | None = None
     crashing_repeat: int | None = None
+    stalling_probe: bool = False
     calls: list[RunKey] = field(default_factory=list)
 
     def capacity(self, nodes: int) -> float:
@@ -69,7 +71,7 @@ class FakeNetwork:
         cpu_ms_per_proof = TRUE_COEFFICIENTS.cpu_ms_per_proof(nodes, batch) * (1 + draw.gauss(0, 0.01))
         return RunOutcome(key=key, offered_per_s=offered, committed_per_s=committed,
                           p99_ms=FLAT_P99_MS * (1 + min(load, 1.0)) + max(load - 1, 0.0) * P99_MS_PER_OVERLOAD,
-                          within_target_share=1.0 if load <= 1 else max(0.0, 1 - (load - 1) * 5), stalled_share=0.0,
+                          within_target_share=1.0 if load <= 1 else max(0.0, 1 - (load - 1) * 5), stalled_share=0.5 if self.stalling_probe and mode is WorkloadMode.CLOSED else 0.0,
                           links_up_min_share=1.0, crashed_nodes=1 if repeat_index == self.crashing_repeat and mode is WorkloadMode.OPEN else 0,
                           proofs_per_block=batch, cpu_ms_per_proof=cpu_ms_per_proof,
                           cpu_ms_per_block=cpu_ms_per_proof * batch, messages_per_block={"PREPARE": float(nodes * nodes)},

@@ -120,6 +120,13 @@ def test_a_failed_probe_says_why() -> None:
     assert findings.capacities[0].status is SizeStatus.FOUND
 
 
+def test_a_probe_that_stalled_but_committed_lets_the_open_loop_runs_decide() -> None:
+    capacity = search(FakeNetwork(stalling_probe=True), SearchPlan(sizes=[10])).capacities[0]
+    assert capacity.status is SizeStatus.FOUND
+    assert capacity.sustained_rate_per_s is not None and capacity.sustained_rate_per_s <= 400 * (1 + NOISE + ROUNDING)
+    assert capacity.note.startswith("probe: stall: no commit for 50% of the window")
+
+
 def test_repeats_count_as_sustained_only_when_enough_of_them_sustain() -> None:
     # repeat 1 always crashes a node: with every repeat required nothing is sustained, with 2 of 3 the knee is found
     strict = search(FakeNetwork(crashing_repeat=1), SearchPlan(sizes=[10], repeats=3, min_rate_per_s=50.0)).capacities[0]

@@ -23,7 +23,7 @@ from typing import Protocol
 
 import msgspec
 
-from harness.capacity.points import CapacityRecord, RunKey, Runner, RunRecord, Slo, judge, round_rate
+from harness.capacity.points import CapacityRecord, RunKey, Runner, RunRecord, Shortfall, Slo, judge, round_rate
 from harness.kinds import WorkloadMode
 from popbench.errors import ConfigError, HarnessError
 
@@ -42,7 +42,7 @@ class SizeStatus(StrEnum):
     RUNS_EXHAUSTED = "runs-exhausted"  # bracketed, but max_points_per_size came before the tolerance
     NO_UPPER = "no-upper"  # every rate tried was sustained: the highest is a lower bound only
     NONE_SUSTAINED = "none-sustained"  # not even min_rate_per_s was sustained
-    PROBE_FAILED = "probe-failed"  # the closed-loop probe committed nothing or broke
+    PROBE_FAILED = "probe-failed"  # the closed-loop probe measured nothing or committed nothing
     BUDGET = "budget"  # the budget ran out during (or before) this size
 
 
@@ -250,17 +250,22 @@ class CapacitySearch:
     def _search_size(self, bracket: Bracket) -> SizeCapacity:
         probe = self.record(RunKey(nodes=bracket.nodes, rate_per_s=round_rate(self.plan.probe_rate_per_s), mode=WorkloadMode.CLOSED))
         bracket.probe_committed_per_s = probe.outcome.committed_per_s
-        if not probe.verdict.sustained or probe.outcome.committed_per_s <= 0:
+        if Shortfall.FAILED in probe.verdict.shortfalls or probe.outcome.committed_per_s <= 0:
             why = probe.verdict.why_not or ["the closed-loop probe committed nothing"]
             return SizeCapacity(nodes=bracket.nodes, status=SizeStatus.PROBE_FAILED, probe_committed_per_s=probe.outcome.committed_per_s,
                                 sustained_rate_per_s=None, p99_ms_at_sustained=None, failed_rate_per_s=None, why_not_above=why, rates_tried=0)  # fmt: skip
+        # A saturated network may stall or crash where a lower rate would not: the open-loop runs decide.
+        probe_note = "; ".join(f"probe: {why}" for why in probe.verdict.why_not)
         start = max(self.plan.start_fraction * probe.outcome.committed_per_s, self.plan.min_rate_per_s)
         self._bracket(bracket, round_rate(start))
         if bracket.low is None:
-            return bracket.finding(SizeStatus.NONE_SUSTAINED, note=f"no rate down to {self.plan.min_rate_per_s:g}/s was sustained")
+            lowest = bracket.high.rate_per_s if bracket.high else start
+            return bracket.finding(
+                SizeStatus.NONE_SUSTAINED, note=_join(f"no rate sustained: the lowest tried, {lowest:g}/s, failed", probe_note)
+            )
         if bracket.high is None:
-            return bracket.finding(SizeStatus.NO_UPPER, note="every rate tried was sustained: a lower bound only")
-        return self._bisect(bracket)
+            return bracket.finding(SizeStatus.NO_UPPER, note=_join("every rate tried was sustained: a lower bound only", probe_note))
+        return self._bisect(bracket, probe_note)
 
     def _bracket(self, bracket: Bracket, rate: float) -> None:
         """Step up after a pass, down after a fail, until one rate passed and a higher one failed."""
@@ -276,17 +281,19 @@ class CapacitySearch:
             else:
                 rate = round_rate(max(rate / self.plan.step_factor, self.plan.min_rate_per_s))
 
-    def _bisect(self, bracket: Bracket) -> SizeCapacity:
+    def _bisect(self, bracket: Bracket, note: str) -> SizeCapacity:
         """Halve the bracket until the failing rate is within the tolerance of the sustained one."""
         assert bracket.low is not None and bracket.high is not None
         while bracket.high.rate_per_s > bracket.low.rate_per_s * (1 + self.plan.tolerance):
             middle = round_rate((bracket.low.rate_per_s + bracket.high.rate_per_s) / 2)
             if bracket.rates_tried >= self.plan.max_points_per_size:
-                return bracket.finding(SizeStatus.RUNS_EXHAUSTED, note=f"{bracket.rates_tried} rates tried before the tolerance")
+                return bracket.finding(
+                    SizeStatus.RUNS_EXHAUSTED, note=_join(f"{bracket.rates_tried} rates tried before the tolerance", note)
+                )
             if middle in (bracket.low.rate_per_s, bracket.high.rate_per_s):
                 break  # the rounding cannot split the bracket further
             bracket.add(self.verify(bracket.nodes, middle))
-        return bracket.finding(SizeStatus.FOUND)
+        return bracket.finding(SizeStatus.FOUND, note)
 
     # -- the largest size for a rate ----------------------------------------------------------------
     def largest_size(self, rate_per_s: float, capacities: list[SizeCapacity]) -> LargestSize:
@@ -407,6 +414,10 @@ def format_duration(seconds: float) -> str:
     if whole < 3600:
         return f"{whole // 60}m{whole % 60:02d}s"
     return f"{whole // 3600}h{whole % 3600 // 60:02d}m"
+
+
+def _join(*notes: str) -> str:
+    return "; ".join(note for note in notes if note)
 
 
 def _require(ok: bool, key: str, message: str) -> None:
