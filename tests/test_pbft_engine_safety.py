@@ -56,6 +56,8 @@ def test_a_bad_signature_prepare_never_enters_a_lock_or_a_view_change(tmp_path: 
         vc = sent_of(net, ViewChange, node)[0]
         assert byzantine not in decode_votes(vc.prepared_votes)
         assert prepared_block_of(vc, net.genesis.chain_id, net.genesis.public_keys, net.genesis.quorum, crypto.verify) is not None
+        from_the_future = ViewChange(vc.prepared_view, 1, node, vc.prepared_view, vc.prepared_block, vc.prepared_votes, vc.signature)
+        assert prepared_block_of(from_the_future, net.genesis.chain_id, net.genesis.public_keys, net.genesis.quorum, crypto.verify) is None
 
 
 def test_a_locked_leader_re_proposes_its_lock_byte_for_byte(tmp_path: Path) -> None:

@@ -146,8 +146,12 @@ def decode_votes(raw: bytes) -> dict[int, bytes]:
 
 
 def prepared_block_of(vc: ViewChange, chain_id: bytes, keys: Mapping[int, bytes], quorum: int, verify: Verify) -> Block | None:
-    """The block ``vc`` claims prepared, if its certificate holds 2f+1 valid PREPAREs; else None."""
-    if not vc.prepared_block:
+    """The block ``vc`` claims prepared, if its certificate holds a quorum of valid PREPAREs; else None.
+
+    A certificate counts only for a view below the one the VIEW-CHANGE asks for (an honest lock always
+    is): the obligation of NEW-VIEW(v) then comes from views below v, which the safety argument needs.
+    """
+    if not vc.prepared_block or vc.prepared_view >= vc.new_view:
         return None
     try:
         block = Block.decode(vc.prepared_block)
