@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+from collections.abc import Callable
 from typing import Protocol
 
 import coincurve
@@ -48,7 +49,7 @@ class CoincurveBackend:
 
     def sign(self, secret: bytes, message: bytes) -> bytes:
         der = coincurve.PrivateKey(secret).sign(message, hasher=_sha256)
-        return coincurve.ecdsa.serialize_compact(coincurve.ecdsa.der_to_cdata(der))
+        return bytes(coincurve.ecdsa.serialize_compact(coincurve.ecdsa.der_to_cdata(der)))
 
     def verify(self, public_key: bytes, message: bytes, signature: bytes) -> bool:
         if len(signature) != SIGNATURE_BYTES:
@@ -74,7 +75,7 @@ class CoincurveBackend:
         if len(self._keys) >= KEY_CACHE_LIMIT:
             self._keys.clear()
         self._keys[public_key] = parsed
-        return parsed
+        return parsed  # type: ignore[no-any-return]  # a cffi pointer, opaque to mypy
 
 
 class EcdsaBackend:
@@ -91,7 +92,7 @@ class EcdsaBackend:
         r, s = sigdecode_string(signature, CURVE_ORDER)
         if s > HALF_ORDER:
             s = CURVE_ORDER - s
-        return sigencode_string(r, s, CURVE_ORDER)
+        return bytes(sigencode_string(r, s, CURVE_ORDER))
 
     def verify(self, public_key: bytes, message: bytes, signature: bytes) -> bool:
         if len(signature) != SIGNATURE_BYTES:
@@ -125,7 +126,7 @@ def _sha256(message: bytes) -> bytes:
 
 
 _BACKENDS: dict[str, Backend] = {}
-_FACTORIES = {"coincurve": CoincurveBackend, "ecdsa": EcdsaBackend}
+_FACTORIES: dict[str, Callable[[], Backend]] = {"coincurve": CoincurveBackend, "ecdsa": EcdsaBackend}
 
 
 def get_backend(name: str) -> Backend:

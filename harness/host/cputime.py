@@ -8,8 +8,7 @@ with no sampling error.
 from __future__ import annotations
 
 import os
-
-import psutil
+from typing import Protocol
 
 
 def own_cpu_s() -> float:
@@ -18,6 +17,16 @@ def own_cpu_s() -> float:
     return times.user + times.system
 
 
-def process_cpu_s(times: psutil._common.pcputimes) -> float:
+class CpuTimes(Protocol):
+    """What psutil's ``Process.cpu_times()`` returns, as far as CPU time is concerned."""
+
+    @property
+    def user(self) -> float: ...
+
+    @property
+    def system(self) -> float: ...
+
+
+def process_cpu_s(times: CpuTimes) -> float:
     """CPU seconds of a psutil ``cpu_times()`` reading: user plus system, children excluded."""
     return float(times.user + times.system)

@@ -205,7 +205,8 @@ async def drive(spec: DriverSpec, report: Report, stop: asyncio.Event, go: async
     began = time.perf_counter()
     plan = prepare(spec)
     report("prepared", {"proofs": len(plan), "prepare_s": time.perf_counter() - began})
-    await asyncio.wait({go, asyncio.ensure_future(stop.wait())}, return_when=asyncio.FIRST_COMPLETED)
+    waiters: set[asyncio.Future[Any]] = {go, asyncio.ensure_future(stop.wait())}
+    await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
     if not go.done():
         write_records(spec.records_path, [])
         return _summary(spec, plan, Driver(spec, []), interrupted=True)

@@ -125,7 +125,8 @@ class Miner:
 async def run_miner(spec: MinerSpec, report: Report, stop: asyncio.Event, go: asyncio.Future[int]) -> dict[str, Any]:
     """Wait for the go, connect, mine until ``stop``; return the summary."""
     miner = Miner(spec)
-    await asyncio.wait({go, asyncio.ensure_future(stop.wait())}, return_when=asyncio.FIRST_COMPLETED)
+    waiters: set[asyncio.Future[Any]] = {go, asyncio.ensure_future(stop.wait())}
+    await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
     if not go.done():
         return miner.summary(0.0)
     await miner.connect()

@@ -59,10 +59,10 @@ class Block:
     @classmethod
     def decode(cls, data: bytes) -> Block:
         reader = Reader(data)
-        fields = reader.unpack(HEADER)
+        height, view, prev_hash, proposer, timestamp_ns, items_root, state_root = reader.unpack(HEADER)
         proof_ids, transfer_ids = reader.hashes(), reader.hashes()
         reader.finish()
-        return cls(*fields, proof_ids, transfer_ids)
+        return cls(height, view, prev_hash, proposer, timestamp_ns, items_root, state_root, proof_ids, transfer_ids)
 
 
 def vote_message(kind: str, chain_id: bytes, view: int, height: int, block_hash: bytes) -> bytes:

@@ -38,7 +38,7 @@ class Entry:
         self.hash = block.hash
         self.height = block.height
         self.parent = parent
-        self.total_work = parent.total_work + block.work if parent is not None else 0
+        self.total_work: int = parent.total_work + block.work if parent is not None else 0
 
 
 @dataclass(frozen=True)

@@ -166,8 +166,8 @@ class PowNode(NodeBase):
         except InvalidBlock as err:
             self.blocks_refused[err.reason.name] += 1
             return 0
-        for err in result.rejected:
-            self.blocks_refused[err.reason.name] += 1
+        for rejection in result.rejected:
+            self.blocks_refused[rejection.reason.name] += 1
         if result.missing_parent is not None and source is not None:
             self.relay.fetch_chain(source)
         for added in result.added:

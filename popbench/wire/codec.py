@@ -8,6 +8,7 @@ bad UTF-8 or trailing byte raises :class:`~popbench.errors.ProtocolError` and no
 from __future__ import annotations
 
 import struct
+from typing import Any
 
 from popbench.errors import ProtocolError
 
@@ -24,11 +25,11 @@ class Reader:
 
     __slots__ = ("_buf", "_pos")
 
-    def __init__(self, buf: bytes) -> None:
+    def __init__(self, buf: bytes | bytearray | memoryview) -> None:
         self._buf = buf
         self._pos = 0
 
-    def unpack(self, layout: struct.Struct) -> tuple:
+    def unpack(self, layout: struct.Struct) -> tuple[Any, ...]:
         pos = self._pos
         end = pos + layout.size
         if end > len(self._buf):
@@ -37,16 +38,16 @@ class Reader:
         return layout.unpack_from(self._buf, pos)
 
     def u8(self) -> int:
-        return self.unpack(U8)[0]
+        return int(self.unpack(U8)[0])
 
     def u16(self) -> int:
-        return self.unpack(U16)[0]
+        return int(self.unpack(U16)[0])
 
     def u32(self) -> int:
-        return self.unpack(U32)[0]
+        return int(self.unpack(U32)[0])
 
     def u64(self) -> int:
-        return self.unpack(U64)[0]
+        return int(self.unpack(U64)[0])
 
     def fixed(self, size: int) -> bytes:
         pos = self._pos

@@ -63,7 +63,7 @@ class StructMessage(Message):
 
     __slots__ = ()
     LAYOUT: ClassVar[struct.Struct]
-    _fields: ClassVar[Callable[[Any], tuple]]
+    _fields: ClassVar[Callable[[Any], tuple[Any, ...]]]
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -72,11 +72,11 @@ class StructMessage(Message):
             return
         getter = operator.attrgetter(*names)
         fields = getter if len(names) > 1 else (lambda message: (getter(message),))
-        cls._fields = staticmethod(fields)  # type: ignore[assignment]
+        cls._fields = staticmethod(fields)
 
     def encode_body(self) -> bytes:
         try:
-            return self.LAYOUT.pack(*self._fields(self))
+            return self.LAYOUT.pack(*type(self)._fields(self))
         except struct.error as err:
             raise ProtocolError(f"{type(self).__name__}: {err}") from err
 
