@@ -20,6 +20,7 @@ from popbench.kinds import ByzantineBehaviour, ConsensusKind, CryptoBackend, val
 
 PROFILES_DIR = Path(__file__).resolve().parent.parent / "profiles"
 BYZANTINE_KINDS = tuple(values(ByzantineBehaviour))
+STEADY_SHARE_MIN = 0.5  # --duration: warm-up and cool-down shrink so the steady part is at least this share
 
 
 @dataclass(frozen=True)
@@ -177,8 +178,32 @@ def apply_overrides(profile: Profile, **overrides: Any) -> Profile:
         section = getattr(updated, where[key])
         checked = _coerce(value, get_type_hints(type(section))[key], f"{where[key]}.{key}", "command line")
         updated = dataclasses.replace(updated, **{where[key]: dataclasses.replace(section, **{key: checked})})
+    if overrides.get("duration_s") is not None:
+        updated = dataclasses.replace(updated, run=fit_to_duration(updated.run, profile.run.duration_s))
     validate(updated)
     return updated
+
+
+def fit_to_duration(run: Run, profile_duration_s: float) -> Run:
+    """A window shortened on the command line keeps a steady part of at least half of it: when the
+    profile's warm-up and cool-down would take more, both shrink in proportion to the duration (their
+    share of the profile's window), and further if that share is itself over half (docs/profiles.md)."""
+    if run.warmup_s + run.cooldown_s <= STEADY_SHARE_MIN * run.duration_s:
+        return run
+    factor = min(1.0, run.duration_s / profile_duration_s)
+    warmup, cooldown = run.warmup_s * factor, run.cooldown_s * factor
+    room = (1 - STEADY_SHARE_MIN) * run.duration_s
+    if warmup + cooldown > room:
+        warmup, cooldown = warmup * room / (warmup + cooldown), cooldown * room / (warmup + cooldown)
+    return dataclasses.replace(run, warmup_s=round(warmup, 2), cooldown_s=round(cooldown, 2))
+
+
+def scaling_note(before: Run, after: Run) -> str | None:
+    """What :func:`fit_to_duration` did, for the console; None when it left the phases alone."""
+    if (before.warmup_s, before.cooldown_s) == (after.warmup_s, after.cooldown_s):
+        return None
+    return (f"warm-up scaled to {after.warmup_s:g} s and cool-down to {after.cooldown_s:g} s for a {after.duration_s:g} s run "
+            f"(the profile's {before.warmup_s:g} s and {before.cooldown_s:g} s are for {before.duration_s:g} s)")  # fmt: skip
 
 
 # -- validation -----------------------------------------------------------------------------------------
