@@ -185,7 +185,7 @@ async def _report_progress(driver: Driver, report: Report) -> None:
         fresh, driver.recent_latencies_ns = sorted(driver.recent_latencies_ns), []
         p99_ns = percentile(fresh, 0.99)  # the report's definition too, so live and final p99 agree
         p99_ms = p99_ns / 1e6 if p99_ns is not None else None
-        report("progress", {"sent": driver.sent, "committed": driver.committed, "p99_ms": p99_ms})
+        report("progress", {"sent": driver.sent, "committed": driver.committed, "p99_ms": p99_ms, "outstanding": driver.outstanding})
 
 
 def prepare(spec: DriverSpec) -> list[workload.Planned]:

@@ -30,7 +30,7 @@ from harness.run.faults import FaultScheduler
 from harness.load.drivers import DriverSpec
 from harness.load.miners import MINER_PAYLOAD_BYTES, MinerSpec
 from harness.profile import Profile
-from harness.observe.progress import StatusLine
+from harness.observe.progress import StatusLine, StepProgress
 from harness.metrics.pow_chains import StoredChain, read_chains
 from harness.metrics.safety import SafetyCheck, check_pow_safety, check_safety
 from harness.procs.supervisor import Crash, Supervisor
@@ -90,7 +90,8 @@ class Run:
         self.profile = profile
         self.data = RunData(run_id, run_dir, profile, time.time_ns())
         self.console = console
-        self.status_line = StatusLine(profile.run.status_interval_s, console)
+        self.status_line = StatusLine(profile.run, console)
+        self.readiness: dict[str, StepProgress] = {}  # "listening" / "connected" -> nodes that said so
         self.supervisor: Supervisor | None = None
         self.deployment: Deployment | None = None
         self.collector: Collector | None = None
@@ -176,11 +177,14 @@ class Run:
         deployment, run = self.deployment, self.profile.run
         self.console(f"forking {deployment.count} nodes ({deployment.topology.kind}) ...")
         self.data.mark(RunPhase.FORKING)
+        forked = StepProgress("forked", deployment.count, self.console)
+        self.readiness = {event: StepProgress(event, deployment.count, self.console) for event in ("listening", "connected")}
         for node_id in range(deployment.count):
             name = ChildId(ChildKind.NODE, node_id)
             self.supervisor.spawn(name, node_target(deployment.node_config(node_id)),
                                   deployment.sockets[node_id], cpus=self.pins.for_node(node_id))  # fmt: skip
             self.node_names.append(name)
+            forked.advance()
         self.data.mark(RunPhase.FORKED)
         await self.supervisor.wait_for("listening", self.node_names, run.ready_timeout_s)
         self.data.mark(RunPhase.LISTENING)
@@ -272,6 +276,9 @@ class Run:
         try:
             await self._wait_window_end(end_ns)
             self.data.mark(RunPhase.WINDOW_END)
+            if self.driver_names:
+                outstanding = sum(self.status_line.outstanding.values())  # as of the drivers' last progress report
+                self.console(f"window over: draining up to {self.profile.run.drain_s:g} s for {outstanding:,} outstanding items")
             if self.profile.network.consensus == "pow":
                 await self._wait_tips_converge()
             await self._stop_miners()
@@ -376,6 +383,8 @@ class Run:
     # -- events --------------------------------------------------------------------------------------
     def _on_event(self, child: Any, event: dict[str, Any]) -> None:
         name = event.get("event")
+        if child.kind == ChildKind.NODE and name in self.readiness:
+            self.readiness[name].mark(child.id.index)
         if child.kind == ChildKind.NODE and name == "connected":
             self.data.connected_events.setdefault(child.id.index, time.time_ns())
         elif child.kind == ChildKind.DRIVER and name == "progress":
