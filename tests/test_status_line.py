@@ -42,18 +42,47 @@ def test_the_drain_shows_the_items_still_outstanding() -> None:
     assert render_at(line, 62.0).endswith("  outstanding 7")
 
 
-def test_forking_a_large_network_prints_every_tenth_once() -> None:
+class Clock:
+    """A clock the test moves by hand: progress lines depend on elapsed time, the test never waits."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_a_slow_step_prints_every_tenth_once() -> None:
     printed: list[str] = []
-    progress = StepProgress("connected", 100, printed.append)
+    clock = Clock()
+    progress = StepProgress("connected", 100, printed.append, clock)
     for node in range(100):
+        clock.now += 0.5  # 50 s for 100 nodes: every tenth is seconds apart
         progress.mark(node)
         progress.mark(node)  # a node that reports twice (a restart) counts once
     assert printed == [f"  connected {k}/100" for k in range(10, 101, 10)]
 
 
+def test_a_fast_step_prints_no_progress_and_a_throttled_one_still_prints_its_end() -> None:
+    printed: list[str] = []
+    clock = Clock()
+    fast = StepProgress("forked", 400, printed.append, clock)
+    for _ in range(400):
+        clock.now += 0.001  # all 400 within 0.4 s
+        fast.advance()
+    assert printed == []
+    throttled = StepProgress("listening", 100, printed.append, clock)
+    clock.now += 1.5
+    throttled.advance(50)  # half the nodes after 1.5 s: printed; the rest at once: only the end
+    throttled.advance(50)
+    assert printed == ["  listening 50/100", "  listening 100/100"]
+
+
 def test_a_small_network_prints_no_progress_lines() -> None:
     printed: list[str] = []
-    progress = StepProgress("forked", 4, printed.append)
+    clock = Clock()
+    progress = StepProgress("forked", 4, printed.append, clock)
     for _ in range(4):
+        clock.now += 10.0
         progress.advance()
     assert printed == [] and progress.count == 4

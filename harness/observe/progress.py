@@ -27,6 +27,7 @@ from popbench.wire.status import PowStatus
 
 PROGRESS_STEPS = 10  # forking and waiting print a line at every tenth of the nodes
 PROGRESS_MIN_TOTAL = 20  # fewer nodes than this fork and connect in a moment: no progress lines
+PROGRESS_EVERY_S = 1.0  # at most one progress line a second per step
 
 
 class WindowPhase(StrEnum):
@@ -56,14 +57,17 @@ def clock(since_s: float, run: Run) -> str:
 
 
 class StepProgress:
-    """Counts toward a total and prints a line at each tenth (or at the end) while a large step runs:
-    ``listening 40/100``. Small totals print nothing: their step takes a moment."""
+    """Counts toward a total and prints ``  listening 40/100`` at each tenth reached, at most once every
+    PROGRESS_EVERY_S, while a large step runs; once it has printed, it also prints the end. A step that is
+    over within PROGRESS_EVERY_S, or counts fewer than PROGRESS_MIN_TOTAL, prints nothing."""
 
-    def __init__(self, label: str, total: int, console: Callable[[str], None], min_total: int = PROGRESS_MIN_TOTAL) -> None:
-        self.label, self.total, self.console = label, total, console
-        self.quiet = total < min_total
+    def __init__(self, label: str, total: int, console: Callable[[str], None], clock: Callable[[], float] = time.monotonic) -> None:
+        self.label, self.total, self.console, self.clock = label, total, console, clock
+        self.quiet = total < PROGRESS_MIN_TOTAL
         self.count = 0
         self._next_step = 1
+        self._last_print = clock()
+        self._printed = False
         self._marked: set[int] = set()
 
     def mark(self, key: int) -> None:
@@ -77,8 +81,12 @@ class StepProgress:
         if self.quiet or self._next_step > PROGRESS_STEPS:
             return
         reached = self.count * PROGRESS_STEPS // self.total
-        if reached >= self._next_step:
-            self._next_step = reached + 1
+        if reached < self._next_step:
+            return
+        self._next_step = reached + 1
+        finished = self.count >= self.total
+        if (finished and self._printed) or self.clock() - self._last_print >= PROGRESS_EVERY_S:
+            self._last_print, self._printed = self.clock(), True
             self.console(f"  {self.label} {self.count}/{self.total}")
 
 
