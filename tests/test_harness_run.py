@@ -110,7 +110,7 @@ def test_smoke_run_writes_a_real_report_and_refuses_every_invalid_proof(tmp_path
     code, output = finish(start_run(write_profile(tmp_path, invalid=0.2), run_dir))
     assert code == 0, output
     report = read_report(run_dir)
-    assert report["schema_version"] == 2 and report["status"] == "complete"
+    assert report["schema_version"] == 3 and report["status"] == "complete"
     metrics = report["metrics"]
     assert metrics["throughput"]["valid_committed"] > 0
     assert metrics["stability"]["safety"]["agree"] is True
@@ -165,8 +165,11 @@ def test_node_killed_during_the_run_is_reported_as_a_crash(tmp_path: Path) -> No
     victim = orjson.loads((run_dir / "pids.json").read_bytes())["node-2"]
     os.kill(victim, signal.SIGKILL)
     code, output = finish(proc)
-    assert code == 0, output
-    stability = read_report(run_dir)["metrics"]["stability"]
+    assert code == 1, output  # an unplanned crash is a hard gate: grade F
+    report = read_report(run_dir)
+    assert report["score"]["grade"] == "F" and report["score"]["hard_gate"] is True
+    assert "unplanned_crash" in {c["reason"] for c in report["score"]["conditions"]}
+    stability = report["metrics"]["stability"]
     crashed = {crash["name"]: crash for crash in stability["crashes"]}
     assert crashed["node-2"]["exit"] == "killed by SIGKILL" and crashed["node-2"]["pid"] == victim
     assert stability["unplanned_crashes"] == 1
@@ -214,6 +217,13 @@ cooldown_s = 0.5
 status_interval_s = 1.0
 drain_s = 8.0
 seed = 4
+
+[slo]
+# 300 ms blocks, 6 confirmations deep: 1.8 s expected, with exponential block times and many forks in a
+# 3.5 s steady window on a shared host; this test is about mining, so the service level only guards a stall
+latency_ms = 15000
+within_share = 0.5
+min_delivery = 0.5
 """
 
 
@@ -229,6 +239,7 @@ def test_pow_run_mines_converges_and_scores_its_mining(tmp_path: Path) -> None:
     assert mining["propagation"]["all_nodes"]["blocks_reached"] > 0
     assert mining["hashes"] > 0 and mining["hash_efficiency"] > 0
     assert report["metrics"]["stability"]["safety"]["agree"] is True
-    assert [p["name"] for p in report["score"]["parts"] if p["exercised"]] == ["connectivity", "throughput", "mining", "stability"]
+    assert {"block_interval", "stale_rate"} <= {item["name"] for item in report["score"]["items"]}
+    assert report["metrics"]["mining"]["wall_hash_efficiency"] > 0
     assert not processes_of(run_dir)
     assert_ran_clean(run_dir, output)

@@ -17,11 +17,10 @@ import msgspec
 import orjson
 import pytest
 
-from harness.metrics.results import Metrics, PopMining, PowMining
+from harness.metrics.results import FindingKind, Metrics, PopMining, PowMining
 from harness.report.build import encode_report, load_report
-from harness.report.schema import SCHEMA_PATH, SCHEMA_VERSION, Report, json_schema, json_schema_text
-from harness.report.score import score
-from harness.report.upgrade import decode_report
+from harness.report.schema import SCHEMA_PATH, SCHEMA_VERSION, Report, ScoreV1, json_schema, json_schema_text
+from harness.report.upgrade import decode_report, v1_to_v2
 from popbench.errors import HarnessError
 
 FIXTURES = Path(__file__).parent / "fixtures"
@@ -42,9 +41,13 @@ def test_a_version_1_report_loads_with_every_figure_unchanged(path: Path) -> Non
     assert report.run_id == stored["run_id"] and report.profile.name == stored["profile"]["name"]
     metrics = orjson.loads(msgspec.json.encode(report.metrics))
     for section in ("connectivity", "throughput", "invalid_proofs", "consensus", "work", "resources"):
-        assert metrics[section] == stored["metrics"][section], section
-    assert (metrics["mining"] and {k: v for k, v in metrics["mining"].items() if k != "kind"}) == stored["metrics"]["mining"]
+        assert without_v3_fields(metrics[section]) == stored["metrics"][section], section
+    assert (metrics["mining"] and without_v3_fields(metrics["mining"], "kind")) == stored["metrics"]["mining"]
+    assert metrics["service"] is None and report.files.timeline is None
+    assert isinstance(report.score, ScoreV1) and report.score.version == 1  # the stored formula-1 score, kept as it was
     assert report.score.total == stored["score"]["total"]
+    assert [issue.message for issue in report.issues] == stored["issues"]
+    assert all(issue.kind == FindingKind.NOTE for issue in report.issues)
     for part, stored_part in zip(report.score.parts, stored["score"]["parts"], strict=True):
         assert {item.name: item.points for item in part.items} == stored_part["items"]
     mining = stored["metrics"]["mining"]
@@ -52,11 +55,20 @@ def test_a_version_1_report_loads_with_every_figure_unchanged(path: Path) -> Non
     assert (type(report.metrics.mining) if report.metrics.mining else None) is expected_kind
 
 
+def without_v3_fields(section: dict[str, Any], *extra: str) -> dict[str, Any]:
+    """A section without the fields schema version 3 added with defaults (and ``extra``)."""
+    added = {"nodes_down_by_plan_at_end", "uss_samples_in_window", "wall_hash_efficiency", *extra}
+    return {key: value for key, value in section.items() if key not in added}
+
+
 @pytest.mark.parametrize("path", V1_REPORTS, ids=lambda p: p.stem)
-def test_the_score_formula_reproduces_a_version_1_score_from_its_upgraded_metrics(path: Path) -> None:
-    report = load_report(path)
-    assert report.deployment is not None
-    assert score(report.metrics, report.deployment.nodes) == report.score
+def test_a_version_2_report_upgrades_to_3_keeping_its_score_and_its_issues_as_notes(path: Path) -> None:
+    version_2 = v1_to_v2(orjson.loads(path.read_bytes()))
+    version_2["issues"] = ["2 protocol errors (malformed frames) were counted"]
+    report = decode_report(orjson.dumps(version_2))
+    assert report.schema_version == SCHEMA_VERSION == 3
+    assert isinstance(report.score, ScoreV1) and report.score.total == version_2["score"]["total"]
+    assert [(i.kind, i.message) for i in report.issues] == [(FindingKind.NOTE, "2 protocol errors (malformed frames) were counted")]
 
 
 @pytest.mark.parametrize("path", V1_REPORTS, ids=lambda p: p.stem)
@@ -90,6 +102,8 @@ def test_a_real_smoke_run_writes_a_report_that_passes_the_types_and_the_schema(t
     jsonschema.validate(orjson.loads(raw), orjson.loads(SCHEMA_PATH.read_bytes()))
     assert report.schema_version == SCHEMA_VERSION and report.status == "complete"
     assert report.metrics.throughput is not None and report.metrics.throughput.valid_committed > 0
+    assert report.metrics.service is not None and report.metrics.service.due > 0
+    assert report.files.timeline == "timeline.jsonl" and (run_dir / "timeline.jsonl").exists()
 
 
 # -- docs/metrics.md -------------------------------------------------------------------------------------

@@ -1,8 +1,8 @@
 """`popbench run`, `profiles`, `report` and `compare`: the main job and its outputs.
 
-Exit status of `popbench run`: 0 done; 1 the score is below --min-score or safety failed; 2 bad
-input (profile, flags); 3 the run failed (nodes did not come up); 130 interrupted (a partial report
-is still written).
+Exit status of `popbench run` (harness.report.score.ExitStatus): 0 pass; 1 failed (grade F, a hard
+gate, a run that failed, or a total below --min-score); 2 usage or config error; 3 not valid as a
+measurement (the load generator fell behind); 130 interrupted (a partial report is still written).
 """
 
 from __future__ import annotations
@@ -23,7 +23,10 @@ from harness.profile import Profile, apply_overrides, list_profiles, load_profil
 from harness.report import render
 from harness.report.build import build_report, load_report, write_report
 from harness.report.compare import compare, mismatches, safety_regressed
-from harness.report.schema import Report
+from harness.report.schema import Report, Score
+from harness.metrics.findings import findings
+from harness.metrics.timeline import write_timeline
+from harness.report.score import RunOutcome, exit_status
 from harness.report.score import score as compute_score
 from harness.run.phases import Run, RunData, new_run_id
 from popbench import crypto
@@ -31,7 +34,7 @@ from popbench.kinds import ConsensusKind, values
 
 DEFAULT_PROFILE = "testnet-100"
 REPORTS_DIR = Path("reports")
-EXIT_BELOW_MIN_SCORE, EXIT_RUN_FAILED, EXIT_INTERRUPTED = 1, 3, 130
+EXIT_BELOW_MIN_SCORE = 1  # `popbench compare`: a regression
 
 
 def register(group: click.Group) -> None:
@@ -77,8 +80,10 @@ async def _execute(profile: Profile, run_dir: Path, run_id: str) -> RunData:
 
 def _finish(data: RunData) -> Report:
     figures = metrics.compute(data)
-    result = compute_score(figures, data.profile.network.nodes)
-    report = build_report(data, figures, result)
+    timeline = metrics.timeline(data)
+    timeline_path = write_timeline(timeline, data.run_dir) if timeline else None
+    result = compute_score(figures, data.profile, RunOutcome(failed=data.error, ended_early=data.interrupted))
+    report = build_report(data, figures, result, findings(data, figures, timeline), timeline_path)
     write_report(report, data.run_dir)
     summary = render.markdown(report)
     (data.run_dir / "summary.md").write_text(summary)
@@ -90,16 +95,12 @@ def _finish(data: RunData) -> Report:
 
 
 def _exit_status(report: Report, data: RunData, profile: Profile, min_score: float | None) -> int:
-    if data.interrupted:
-        return EXIT_INTERRUPTED
-    if data.error:
-        return EXIT_RUN_FAILED
+    assert isinstance(report.score, Score)  # a fresh run is scored with the current formula
     threshold = min_score if min_score is not None else profile.score.min_score
-    if not report.score.passed_safety or report.score.total < threshold:
-        click.echo(f"score {report.score.total:.1f} is below the minimum {threshold:g}" if report.score.passed_safety
-                   else "safety violation", err=True)  # fmt: skip
-        return EXIT_BELOW_MIN_SCORE
-    return 0
+    status, why = exit_status(report.score, threshold, interrupted=bool(data.interrupted))
+    if why:
+        click.echo(why, err=True)
+    return int(status)
 
 
 @click.command("profiles")

@@ -5,15 +5,18 @@ The result is a typed :class:`~harness.metrics.results.Metrics` tree, the ``metr
 
 from __future__ import annotations
 
-from typing import Any
+from msgspec.structs import replace
 
-from harness.kinds import RunPhase
 from harness.host.calibrate import pop_ceiling
+from harness.kinds import RunPhase
+from harness.load.records import ProofRecord
 from harness.metrics import mining
 from harness.metrics import network as net
 from harness.metrics import throughput as tp
 from harness.metrics.pow import pow_metrics
-from harness.metrics.results import Metrics, Mining, Throughput
+from harness.metrics.results import Metrics, Mining, PowMining, Service, Throughput
+from harness.metrics.service import POW_STALL_INTERVALS, ServiceInputs, planned_down_spans, service
+from harness.metrics.timeline import Timeline, build_timeline
 from harness.run.phases import RunData
 from popbench.pow.node import CONFIRMATIONS as POW_CONFIRMATIONS
 from popbench.wire.status import AnyStatus
@@ -32,22 +35,87 @@ def steady_window(data: RunData) -> tp.SteadyWindow | None:
 def compute(data: RunData) -> Metrics:
     nodes = data.profile.network.nodes
     steady = steady_window(data)
+    bounds = (steady.start_ns, steady.end_ns) if steady else (0, 0)
     run_s = ((data.phases.get(RunPhase.STOPPED) or data.started_ns) - data.started_ns) / 1e9
     cores = data.calibration.cores if data.calibration else 1
     planned_kills = {f["node"] for f in data.faults_applied if f["kind"] == "kill"}
     latest = _latest_statuses(data, steady.end_ns if steady else None)
+    records = tp.load_records(data.records_paths)
+    throughput = _throughput(data, records, steady)
+    stability = net.stability(data.final_statuses, data.crashes, planned_kills, nodes, _node_span_s(data), data.safety,
+                              len(_down_at_end(data)))  # fmt: skip
     return Metrics(
         connectivity=net.connectivity(
             latest, data.deployment.get("intended_links", 0), nodes, data.phases, data.started_ns, data.final_statuses
         ),
-        throughput=_throughput(data, steady),
-        invalid_proofs=tp.invalid_outcomes(tp.load_records(data.records_paths)),
-        consensus=net.consensus(data.samples, (steady.start_ns, steady.end_ns) if steady else (0, 0), data.final_statuses),
+        service=_service(data, records, steady, throughput),
+        throughput=throughput,
+        invalid_proofs=tp.invalid_outcomes(records),
+        consensus=net.consensus(data.samples, bounds, data.final_statuses),
         work=net.work_per_proof(data.final_statuses),
-        stability=net.stability(data.final_statuses, data.crashes, planned_kills, nodes, _node_span_s(data), data.safety),
-        resources=net.resources(data.samples, data.harness_cpu_s, run_s, cores),
-        mining=_mining(data),
+        stability=stability,
+        resources=net.resources(data.samples, bounds, data.harness_cpu_s, run_s, cores),
+        mining=_with_wall_efficiency(_mining(data), data),
     )
+
+
+def timeline(data: RunData) -> Timeline | None:
+    """The run second by second, from the load window's start to the end of the drain (None: no window)."""
+    steady = steady_window(data)
+    if data.window is None or steady is None:
+        return None
+    end_ns = data.phases.get(RunPhase.DRAINED) or data.phases.get(RunPhase.STOPPING) or data.window[1]
+    records = tp.load_records(data.records_paths)
+    return build_timeline(records, data.samples, data.window[0], (steady.start_ns, steady.end_ns), end_ns)
+
+
+# -- service -------------------------------------------------------------------------------------------
+def _service(data: RunData, records: list[ProofRecord], steady: tp.SteadyWindow | None, throughput: Throughput | None) -> Service | None:
+    if steady is None or data.window is None:
+        return None
+    profile = data.profile
+    end_ns = data.phases.get(RunPhase.STOPPING) or data.window[1]
+    inputs = ServiceInputs(
+        origin_ns=data.window[0], steady=steady, latency_target_ms=profile.slo.latency_ms,
+        stall_threshold_s=stall_threshold_s(data), intended_edges=data.intended_edges,
+        down_spans=planned_down_spans(data.faults_applied, end_ns),
+        light_load_below_per_s=_light_load_below(data, throughput), has_load=bool(records) and profile.workload.rate > 0,
+    )  # fmt: skip
+    return service(records, data.samples, inputs)
+
+
+def stall_threshold_s(data: RunData) -> float:
+    """PoP: the view timeout (a live leader commits well within it). PoW: POW_STALL_INTERVALS target intervals."""
+    if data.profile.network.consensus == "pow":
+        return POW_STALL_INTERVALS * data.profile.miners.block_interval_ms / 1000
+    return data.profile.consensus.view_timeout_ms / 1000
+
+
+def _light_load_below(data: RunData, throughput: Throughput | None) -> float | None:
+    """PoP only: the offered rate under which the run is light load (a share of the verify-bound ceiling)."""
+    if data.profile.network.consensus == "pow" or throughput is None or not throughput.ceiling_per_s:
+        return None
+    return data.profile.score.light_load_fraction * throughput.ceiling_per_s
+
+
+def _down_at_end(data: RunData) -> set[int]:
+    """Nodes whose last planned fault was a kill: they are not expected to report at the end."""
+    last: dict[int, str] = {}
+    for fault in sorted(data.faults_applied, key=lambda f: int(f["at_ns"])):
+        if fault["kind"] in ("kill", "restart") and not fault.get("error"):
+            last[int(fault["node"])] = str(fault["kind"])
+    return {node for node, kind in last.items() if kind == "kill"}
+
+
+def _with_wall_efficiency(mining: Mining | None, data: RunData) -> Mining | None:
+    """PoW: hashes over what the cores could have hashed while the nodes ran (connected to stopping)."""
+    if not isinstance(mining, PowMining) or data.calibration is None:
+        return mining
+    began, ended = data.phases.get(RunPhase.CONNECTED), data.phases.get(RunPhase.STOPPING)
+    if not began or not ended or ended <= began:
+        return mining
+    possible = (ended - began) / 1e9 * data.calibration.cores * data.calibration.hashes_per_s_per_core
+    return replace(mining, wall_hash_efficiency=mining.hashes / possible if possible else None)
 
 
 def _mining(data: RunData) -> Mining | None:
@@ -71,10 +139,10 @@ def _node_span_s(data: RunData) -> float:
     return (ended - began) / 1e9 if began and ended else 0.0
 
 
-def _throughput(data: RunData, steady: tp.SteadyWindow | None) -> Throughput | None:
+def _throughput(data: RunData, records: list[ProofRecord], steady: tp.SteadyWindow | None) -> Throughput | None:
     if steady is None or not data.records_paths:
         return None
-    return tp.throughput(tp.load_records(data.records_paths), steady, _ceiling(data), _expected_commit_delay_ms(data))
+    return tp.throughput(records, steady, _ceiling(data), _expected_commit_delay_ms(data))
 
 
 def _ceiling(data: RunData) -> float:

@@ -119,7 +119,7 @@ def work_per_proof(finals: dict[int, AnyStatus]) -> Work:
 
 # -- stability -----------------------------------------------------------------------------------------
 def stability(finals: dict[int, AnyStatus], crashes: list[Crash], planned_kills: set[int],
-              nodes: int, node_span_s: float, safety: SafetyCheck | None) -> Stability:  # fmt: skip
+              nodes: int, node_span_s: float, safety: SafetyCheck | None, down_by_plan_at_end: int = 0) -> Stability:  # fmt: skip
     unplanned = [c for c in crashes if c.kind == ChildKind.NODE and c.index not in planned_kills]
     views = [s.counters.view_changes for s in finals.values()]
     height = max((s.height for s in finals.values()), default=0)
@@ -134,24 +134,29 @@ def stability(finals: dict[int, AnyStatus], crashes: list[Crash], planned_kills:
         consensus_success_rate=height / (height + max(views, default=0)) if height else None,
         safety=safety,
         unexpected_exceptions=sum(s.unexpected_exceptions for s in finals.values()),
+        nodes_down_by_plan_at_end=down_by_plan_at_end,
     )  # fmt: skip
 
 
 # -- resources -----------------------------------------------------------------------------------------
-def resources(samples: list[Sample], harness_cpu_s: float, run_s: float, cores: int) -> Resources:
+def resources(samples: list[Sample], steady: tuple[int, int], harness_cpu_s: float, run_s: float, cores: int) -> Resources:
+    """CPU, context switches and supervisor CPU over the steady window only: the difference of the
+    cumulative counters between the first and last sample inside it. USS and open files: the latest."""
+    inside = [s for s in samples if steady[0] <= s.at_ns <= steady[1]]
     uss = _latest_uss(samples)
-    cpu = _node_cpu_share(samples)
+    cpu = _node_cpu_share(inside)
     fds = [p.open_files for p in samples[-1].processes.values()] if samples else []
     uss_mib = sorted(v / 2**20 for v in uss.values())
     mean_cpu, _ = mean_and_stdev(list(cpu.values()))
     return Resources(
         uss_per_node_mib=UssSummary(median=percentile(uss_mib, 0.5), max=uss_mib[-1] if uss_mib else None,
                                     nodes_measured=len(uss_mib)),
+        uss_samples_in_window=sum(1 for s in inside if any(p.uss_bytes is not None for p in s.processes.values())),
         cpu_per_node_percent_mean=mean_cpu,
         open_files_per_node_max=max(fds, default=None),
-        context_switches_per_s_per_node_mean=_mean_rate(samples, lambda p: p.ctx_switches),
+        context_switches_per_s_per_node_mean=_mean_rate(inside, lambda p: p.ctx_switches),
         harness_cpu_s=harness_cpu_s,
-        supervisor_cpu_percent_in_window=_supervisor_cpu(samples),
+        supervisor_cpu_percent_in_window=_supervisor_cpu(inside),
         harness_cpu_share=harness_cpu_s / (run_s * cores) if run_s > 0 and cores else None,
     )  # fmt: skip
 

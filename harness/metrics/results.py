@@ -1,4 +1,4 @@
-"""The typed results of the metric functions: the ``metrics`` section of report.json (schema version 2).
+"""The typed results of the metric functions: the ``metrics`` section of report.json (schema version 3).
 
 Each section of docs/metrics.md is one type here, and every field is defined there under its own name
 (a test walks these types and checks). The types are frozen msgspec Structs; a crash and the safety
@@ -8,6 +8,8 @@ types"). Field order is the order the report prints them in.
 """
 
 from __future__ import annotations
+
+from enum import StrEnum
 
 import msgspec
 
@@ -82,6 +84,95 @@ class InvalidProofs(Record, frozen=True, kw_only=True):
     accepted: int
 
 
+# -- service: what the score judges (docs/metrics.md, "Service") ---------------------------------------
+class CommitSource(StrEnum):
+    """What the stall detector read commit times from."""
+
+    RECORDS = "records"  # the drivers' COMMITTED notices, one per valid item (a run with submission load)
+    HEIGHTS = "heights"  # the nodes' STATUS samples: when the highest height grew (no submission load)
+    NONE = "none"  # nothing to read: a PoP run without load proposes no block, so stalls are not measured
+
+
+class Stall(Record, frozen=True, kw_only=True):
+    """A gap with no commit longer than the stall threshold, inside the steady window."""
+
+    start_s: float  # seconds after the load window started (the origin of every offset in the report)
+    length_s: float
+
+
+class Service(Record, frozen=True, kw_only=True):
+    """The service the network gave the items due in the steady window, against the profile's ``[slo]``.
+
+    Every miss counts: a valid item due in the window that was never sent, was refused, or never
+    committed is a miss with unbounded latency. Offsets are seconds after the load window started."""
+
+    steady_start_s: float
+    steady_end_s: float
+    latency_target_ms: float  # slo.latency_ms (L)
+    due: int  # valid items due in the steady window (the offered load the score judges)
+    committed: int  # of those, committed at all (by the end of the drain)
+    committed_within_target: int  # of those, committed with latency (commit seen - due) <= L
+    within_target_share: float | None  # committed_within_target / due
+    p99_all_ms: float | None  # nearest-rank p99 over all due items, misses sorting last; None if unbounded or none due
+    p99_unbounded: bool  # the p99 rank falls on a miss: the p99 latency is infinite
+    committed_in_window: int  # due items whose commit was seen before steady end + L (the delivery numerator)
+    delivery: float | None  # committed_in_window / due
+    commits_seen: int  # valid items (any due time) whose commit was seen inside the steady window
+    commit_source: CommitSource
+    stall_threshold_s: float  # PoP: consensus.view_timeout_ms; PoW: 10 target block intervals
+    stalls: list[Stall]
+    stalled_s: float
+    stalled_share: float | None  # stalled_s / steady window length; None when commit_source is none
+    least_links_share: float | None  # min over steady-window samples of links up / intended (planned-down nodes left out)
+    least_links_at_s: float | None  # the first sample where that least share was seen
+    light_load: bool | None  # PoP with load: offered below score.light_load_fraction x ceiling_per_s; else None
+    light_load_below_per_s: float | None  # that threshold, items/s
+
+
+# -- findings: the report's issues (harness/metrics/findings.py) ---------------------------------------
+class FindingKind(StrEnum):
+    SAFETY = "safety"  # two nodes committed different blocks at one height
+    INVALID_COMMITTED = "invalid_committed"
+    RUN_FAILED = "run_failed"
+    INTERRUPTED = "interrupted"
+    CRASH = "crash"  # a child ended unplanned
+    NOT_REPORTING = "not_reporting"  # a node that should be up sent no final STATUS
+    STALL = "stall"
+    FELL_BEHIND = "fell_behind"  # delivery below slo.min_delivery
+    NOTHING_DUE = "nothing_due"
+    SLO_BREACHED = "slo_breached"
+    LINK_LOST = "link_lost"
+    BACKLOG_GROWING = "backlog_growing"
+    VIEW_CHANGE = "view_change"
+    FAULT_APPLIED = "fault_applied"  # a planned kill or restart of the profile's [[faults]]
+    GENERATOR_SATURATED = "generator_saturated"
+    PLAN_EXHAUSTED = "plan_exhausted"
+    MEMORY_GROWTH = "memory_growth"
+    LIGHT_LOAD = "light_load"
+    PROTOCOL_ERRORS = "protocol_errors"
+    UNEXPECTED_EXCEPTIONS = "unexpected_exceptions"
+    NOTE = "note"  # a free-text issue of a report older than schema version 3
+
+
+class Severity(StrEnum):
+    """How much a finding weighs, in the order findings are listed."""
+
+    FAIL = "fail"  # the run fails (grade F) because of it
+    INVALID = "invalid"  # the run is not valid as a measurement
+    WARN = "warn"  # it costs the grade or points, or a reader should look
+    INFO = "info"  # what happened, for the record
+
+SEVERITY_ORDER = list(Severity)
+
+
+class Finding(Record, frozen=True, kw_only=True):
+    kind: FindingKind
+    severity: Severity
+    at_s: float | None  # seconds after the load window started; None: no single moment
+    message: str
+    figures: dict[str, float]
+
+
 # -- consensus and work --------------------------------------------------------------------------------
 class Consensus(Record, frozen=True, kw_only=True):
     height: int
@@ -115,6 +206,7 @@ class Stability(Record, frozen=True, kw_only=True):
     consensus_success_rate: float | None
     safety: SafetyCheck | None
     unexpected_exceptions: int = 0  # summed over the nodes' final STATUS (popbench.loop_exceptions)
+    nodes_down_by_plan_at_end: int = 0  # nodes a planned kill left down (no later restart): not expected to report
 
 
 # -- resources -----------------------------------------------------------------------------------------
@@ -126,6 +218,7 @@ class UssSummary(Record, frozen=True, kw_only=True):
 
 class Resources(Record, frozen=True, kw_only=True):
     uss_per_node_mib: UssSummary
+    uss_samples_in_window: int = 0  # status samples inside the steady window that read USS
     cpu_per_node_percent_mean: float | None
     open_files_per_node_max: int | None
     context_switches_per_s_per_node_mean: float | None
@@ -183,6 +276,7 @@ class PowMining(Record, frozen=True, kw_only=True, tag="pow", tag_field="kind"):
     hash_rate_per_grinding_s: float
     hash_rate_per_miner: dict[int, float]
     hash_efficiency: float | None
+    wall_hash_efficiency: float | None = None  # hashes / (steady window s x cores x calibrated hashes/s/core)
     blocks_mined: int
     main_chain_height: int
     stale_blocks: int
@@ -205,6 +299,7 @@ class Metrics(Record, frozen=True, kw_only=True):
     """Every figure of one run; a section is None when the run did not exercise it."""
 
     connectivity: Connectivity
+    service: Service | None = None  # None when there is no steady window (a run that failed early) or a v2 report
     throughput: Throughput | None
     invalid_proofs: InvalidProofs
     consensus: Consensus

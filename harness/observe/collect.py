@@ -14,12 +14,14 @@ from dataclasses import dataclass, field
 import psutil
 
 from harness.host.cputime import own_cpu_s, process_cpu_s
+from harness.profile import Run
 from popbench.client import NodeClient
 from popbench.errors import ClientError, ProtocolError
 from popbench.wire.status import AnyStatus
 
 STATUS_TIMEOUT_S = 5.0
-USS_EVERY_SAMPLES = 10
+USS_EVERY_SAMPLES = 10  # at most every 10th sample reads USS (it walks /proc/<pid>/smaps) ...
+USS_SAMPLES_IN_WINDOW = 5  # ... but often enough that the steady window holds at least this many
 Address = tuple[str, int]
 
 
@@ -41,6 +43,13 @@ class Sample:
     supervisor_cpu_s: float  # cumulative CPU of the supervisor process (collector included)
 
 
+def uss_every_samples(run: Run) -> int:
+    """Every how many samples to read USS: every 10th in a long window, every one in a short window, so
+    the steady window holds at least USS_SAMPLES_IN_WINDOW readings."""
+    steady_samples = (run.duration_s - run.warmup_s - run.cooldown_s) / run.status_interval_s
+    return max(1, min(USS_EVERY_SAMPLES, int(steady_samples // USS_SAMPLES_IN_WINDOW)))
+
+
 @dataclass
 class Collector:
     """Keeps a connection to every node and samples them on demand or every ``interval_s``."""
@@ -48,6 +57,7 @@ class Collector:
     nodes: dict[int, Address]
     chain_id: bytes
     pids: dict[int, int]
+    uss_every: int = USS_EVERY_SAMPLES  # read USS on every n-th sample (uss_every_samples)
     samples: list[Sample] = field(default_factory=list)
     _clients: dict[int, NodeClient] = field(default_factory=dict)
     _procs: dict[int, psutil.Process] = field(default_factory=dict)
@@ -71,7 +81,7 @@ class Collector:
 
     async def sample(self) -> Sample:
         statuses = await self._statuses()
-        with_uss = len(self.samples) % USS_EVERY_SAMPLES == 0
+        with_uss = len(self.samples) % self.uss_every == 0
         processes = {node_id: s for node_id in self.pids if (s := self._process(node_id, with_uss)) is not None}
         sample = Sample(time.time_ns(), statuses, processes, own_cpu_s())
         self.samples.append(sample)

@@ -11,9 +11,9 @@ from pathlib import Path
 
 import msgspec
 
-from harness.kinds import RunPhase
 from harness.host.envinfo import environment
-from harness.metrics.results import Metrics
+from harness.kinds import RunPhase
+from harness.metrics.results import Finding, Metrics
 from harness.report.schema import SCHEMA_VERSION, AppliedFault, DeploymentSummary, Environment, Files, Report, RunStatus, Score
 from harness.report.upgrade import decode_report
 from harness.run.phases import RunData
@@ -23,7 +23,9 @@ REPORT_NAME = "report.json"
 JSON_INDENT = 2
 
 
-def build_report(data: RunData, metrics: Metrics, score: Score) -> Report:
+def build_report(data: RunData, metrics: Metrics, score: Score, issues: list[Finding], timeline: Path | None = None) -> Report:
+    """The report of one run; ``issues`` from :func:`harness.metrics.findings.findings`, ``timeline`` the
+    timeline.jsonl written beside it (None when the run had no load window)."""
     return Report(
         schema_version=SCHEMA_VERSION,
         run_id=data.run_id,
@@ -37,11 +39,12 @@ def build_report(data: RunData, metrics: Metrics, score: Score) -> Report:
         calibration=data.calibration,
         metrics=metrics,
         score=score,
-        issues=issues_found(data, metrics, score),
+        issues=issues,
         faults=[msgspec.convert(fault, AppliedFault) for fault in data.faults_applied],
         notes=data.notes,
         environment=msgspec.convert(environment(), Environment),
-        files=Files(records=[p.name for p in data.records_paths], logs="logs/", genesis="genesis.json"),
+        files=Files(records=[p.name for p in data.records_paths], logs="logs/", genesis="genesis.json",
+                    timeline=timeline.name if timeline else None),
     )
 
 
@@ -49,31 +52,6 @@ def _status(data: RunData) -> RunStatus:
     if data.error:
         return "failed"
     return "partial" if data.interrupted else "complete"
-
-
-def issues_found(data: RunData, metrics: Metrics, score: Score) -> list[str]:
-    """What a reader must not miss, most serious first."""
-    found: list[str] = []
-    stability, throughput, connectivity = metrics.stability, metrics.throughput, metrics.connectivity
-    if not score.passed_safety:
-        found.append("safety violation: nodes committed different blocks at the same height")
-    if metrics.invalid_proofs.committed:
-        found.append(f"{metrics.invalid_proofs.committed} invalid proofs were committed")
-    if data.error:
-        found.append(f"the run failed: {data.error.splitlines()[0]}")
-    if data.interrupted:
-        found.append(f"the run ended early ({data.interrupted}): figures cover only what ran")
-    found += [f"{crash.name} exited unexpectedly ({crash.exit})" for crash in stability.crashes]
-    if stability.protocol_errors:
-        found.append(f"{stability.protocol_errors} protocol errors (malformed frames) were counted")
-    if throughput and throughput.generator.fell_behind:
-        found.append("the load generator fell behind its schedule: p99 send lateness "
-                     f"{throughput.generator.send_late_p99_ms:.0f} ms")  # fmt: skip
-    if throughput and throughput.plan_exhausted and data.profile.workload.mode == "closed":
-        found.append("the closed-loop pool of proofs ran dry before the window ended: raise workload.rate")
-    if connectivity.links_ratio < 1.0:
-        found.append(f"only {connectivity.links_up} of {connectivity.intended_links} intended links were up at the end of the window")
-    return found
 
 
 def encode_report(report: Report) -> bytes:

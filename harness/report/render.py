@@ -7,9 +7,9 @@ from __future__ import annotations
 
 from tabulate import tabulate
 
-from harness.metrics.results import InvalidProofs, Mining, Record, Throughput
+from harness.metrics.results import Finding, InvalidProofs, Mining, Record, Service, Throughput
 from harness.report.compare import Change
-from harness.report.schema import Report
+from harness.report.schema import AnyScore, Report, Score
 
 
 def _fmt(value: object, unit: str = "", digits: int = 1) -> str:
@@ -31,12 +31,40 @@ def headline(report: Report) -> list[tuple[str, str]]:
         ("run", report.run_id), ("status", report.status + (f" ({report.ended_early})" if report.ended_early else "")),
         ("network", network),
         ("score", f"{score.total:.1f} / 100  grade {score.grade}" + ("" if score.passed_safety else "  SAFETY FAILED")),
+        *verdict(score),
     ]  # fmt: skip
 
 
+def verdict(score: AnyScore) -> list[tuple[str, str]]:
+    """Formula 2: what decided the grade, and whether the run is valid as a measurement."""
+    if not isinstance(score, Score):
+        return []
+    why = "; ".join(c.message for c in score.conditions) or "kept pace within the service level, no stall, every link up"
+    rows = [("grade because", why)]
+    if not score.valid_measurement:
+        rows.append(("NOT VALID as a measurement", "; ".join(i.message for i in score.invalid_because)))
+    return rows
+
+
+def finding_line(finding: Finding) -> str:
+    """One finding as a line: severity, kind, when, what."""
+    at = f"t+{finding.at_s:.1f}s " if finding.at_s is not None else ""
+    return f"[{finding.severity}] {finding.kind}: {at}{finding.message}"
+
+
+def score_arithmetic(score: AnyScore) -> list[str]:
+    """Formula 2: the lines that take the items to the total and the grade (stored with the score)."""
+    return list(score.arithmetic) if isinstance(score, Score) else []
+
+
 def score_rows(report: Report) -> list[list[str]]:
+    """Formula 2: one row per item (points of its max, and its formula); formula 1: one row per part."""
+    score = report.score
+    if isinstance(score, Score):
+        rows = [[item.name, f"{item.points:.1f} / {item.max_points:g}", item.formula] for item in score.items]
+        return rows + [["left out", "-", why] for why in score.left_out]
     rows = []
-    for part in report.score.parts:
+    for part in score.parts:
         detail = ", ".join(f"{item.name} {item.points:.1f}" for item in part.items) or "; ".join(part.notes)
         shown = f"{part.points:.1f} / {part.max_points:.0f}" if part.exercised else "not exercised"
         rows.append([part.name, shown, detail])
@@ -52,6 +80,7 @@ def metric_rows(report: Report) -> list[list[str]]:
         ["connectivity", "graph connected, diameter", f"{_fmt(c.graph_connected)}, {_fmt(c.diameter_hops)} hops"],
         ["connectivity", "handshake failures", _fmt(c.handshake_failures)],
     ]
+    rows += _service_rows(m.service)
     rows += _throughput_rows(m.throughput, m.invalid_proofs)
     rows += [
         ["consensus", "height, block interval", f"{k.height}, {_fmt(k.block_interval_s, ' s', 3)}"],
@@ -67,6 +96,20 @@ def metric_rows(report: Report) -> list[list[str]]:
     ]  # fmt: skip
     rows += _mining_rows(m.mining)
     return rows
+
+
+def _service_rows(v: Service | None) -> list[list[str]]:
+    """What the score judges (metrics.service): the items due in the steady window and what became of them."""
+    if v is None:
+        return [["service", "no steady window", "-"]]
+    p99 = "unbounded" if v.p99_unbounded else _fmt(v.p99_all_ms, " ms", 0)
+    stalls = ", ".join(f"t+{s.start_s:.1f}s for {s.length_s:.1f} s" for s in v.stalls[:5]) or "none"
+    return [
+        ["service", "due / committed in window (delivery)", f"{v.due:,} / {v.committed_in_window:,} ({_fmt((v.delivery or 0) * 100, ' %')})"],
+        ["service", f"within L = {v.latency_target_ms:g} ms, p99 over all due", f"{_fmt((v.within_target_share or 0) * 100, ' %', 2)}, {p99}"],
+        ["service", f"stalls over {v.stall_threshold_s:g} s ({v.commit_source})", f"{_fmt(v.stalled_s, ' s')} ({stalls})"],
+        ["service", "least links share, light load", f"{_fmt(v.least_links_share, '', 3)}, {_fmt(v.light_load)}"],
+    ]  # fmt: skip
 
 
 def _throughput_rows(t: Throughput | None, invalid: InvalidProofs) -> list[list[str]]:
@@ -96,8 +139,9 @@ def console(report: Report) -> str:
     parts = [tabulate(headline(report), tablefmt="plain"), "",
              tabulate(score_rows(report), headers=["part", "points", "detail"], tablefmt="simple"), "",
              tabulate(metric_rows(report), headers=["section", "metric", "value"], tablefmt="simple")]  # fmt: skip
+    parts += ["", "score arithmetic:"] + [f"  {line}" for line in score_arithmetic(report.score)]
     if report.issues:
-        parts += ["", "issues found:"] + [f"  - {issue}" for issue in report.issues]
+        parts += ["", "issues found:"] + [f"  - {finding_line(issue)}" for issue in report.issues]
     return "\n".join(parts)
 
 
@@ -105,9 +149,10 @@ def markdown(report: Report) -> str:
     lines = [f"## popbench: {report.run_id}", ""]
     lines += [f"- **{name}**: {value}" for name, value in headline(report)]
     lines += ["", "### Score", "", tabulate(score_rows(report), headers=["part", "points", "detail"], tablefmt="github")]
+    lines += ["", "How the total is made:", ""] + [f"{i}. {line}" for i, line in enumerate(score_arithmetic(report.score), 1)]
     lines += ["", "### Metrics", "", tabulate(metric_rows(report), headers=["section", "metric", "value"], tablefmt="github")]
     if report.issues:
-        lines += ["", "### Issues found", ""] + [f"- {issue}" for issue in report.issues]
+        lines += ["", "### Issues found", ""] + [f"- {finding_line(issue)}" for issue in report.issues]
     env = report.environment
     lines += ["", f"<sub>{env.cpu_model}, {env.cores_logical} cores, Python {env.python}, "
               f"commit {(env.git.commit or 'unknown')[:12]}; score formula v{report.score.version}</sub>", ""]  # fmt: skip

@@ -6,6 +6,12 @@ Schema versions (bump SCHEMA_VERSION and note the change here whenever a field c
   2  typed: the same figures under the same names, except ``metrics.mining`` carries ``kind``
      ("pop" | "pow"), a score part's ``items`` is a list of ``{name, points}``, and a crash names its
      child ``kind`` and ``index``.
+  3  score formula version 2 (``score`` is a :class:`Score`, tagged ``version: 2``; a stored version-1
+     score is kept as it was, a :class:`ScoreV1`), ``metrics.service`` (None in upgraded reports),
+     ``issues`` are typed :class:`~harness.metrics.results.Finding` (older free-text issues become
+     findings of kind ``note``), ``files.timeline`` names timeline.jsonl, and new fields with defaults:
+     ``stability.nodes_down_by_plan_at_end``, ``resources.uss_samples_in_window``,
+     ``mining.wall_hash_efficiency`` (PoW).
 
 The JSON Schema in docs/report.schema.json is generated from these types:
 ``python -m harness.report.schema`` rewrites it, ``--check`` exits 1 when it is stale.
@@ -14,6 +20,7 @@ The JSON Schema in docs/report.schema.json is generated from these types:
 from __future__ import annotations
 
 import sys
+from enum import StrEnum
 from pathlib import Path
 from typing import Any, Literal
 
@@ -21,41 +28,142 @@ import msgspec
 
 from harness.host.calibrate import Calibration
 from harness.kinds import FaultKind, Topology
-from harness.metrics.results import Metrics, Record
+from harness.metrics.results import Finding, Metrics, Record
 from harness.profile import Profile
 from popbench.kinds import ConsensusKind
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 SCHEMA_PATH = Path(__file__).resolve().parent.parent.parent / "docs" / "report.schema.json"
 RunStatus = Literal["complete", "partial", "failed"]
 
 
 # -- the score (docs/scoring.md) -----------------------------------------------------------------------
+class Grade(StrEnum):
+    """What a grade promises (docs/scoring.md, "Grades"): A kept pace within the service level; B did too,
+    with a caveat; C served but breached the service level; F failed (fell behind, stalled, lost links,
+    or a hard gate)."""
+
+    A = "A"
+    B = "B"
+    C = "C"
+    F = "F"
+
+
+class GradeReason(StrEnum):
+    """A condition that decided the grade. Hard gates fail the run whatever ``--min-score`` says."""
+
+    SAFETY_FAILED = "safety_failed"  # hard gate
+    INVALID_COMMITTED = "invalid_committed"  # hard gate
+    UNPLANNED_CRASH = "unplanned_crash"  # hard gate
+    NODE_NOT_REPORTING = "node_not_reporting"  # hard gate
+    RUN_FAILED = "run_failed"  # hard gate: the run did not complete (a node never came up, ...)
+    FELL_BEHIND = "fell_behind"  # delivery < slo.min_delivery
+    STALLED = "stalled"  # a gap with no commit longer than the stall threshold
+    LINKS_LOST = "links_lost"  # least_links_share < slo.min_links_share
+    NOTHING_DUE = "nothing_due"  # a run with load that had no valid item due in its steady window
+    P99_OVER_TARGET = "p99_over_target"  # p99 over all due items > slo.latency_ms (or unbounded)
+    WITHIN_SHARE_SHORT = "within_share_short"  # share committed within L < slo.within_share
+    LIGHT_LOAD = "light_load"  # offered below score.light_load_fraction x the verify-bound ceiling
+    VIEW_CHANGES_UNPLANNED = "view_changes_unplanned"  # views changed in a run without a planned fault
+    NO_LOAD = "no_load"  # no submission load: the service level was not tried
+    UNEXPECTED_EXCEPTIONS = "unexpected_exceptions"  # a node counted an exception at its event loop
+    ENDED_EARLY = "ended_early"  # interrupted: the figures cover only part of the run
+    POINTS_BELOW_GRADE = "points_below_grade"  # the points fell below the floor of the grade the conditions allow
+
+
+class InvalidReason(StrEnum):
+    """Why a run is not valid as a measurement (``popbench run`` exits 3)."""
+
+    GENERATOR_FELL_BEHIND = "generator_fell_behind"  # the load generator could not keep its schedule
+
+
+class Condition(Record, frozen=True, kw_only=True):
+    """One condition the run met, the best grade it allows, and whether it is a hard gate."""
+
+    reason: GradeReason
+    grade: Grade
+    hard_gate: bool
+    message: str
+
+
+class Invalidity(Record, frozen=True, kw_only=True):
+    reason: InvalidReason
+    message: str
+
+
 class ScoreItem(Record, frozen=True, kw_only=True):
-    """One term of a part: the points it earned."""
+    """One scored dimension: ``points = max_points x curve(value, good, bad)`` (docs/scoring.md)."""
+
+    name: str
+    points: float
+    max_points: float
+    value: float | None  # the measured figure the curve read (None: not measured, 0 points)
+    good: float  # the value at which the item earns all its points
+    bad: float  # the value at which it earns none
+    formula: str  # the item's formula with the figures filled in
+
+
+class Score(Record, frozen=True, kw_only=True, tag=2, tag_field="version"):
+    """Score formula version 2: items on the service level, graded by conditions, points capped by the grade.
+
+    ``total = min(cap, round(earned x scale, 1))`` with ``scale = 100 / possible``; ``arithmetic`` spells
+    it out line by line so the parts visibly add up to the total shown."""
+
+    total: float
+    grade: Grade
+    earned: float  # sum of the items' points
+    possible: float  # sum of the items' max_points (100 when every dimension was exercised)
+    scale: float  # 100 / possible
+    scaled: float  # round(earned x scale, 1): the points before the grade's cap
+    cap: float | None  # the grade's ceiling when it lowered the total, else None
+    items: list[ScoreItem]
+    left_out: list[str]  # dimensions the run did not exercise, each with why
+    conditions: list[Condition]  # the conditions that decided the grade, worst first (empty: grade A)
+    hard_gate: bool  # a hard gate failed: exit 1 whatever --min-score says
+    valid_measurement: bool
+    invalid_because: list[Invalidity]
+    passed_safety: bool
+    arithmetic: list[str]
+    notes: list[str]
+
+    @property
+    def version(self) -> int:
+        return 2
+
+
+class ScoreItemV1(Record, frozen=True, kw_only=True):
+    """Formula version 1: one term of a part, the points it earned."""
 
     name: str
     points: float
 
 
-class ScorePart(Record, frozen=True, kw_only=True):
-    """One quarter of the score; a part the run did not exercise is left out of the total."""
+class ScorePartV1(Record, frozen=True, kw_only=True):
+    """Formula version 1: one quarter of the score; a part the run did not exercise is left out."""
 
     name: str
     points: float
     max_points: float
     exercised: bool
-    items: list[ScoreItem]
+    items: list[ScoreItemV1]
     notes: list[str]
 
 
-class Score(Record, frozen=True, kw_only=True):
-    version: int
+class ScoreV1(Record, frozen=True, kw_only=True, tag=1, tag_field="version"):
+    """A score of formula version 1, kept as it was stored (reports of schema versions 1 and 2)."""
+
     total: float
     grade: str
     passed_safety: bool
-    parts: list[ScorePart]
+    parts: list[ScorePartV1]
     notes: list[str]
+
+    @property
+    def version(self) -> int:
+        return 1
+
+
+AnyScore = Score | ScoreV1
 
 
 # -- the header: where and on what the run ran ---------------------------------------------------------
@@ -110,6 +218,7 @@ class Files(Record, frozen=True, kw_only=True):
     records: list[str]
     logs: str
     genesis: str
+    timeline: str | None = None  # timeline.jsonl (harness/metrics/timeline.py); None: no load window, or an older report
 
 
 class Report(Record, frozen=True, kw_only=True):
@@ -126,8 +235,8 @@ class Report(Record, frozen=True, kw_only=True):
     deployment: DeploymentSummary | None  # None when the run failed before it deployed
     calibration: Calibration | None
     metrics: Metrics
-    score: Score
-    issues: list[str]  # what the run found wrong, one sentence each, most serious first
+    score: AnyScore  # a version-2 Score, or a version-1 one stored by an older popbench
+    issues: list[Finding]  # what happened, most serious first (harness/metrics/findings.py)
     faults: list[AppliedFault]
     notes: list[str]
     environment: Environment
@@ -136,7 +245,18 @@ class Report(Record, frozen=True, kw_only=True):
 
 def json_schema() -> dict[str, Any]:
     """The JSON Schema (draft 2020-12) of report.json, generated from the types above."""
-    return msgspec.json.schema(Report)
+    schema: dict[str, Any] = _str_keys(msgspec.json.schema(Report))
+    return schema
+
+
+def _str_keys(node: Any) -> Any:
+    """The score's union is tagged by an integer ``version``, and msgspec writes the OpenAPI discriminator
+    mapping with integer keys; JSON object keys are strings."""
+    if isinstance(node, dict):
+        return {str(key): _str_keys(value) for key, value in node.items()}
+    if isinstance(node, list):
+        return [_str_keys(value) for value in node]
+    return node
 
 
 def json_schema_text() -> str:

@@ -74,4 +74,14 @@ def _crash_v2(crash: JsonObject) -> JsonObject:
     return {"kind": kind, "index": int(index), **crash}
 
 
-UPGRADES: dict[int, Callable[[JsonObject], JsonObject]] = {1: v1_to_v2}
+# -- version 2 -> 3 ------------------------------------------------------------------------------------
+def v2_to_v3(report: JsonObject) -> JsonObject:
+    """Keep the stored formula-1 score as it was (tagged ``version: 1``, which it already carries); free-text
+    issues become findings of kind ``note``; no service section and no timeline (neither was measured)."""
+    issues = [{"kind": "note", "severity": "warn", "at_s": None, "message": issue, "figures": {}} for issue in report["issues"]]
+    metrics = {**report["metrics"], "service": None}
+    files = {**report["files"], "timeline": None}
+    return {**report, "schema_version": 3, "metrics": metrics, "issues": issues, "files": files}
+
+
+UPGRADES: dict[int, Callable[[JsonObject], JsonObject]] = {1: v1_to_v2, 2: v2_to_v3}

@@ -24,7 +24,7 @@ from harness.host import pinning
 from harness.load import workload
 from harness.host.calibrate import Calibration, calibrate
 from harness.host.cputime import own_cpu_s
-from harness.observe.collect import Collector, Sample
+from harness.observe.collect import Collector, Sample, uss_every_samples
 from harness.host.deploy import Deployment, deploy
 from harness.run.faults import FaultScheduler
 from harness.load.drivers import DriverSpec
@@ -62,6 +62,7 @@ class RunData:
     notes: list[str] = field(default_factory=list)  # host limits, pinning, warnings
     calibration: Calibration | None = None
     deployment: dict[str, Any] = field(default_factory=dict)
+    intended_edges: list[tuple[int, int]] = field(default_factory=list)  # the topology's intended links
     window: tuple[int, int] | None = None  # (start_ns, end_ns) of the load window
     samples: list[Sample] = field(default_factory=list)
     final_statuses: dict[int, AnyStatus] = field(default_factory=dict)
@@ -154,6 +155,7 @@ class Run:
         self.data.mark(RunPhase.CALIBRATED)
         self.deployment = deploy(self.profile, self.data.run_dir)
         self.data.deployment = self.deployment.describe()
+        self.data.intended_edges = sorted((min(edge), max(edge)) for edge in self.deployment.topology.intended)
         self.data.data_dir = self.deployment.data_dir
         self.data.mark(RunPhase.DEPLOYED)
 
@@ -197,7 +199,8 @@ class Run:
     def _start_collector(self) -> None:
         assert self.supervisor is not None and self.deployment is not None
         pids = {child.index: pid for child, pid in self.supervisor.pids(ChildKind.NODE).items()}
-        self.collector = Collector(dict(enumerate(self.deployment.addresses())), self.deployment.genesis.chain_id, pids)
+        self.collector = Collector(dict(enumerate(self.deployment.addresses())), self.deployment.genesis.chain_id, pids,
+                                   uss_every=uss_every_samples(self.profile.run))  # fmt: skip
 
     def _has_load(self) -> bool:
         load = self.profile.workload
