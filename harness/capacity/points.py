@@ -83,20 +83,23 @@ class RunKey(CapacityRecord, frozen=True, kw_only=True):
 class RunOutcome(CapacityRecord, frozen=True, kw_only=True):
     """What one run measured in its steady window.
 
+    ``offered_per_s`` is the valid items due per second in the steady window (what the network owes).
     ``p99_ms`` is over all due items with an uncommitted item counted as infinitely late, so it is None
     when more than 1 % of them never committed (unbounded). CPU figures are node CPU summed over all
     nodes (exact counters), None when nothing committed. ``messages_per_block`` maps a message kind to
-    frames per committed block, empty when the runner does not count them. ``error`` is set when the run
-    produced no measurement at all (then every figure is zero).
+    frames per committed block, empty when the runner does not count them. A share the run did not
+    measure is None, and the verdict counts it as a shortfall, never as a pass; ``notes`` say what the
+    run did not measure or warned of. ``error`` is set when the run produced no measurement at all (then
+    the rates are zero and the shares None).
     """
 
     key: RunKey
     offered_per_s: float
     committed_per_s: float
     p99_ms: float | None
-    within_target_share: float
-    stalled_share: float
-    links_up_min_share: float
+    within_target_share: float | None
+    stalled_share: float | None
+    links_up_min_share: float | None
     crashed_nodes: int = 0
     generator_fell_behind: bool = False
     proofs_per_block: float | None = None
@@ -105,6 +108,7 @@ class RunOutcome(CapacityRecord, frozen=True, kw_only=True):
     messages_per_block: dict[str, float] = msgspec.field(default_factory=dict)
     wall_s: float = 0.0
     error: str | None = None
+    notes: list[str] = msgspec.field(default_factory=list)
 
 
 class Verdict(CapacityRecord, frozen=True, kw_only=True):
@@ -142,8 +146,8 @@ def round_rate(rate_per_s: float) -> float:
 
 def failed_outcome(key: RunKey, error: str, wall_s: float = 0.0) -> RunOutcome:
     """The outcome of a run that measured nothing: a runner returns it instead of raising."""
-    return RunOutcome(key=key, offered_per_s=0.0, committed_per_s=0.0, p99_ms=None, within_target_share=0.0,
-                      stalled_share=1.0, links_up_min_share=0.0, wall_s=wall_s, error=error)  # fmt: skip
+    return RunOutcome(key=key, offered_per_s=0.0, committed_per_s=0.0, p99_ms=None, within_target_share=None,
+                      stalled_share=None, links_up_min_share=None, wall_s=wall_s, error=error)  # fmt: skip
 
 
 def judge(outcome: RunOutcome, slo: Slo) -> Verdict:
@@ -172,16 +176,20 @@ def _shortfalls(outcome: RunOutcome, slo: Slo) -> list[tuple[Shortfall, str]]:
 
 
 def _stall(outcome: RunOutcome, slo: Slo) -> str:
+    if outcome.stalled_share is None:
+        return "stalls not measured (no commit times in the steady window)"
     if outcome.stalled_share <= slo.max_stalled_share:
         return ""
     return f"no commit for {outcome.stalled_share:.0%} of the window (at most {slo.max_stalled_share:.0%})"
 
 
 def _backlog(outcome: RunOutcome, slo: Slo) -> str:
-    wanted = slo.min_keep_pace * outcome.key.rate_per_s
-    if outcome.committed_per_s >= wanted:
+    wanted = slo.min_keep_pace * outcome.offered_per_s
+    if outcome.offered_per_s > 0 and outcome.committed_per_s >= wanted:
         return ""
-    return f"committed {outcome.committed_per_s:.1f}/s < {slo.min_keep_pace:.0%} of offered {outcome.key.rate_per_s:g}/s"
+    if outcome.offered_per_s <= 0:
+        return f"nothing was due in the steady window at {outcome.key.rate_per_s:g}/s"
+    return f"committed {outcome.committed_per_s:.1f}/s < {slo.min_keep_pace:.0%} of offered {outcome.offered_per_s:.4g}/s"
 
 
 def _latency(outcome: RunOutcome, slo: Slo) -> str:
@@ -190,12 +198,16 @@ def _latency(outcome: RunOutcome, slo: Slo) -> str:
         reasons.append("p99 unbounded (over 1 % of due items never committed)")
     elif outcome.p99_ms > slo.p99_target_ms:
         reasons.append(f"p99 {outcome.p99_ms:.0f} ms > target {slo.p99_target_ms:.0f} ms")
-    if outcome.within_target_share < slo.within_target_share:
+    if outcome.within_target_share is None:
+        reasons.append("share within target not measured (nothing due)")
+    elif outcome.within_target_share < slo.within_target_share:
         reasons.append(f"{outcome.within_target_share:.1%} within target < {slo.within_target_share:.1%}")
     return "; ".join(reasons)
 
 
 def _links(outcome: RunOutcome, slo: Slo) -> str:
+    if outcome.links_up_min_share is None:
+        return "links not measured (no status sample in the steady window)"
     if outcome.links_up_min_share >= slo.min_links_share:
         return ""
     return f"links up fell to {outcome.links_up_min_share:.0%} (at least {slo.min_links_share:.0%})"

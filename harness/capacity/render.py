@@ -22,7 +22,7 @@ def points_rows(sweep: Sweep) -> tuple[list[str], list[list[str]]]:
     headers = ["N", "mode", "rate/s", "runs", "sustained", "committed/s", "p99 ms", "within target", "why not"]
     rows = [[str(p.nodes), p.mode.value, f"{p.rate_per_s:g}", str(len(p.runs)), "yes" if p.sustained else "no",
              " ".join(f"{r.outcome.committed_per_s:.1f}" for r in p.runs), _ms(median_p99(p)),
-             " ".join(f"{r.outcome.within_target_share:.1%}" for r in p.runs),
+             " ".join(_share(r.outcome.within_target_share) for r in p.runs),
              "; ".join(dict.fromkeys(why for r in p.runs for why in r.verdict.why_not))]
             for p in sweep.points]  # fmt: skip
     return headers, rows
@@ -151,6 +151,10 @@ def _paragraph(text: str) -> str:
 
 def _rate(value: float | None) -> str:
     return "-" if value is None else f"{value:.4g}"
+
+
+def _share(value: float | None) -> str:
+    return "-" if value is None else f"{value:.1%}"
 
 
 def _ms(value: float | None) -> str:

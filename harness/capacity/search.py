@@ -44,6 +44,7 @@ class SizeStatus(StrEnum):
     NONE_SUSTAINED = "none-sustained"  # not even min_rate_per_s was sustained
     PROBE_FAILED = "probe-failed"  # the closed-loop probe measured nothing or committed nothing
     BUDGET = "budget"  # the budget ran out during (or before) this size
+    GRID = "grid"  # the plan listed its rates: the capacity lies between the highest sustained and the next one up
 
 
 class Budget(CapacityRecord, frozen=True, kw_only=True):
@@ -67,6 +68,8 @@ class SearchPlan(CapacityRecord, frozen=True, kw_only=True):
     max_points_per_size: int = 10  # open-loop rates tried per size (each run `repeats` times)
     repeats: int = 1
     min_sustained_repeats: int | None = None  # None: every repeat must sustain
+    rates: list[float] = msgspec.field(default_factory=list)  # given: each size runs exactly these open-loop rates
+    run_settings: dict[str, str] = msgspec.field(default_factory=dict)  # how the runner performs a run (profile, overrides)
 
     def __post_init__(self) -> None:
         _require(bool(self.sizes) and all(n >= 1 for n in self.sizes), "sizes", f"must be node counts >= 1, not {self.sizes}")
@@ -76,6 +79,7 @@ class SearchPlan(CapacityRecord, frozen=True, kw_only=True):
         _require(self.min_rate_per_s > 0, "min_rate_per_s", f"must be positive, not {self.min_rate_per_s}")
         _require(self.max_points_per_size >= 2, "max_points_per_size", f"must be at least 2, not {self.max_points_per_size}")
         _require(self.repeats >= 1, "repeats", f"must be at least 1, not {self.repeats}")
+        _require(all(r > 0 and math.isfinite(r) for r in self.rates), "rates", f"must be positive rates, not {self.rates}")
         _require(
             1 <= self.sustained_repeats_needed <= self.repeats,
             "min_sustained_repeats",
@@ -135,8 +139,12 @@ class Progress:
         verdict = "sustained" if self.record.verdict.sustained else "not sustained: " + "; ".join(self.record.verdict.why_not)
         eta = f", ETA {format_duration(self.eta_s)}" if self.eta_s is not None else ""
         source = " (stored)" if self.stored else ""
+        outcome = self.record.outcome
+        p99 = "unbounded" if outcome.p99_ms is None else f"{outcome.p99_ms:.0f} ms"
+        figures = "" if outcome.error else f"committed {outcome.committed_per_s:.4g}/s, p99 {p99}, {format_duration(outcome.wall_s)}: "
+        notes = "".join(f" ({note})" for note in outcome.notes)
         return (f"[{self.runs_finished}/~{self.runs_expected} {format_duration(self.elapsed_s)}{eta}] N={key.nodes} "
-                f"{key.mode.value} {key.rate_per_s:g}/s #{key.repeat}{source}: {verdict}")  # fmt: skip
+                f"{key.mode.value} {key.rate_per_s:g}/s #{key.repeat}{source}: {figures}{verdict}{notes}")  # fmt: skip
 
 
 class RunLog(Protocol):
@@ -248,6 +256,8 @@ class CapacitySearch:
             return bracket.finding(SizeStatus.BUDGET, note=str(stop))
 
     def _search_size(self, bracket: Bracket) -> SizeCapacity:
+        if self.plan.rates:
+            return self._grid(bracket)
         probe = self.record(RunKey(nodes=bracket.nodes, rate_per_s=round_rate(self.plan.probe_rate_per_s), mode=WorkloadMode.CLOSED))
         bracket.probe_committed_per_s = probe.outcome.committed_per_s
         if Shortfall.FAILED in probe.verdict.shortfalls or probe.outcome.committed_per_s <= 0:
@@ -266,6 +276,23 @@ class CapacitySearch:
         if bracket.high is None:
             return bracket.finding(SizeStatus.NO_UPPER, note=_join("every rate tried was sustained: a lower bound only", probe_note))
         return self._bisect(bracket, probe_note)
+
+    def _grid(self, bracket: Bracket) -> SizeCapacity:
+        """Every listed rate, lowest first: no probe, no bisection; the answer is as fine as the list."""
+        points = []
+        for rate in sorted({round_rate(r) for r in self.plan.rates}):
+            points.append(self.verify(bracket.nodes, rate))
+            bracket.add(points[-1])
+        low = bracket.low
+        bracket.high = min((p for p in points if not p.sustained and (low is None or p.rate_per_s > low.rate_per_s)),
+                           key=lambda p: p.rate_per_s, default=None)  # fmt: skip
+        below = [f"{p.rate_per_s:g}/s" for p in points if low is not None and not p.sustained and p.rate_per_s < low.rate_per_s]
+        note = _join("the listed rates only", f"non-monotone: failed at {', '.join(below)} below the highest sustained" if below else "")
+        if low is None:
+            return bracket.finding(SizeStatus.NONE_SUSTAINED, note=_join("no listed rate sustained", note))
+        if bracket.high is None:
+            return bracket.finding(SizeStatus.NO_UPPER, note=_join("every listed rate was sustained: a lower bound only", note))
+        return bracket.finding(SizeStatus.GRID, note)
 
     def _bracket(self, bracket: Bracket, rate: float) -> None:
         """Step up after a pass, down after a fail, until one rate passed and a higher one failed."""
@@ -377,6 +404,8 @@ def expected_runs(plan: SearchPlan) -> int:
     """A typical search's run count: per size a probe, two bracketing rates and the bisection steps."""
     bisections = max(math.ceil(math.log2((plan.step_factor - 1) / plan.tolerance)), 0)
     per_size = 1 + min(2 + bisections, plan.max_points_per_size) * plan.repeats
+    if plan.rates:
+        per_size = len({round_rate(r) for r in plan.rates}) * plan.repeats
     largest = math.ceil(math.log2(len(set(plan.sizes)) + 1)) * plan.repeats if plan.target_rate_per_s else 0
     return per_size * len(set(plan.sizes)) + largest
 
