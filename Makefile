@@ -1,12 +1,13 @@
 # Two commands do all the set-up on a fresh clone:
 #   make run    creates .venv, installs popbench, runs `popbench run --nodes 100`
 #   make test   creates .venv, installs popbench with its test extra, runs ruff, mypy and the whole suite
+# (`make install` only creates .venv and installs popbench: what a CI job needs before `popbench run`)
 PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
 
-.PHONY: run test lint format bench clean
+.PHONY: install run test lint format bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -14,6 +15,8 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install --quiet -e '.[test]'
 	rm -f $(VENV)/.installed-*
 	touch $(STAMP)
+
+install: $(STAMP)
 
 run: $(STAMP)
 	$(VENV)/bin/popbench run --nodes 100

@@ -1,62 +1,116 @@
-"""`popbench compare`: regressions beyond tolerance are flagged in the right direction, gaps skipped."""
+"""`popbench compare` and `popbench baseline` through the real CLI, on stored reports: a report read as a
+RunSample, the like-for-like refusal (exit 2, --force compares), a run against itself (exit 0), a
+regression beyond the fixed 1-vs-1 tolerance (exit 1), baselines saved, listed and compared by name,
+JSON, Markdown and $GITHUB_STEP_SUMMARY output. A real repeat set is in tests/test_repeat_run.py."""
 
 from __future__ import annotations
 
 from pathlib import Path
 from typing import Any
 
-from msgspec.structs import replace
+import orjson
+import pytest
+from click.testing import CliRunner, Result
 
+from harness.cli.main import main
+from harness.regress.figures import REPORT_FIELDS, WATCHED_FIGURES
 from harness.report.build import load_report
-from harness.report.compare import compare, mismatches, safety_regressed
-from harness.report.schema import Report
+from harness.report.compare import load_runs, load_side, run_sample
 
-FIXTURE = Path(__file__).parent / "fixtures" / "report_v1_smoke.json"
-
-
-def with_value(record: Any, path: list[str], value: object) -> Any:
-    """``record`` with the field at ``path`` replaced (the report's types are frozen)."""
-    head, *rest = path
-    return replace(record, **{head: with_value(getattr(record, head), rest, value) if rest else value})
+FIXTURES = Path(__file__).parent / "fixtures"
+SMOKE_V1 = FIXTURES / "report_v1_smoke.json"
 
 
-def changed(report: Report, **edits: object) -> Report:
-    """``report`` with each ``section__field=value`` edit applied."""
-    for dotted, value in edits.items():
-        report = with_value(report, dotted.split("__"), value)
-    return report
+def write_run(directory: Path, edit: dict[tuple[str, ...], Any] | None = None, source: Path = SMOKE_V1) -> Path:
+    """A run directory holding ``source`` with each (path -> value) edit applied to its JSON."""
+    report = orjson.loads(source.read_bytes())
+    for path, value in (edit or {}).items():
+        target = report
+        for key in path[:-1]:
+            target = target[key]
+        target[path[-1]] = value
+    directory.mkdir(parents=True)
+    (directory / "report.json").write_bytes(orjson.dumps(report))
+    return directory
 
 
-BASELINE = changed(
-    load_report(FIXTURE), deployment__nodes=8,
-    metrics__throughput__committed_per_s=300.0, metrics__throughput__commit_latency__p50_ms=40.0,
-    metrics__throughput__commit_latency__p99_ms=80.0, metrics__work__frames_per_proof=15.0,
-    metrics__work__bytes_per_proof=2800.0, metrics__work__verifications_per_proof=11.0,
-    metrics__connectivity__time_to_connected_s=0.7, metrics__mining=None, score__total=96.0, score__passed_safety=True,
-)  # fmt: skip
+def popbench(*args: str, env: dict[str, str] | None = None) -> Result:
+    return CliRunner().invoke(main, list(args), env=env, catch_exceptions=False)
 
 
-def verdicts(current: Report) -> dict[str, bool]:
-    return {c.label: c.regression for c in compare(BASELINE, current)}
+def test_a_stored_report_reads_as_a_run_sample_with_its_figures_and_metadata() -> None:
+    sample = run_sample(load_report(SMOKE_V1))
+    assert set(REPORT_FIELDS) == {spec.name for spec in WATCHED_FIGURES}  # every watched figure has a place in the report
+    assert sample.figures["frames_per_proof"] == pytest.approx(6.976878612716763)
+    assert sample.figures["commit_latency_p99_ms"] == pytest.approx(63.62825)
+    assert sample.figures["committed_per_s"] == pytest.approx(190.71428571428572)
+    assert sample.figures["node_cpu_ms_per_proof"] is None  # a version-1 report has no cost section
+    meta = sample.metadata
+    assert (meta.profile, meta.nodes, meta.consensus, meta.topology, meta.workload_mode) == ("smoke", 4, "pbft", "full-mesh", "open")
+    assert (meta.cpu_model, meta.cores_logical, meta.popbench_version, meta.score_version) == ("AMD EPYC", 2, "0.1.0", 1)
+    assert meta.profile_digest and len(meta.profile_digest) == 16
 
 
-def test_identical_reports_have_no_regression_and_skip_absent_figures() -> None:
-    result = verdicts(changed(BASELINE))
-    assert not any(result.values()) and "hash efficiency" not in result
+def test_a_run_against_itself_exits_0(tmp_path: Path) -> None:
+    run = write_run(tmp_path / "run")
+    done = popbench("compare", str(run), str(run))
+    assert done.exit_code == 0, done.output
+    assert "too few samples" in done.output and "exit 0: no significant regression" in done.output
 
 
-def test_lower_throughput_and_higher_latency_are_regressions_beyond_tolerance() -> None:
-    assert verdicts(changed(BASELINE, metrics__throughput__committed_per_s=250.0))["committed proofs/s"]
-    assert not verdicts(changed(BASELINE, metrics__throughput__committed_per_s=290.0))["committed proofs/s"]
-    assert not verdicts(changed(BASELINE, metrics__throughput__committed_per_s=400.0))["committed proofs/s"]
-    assert verdicts(changed(BASELINE, metrics__throughput__commit_latency__p99_ms=90.0))["commit latency p99 ms"]
-    assert verdicts(changed(BASELINE, metrics__work__frames_per_proof=16.5))["frames per proof"]
+def test_runs_that_differ_in_nodes_are_refused_with_exit_2_unless_forced(tmp_path: Path) -> None:
+    base = write_run(tmp_path / "base")
+    new = write_run(tmp_path / "new", {("deployment", "nodes"): 8})
+    refused = popbench("compare", str(base), str(new))
+    assert refused.exit_code == 2, refused.output
+    assert "not like for like: nodes: 4 vs 8 (cost per proof grows with the number of nodes" in refused.output
+    forced = popbench("compare", "--force", str(base), str(new))
+    assert forced.exit_code == 0, forced.output
+    assert "forced past like-for-like mismatches" in forced.output and "frames per proof" in forced.output
 
 
-def test_tolerance_scale_and_safety_and_mismatches() -> None:
-    slower = changed(BASELINE, metrics__throughput__committed_per_s=250.0)
-    assert not [c for c in compare(BASELINE, slower, scale=2.0) if c.regression]
-    unsafe = changed(BASELINE, score__passed_safety=False)
-    assert safety_regressed(unsafe) and not safety_regressed(BASELINE)
-    other = changed(BASELINE, deployment__nodes=16)
-    assert mismatches(BASELINE, other) == ["nodes differs: 8 vs 16"]
+def test_one_run_against_one_judges_by_the_fixed_tolerance_and_fails_only_when_asked(tmp_path: Path) -> None:
+    base = write_run(tmp_path / "base")
+    heavier = write_run(tmp_path / "new", {("metrics", "work", "frames_per_proof"): 6.976878612716763 * 1.2})
+    shown = popbench("compare", str(base), str(heavier))
+    assert shown.exit_code == 0 and "slower (fixed tolerance)" in shown.output, shown.output
+    failed = popbench("compare", "--fail-on-fallback", str(base), str(heavier))
+    assert failed.exit_code == 1, failed.output
+    assert "exit 1: significant regression: frames per proof" in failed.output
+
+
+def test_five_runs_a_side_flag_a_significant_regression_with_exit_1(tmp_path: Path) -> None:
+    for index in range(5):
+        frames = 7.0 + index * 0.01
+        write_run(tmp_path / "base" / f"run-{index + 1}", {("metrics", "work", "frames_per_proof"): frames})
+        write_run(tmp_path / "new" / f"run-{index + 1}", {("metrics", "work", "frames_per_proof"): frames * 1.1})
+    done = popbench("compare", "--json", str(tmp_path / "base"), str(tmp_path / "new"))
+    assert done.exit_code == 1, done.output
+    result = orjson.loads(done.stdout)
+    assert result["regressions"] == ["frames_per_proof"] and result["exit_status"] == 1
+    frames = next(f for f in result["figures"] if f["name"] == "frames_per_proof")
+    assert frames["basis"] == "mann-whitney" and frames["u_test"]["p_value"] == pytest.approx(2 / 252)
+
+
+def test_partial_runs_are_left_out_of_a_set_and_named(tmp_path: Path) -> None:
+    write_run(tmp_path / "set" / "run-1")
+    write_run(tmp_path / "set" / "run-2", {("status",): "partial", ("ended_early",): "interrupted by SIGINT"})
+    side = load_runs(tmp_path / "set")
+    assert len(side.repeat_set.run_ids) == 1 and side.left_out == ["run-2: partial (interrupted by SIGINT)"]
+
+
+def test_baseline_save_list_and_compare_by_name_with_markdown_in_the_step_summary(tmp_path: Path) -> None:
+    run, baselines = write_run(tmp_path / "run"), tmp_path / "baselines"
+    saved = popbench("baseline", "save", "main", str(run), "--baselines-dir", str(baselines))
+    assert saved.exit_code == 0 and (baselines / "main" / "baseline.json").is_file(), saved.output
+    listed = popbench("baseline", "list", "--baselines-dir", str(baselines))
+    assert listed.output.startswith("main") and "1 runs" in listed.output and "smoke" in listed.output
+    assert load_side("main", baselines).label == "baseline main"
+    summary = tmp_path / "step-summary.md"
+    done = popbench("compare", "--baseline", "main", "--markdown", "--baselines-dir", str(baselines), str(run),
+                    env={"GITHUB_STEP_SUMMARY": str(summary)})  # fmt: skip
+    assert done.exit_code == 0, done.output
+    assert done.output.startswith("### popbench compare: ✅ exit 0") and "| frames per proof | frames |" in done.output
+    assert summary.read_text() == done.output  # the same Markdown went to the job's summary page
+    unknown = popbench("compare", "--baselines-dir", str(baselines), "nosuch", str(run))
+    assert unknown.exit_code == 2 and "no such baseline" in unknown.output and "main" in unknown.output

@@ -1,4 +1,4 @@
-"""`popbench run`, `profiles`, `report` and `compare`: the main job and its outputs.
+"""`popbench run` (one run, or `--repeat K` whole runs), `profiles` and `report`: the main job and its outputs.
 
 Exit status of `popbench run` (harness.report.score.ExitStatus): 0 pass; 1 failed (grade F, a hard
 gate, a run that failed, or a total below --min-score); 2 usage or config error; 3 not valid as a
@@ -22,13 +22,16 @@ from harness.metrics import assemble as metrics
 from harness.profile import Profile, apply_overrides, list_profiles, load_profile
 from harness.report import render
 from harness.report.build import build_report, load_report, write_report
-from harness.report.compare import compare, mismatches, safety_regressed
+from harness.regress.pyperf_export import PyperfExport
+from harness.regress.render import append_step_summary, render_spread_table
+from harness.report.compare import write_repeat_files
 from harness.report.schema import Report, Score
 from harness.metrics.findings import findings
 from harness.metrics.timeline import write_timeline
 from harness.report.score import RunOutcome, exit_status
 from harness.report.score import score as compute_score
 from harness.run.phases import Run, RunData, new_run_id
+from harness.run.repeat import RepeatRun, run_repeats
 from popbench import crypto
 from popbench.kinds import ConsensusKind, values
 
@@ -41,7 +44,6 @@ def register(group: click.Group) -> None:
     group.add_command(run_command)
     group.add_command(profiles_command)
     group.add_command(report_command)
-    group.add_command(compare_command)
 
 
 @click.command("run")
@@ -56,13 +58,17 @@ def register(group: click.Group) -> None:
 @click.option("--seed", type=int, help="Seed for keys, topology and the workload plan.")
 @click.option("--output", type=click.Path(path_type=Path), help="Run directory (default: reports/<run-id>).")
 @click.option("--min-score", type=float, help="Exit 1 when the score is below this.")
-def run_command(profile_name: str, output: Path | None, min_score: float | None, **overrides: Any) -> None:
+@click.option("--repeat", "repeats", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Run K whole runs into OUTPUT/run-1 ... run-K and summarise their spread (docs/regression.md).")
+def run_command(profile_name: str, output: Path | None, min_score: float | None, repeats: int, **overrides: Any) -> None:
     """Fork a real network on this host, load it, measure it, score it, and write a report."""
     profile = apply_overrides(load_profile(profile_name), **overrides)
     run_id = new_run_id(profile)
     run_dir = output or REPORTS_DIR / run_id
     crypto.set_backend(profile.consensus.crypto)
     click.echo(f"popbench run {run_id}: {profile.network.nodes} {profile.network.consensus} nodes, profile {profile.name}")
+    if repeats > 1:
+        sys.exit(_run_repeats(profile, run_dir, run_id, repeats, min_score))
     data = uvloop.run(_execute(profile, run_dir, run_id))
     report = _finish(data)
     click.echo(render.console(report))
@@ -78,7 +84,7 @@ async def _execute(profile: Profile, run_dir: Path, run_id: str) -> RunData:
     return await run.execute()
 
 
-def _finish(data: RunData) -> Report:
+def _finish(data: RunData, to_step_summary: bool = True) -> Report:
     figures = metrics.compute(data)
     timeline = metrics.timeline(data)
     timeline_path = write_timeline(timeline, data.run_dir) if timeline else None
@@ -87,7 +93,7 @@ def _finish(data: RunData) -> Report:
     write_report(report, data.run_dir)
     summary = render.markdown(report)
     (data.run_dir / "summary.md").write_text(summary)
-    step_summary = os.environ.get("GITHUB_STEP_SUMMARY")
+    step_summary = os.environ.get("GITHUB_STEP_SUMMARY") if to_step_summary else None  # a repeat set sums up once
     if step_summary:
         with open(step_summary, "a", encoding="utf-8") as sink:
             sink.write(summary)
@@ -101,6 +107,33 @@ def _exit_status(report: Report, data: RunData, profile: Profile, min_score: flo
     if why:
         click.echo(why, err=True)
     return int(status)
+
+
+REPEATS_INTERRUPTED = 130  # as an interrupted single run
+
+
+def _run_repeats(profile: Profile, directory: Path, set_id: str, repeats: int, min_score: float | None) -> int:
+    """K whole runs into DIR/run-1 ... run-K, then repeats.json and pyperf.json; the worst exit status of
+    the runs (130 when interrupted: the finished repeats are kept and summarised)."""
+
+    def run_once(run_dir: Path, run_id: str) -> RepeatRun:
+        data = uvloop.run(_execute(profile, run_dir, run_id))
+        report = _finish(data, to_step_summary=False)
+        status = _exit_status(report, data, profile, min_score)
+        click.echo(f"{run_id}: {report.status}, exit {status}  ({run_dir / 'report.json'})")
+        return RepeatRun(run_dir=run_dir, exit_status=status, interrupted=bool(data.interrupted))
+
+    outcome = run_repeats(directory, repeats, set_id, run_once, click.echo)
+    if any(not run.interrupted for run in outcome.runs):
+        side, summary_path, exported = write_repeat_files(directory, outcome.wall_s)
+        click.echo(f"\n{len(side.repeat_set.run_ids)} repeats of {profile.name} in {outcome.wall_s:.0f} s: median and spread across them")
+        click.echo(render_spread_table(side.repeat_set))
+        for why in side.left_out:
+            click.echo(f"left out {why}")
+        pyperf_line = f"pyperf: {exported.path}" if isinstance(exported, PyperfExport) else f"no pyperf file: {exported}"
+        click.echo(f"\nsummary: {summary_path}  {pyperf_line}")
+        append_step_summary(f"### popbench run --repeat {repeats}: {profile.name}\n\n```\n{render_spread_table(side.repeat_set)}\n```\n")
+    return REPEATS_INTERRUPTED if outcome.interrupted else max(run.exit_status for run in outcome.runs)
 
 
 @click.command("profiles")
@@ -117,22 +150,3 @@ def report_command(path: Path, markdown: bool) -> None:
     """Re-render a stored report (a report.json or its run directory)."""
     report = load_report(path)
     click.echo(render.markdown(report) if markdown else render.console(report))
-
-
-@click.command("compare")
-@click.argument("baseline", type=click.Path(exists=True, path_type=Path))
-@click.argument("current", type=click.Path(exists=True, path_type=Path))
-@click.option("--tolerance-scale", default=1.0, show_default=True, help="Multiply every tolerance (2 = twice as lenient).")
-def compare_command(baseline: Path, current: Path, tolerance_scale: float) -> None:
-    """Compare a report with a baseline; exit 1 on a regression beyond tolerance or a safety failure."""
-    before, after = load_report(baseline), load_report(current)
-    for warning in mismatches(before, after):
-        click.echo(f"warning: {warning}", err=True)
-    changes = compare(before, after, tolerance_scale)
-    click.echo(render.comparison(changes))
-    regressions = [c.label for c in changes if c.regression]
-    if safety_regressed(after):
-        regressions.append("safety")
-    if regressions:
-        click.echo(f"regressions: {', '.join(regressions)}", err=True)
-        sys.exit(EXIT_BELOW_MIN_SCORE)

@@ -13,6 +13,7 @@ from harness.load.records import ProofRecord
 from harness.metrics import mining
 from harness.metrics import network as net
 from harness.metrics import throughput as tp
+from harness.metrics.cost import cost as window_cost
 from harness.metrics.pow import pow_metrics
 from harness.metrics.results import Metrics, Mining, PowMining, Service, Throughput
 from harness.metrics.service import POW_STALL_INTERVALS, ServiceInputs, planned_down_spans, service
@@ -53,6 +54,7 @@ def compute(data: RunData) -> Metrics:
         invalid_proofs=tp.invalid_outcomes(records),
         consensus=net.consensus(data.samples, bounds, data.final_statuses),
         work=net.work_per_proof(data.final_statuses),
+        cost=window_cost(data.samples, steady, data.window[0] if data.window else 0),
         stability=stability,
         resources=net.resources(data.samples, bounds, data.harness_cpu_s, run_s, cores),
         mining=_with_wall_efficiency(_mining(data), data),

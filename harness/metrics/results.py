@@ -192,6 +192,29 @@ class Work(Record, frozen=True, kw_only=True):
     verifications_per_proof: float | None
 
 
+class Cost(Record, frozen=True, kw_only=True):
+    """The steady window's exact cost: cumulative kernel CPU counters and node counters differenced between
+    the samples at the window's edges (harness/metrics/cost.py). Per-proof and per-block figures are None
+    when nothing committed in the window."""
+
+    window_start_s: float  # the first edge sample, seconds after the load window started
+    window_span_s: float  # wall seconds between the two edge samples
+    exact_edges: bool  # both edges were sampled on purpose; False: the nearest periodic samples outside them
+    nodes_measured: int  # nodes read at both edges by the same process
+    node_cpu_s: float
+    supervisor_cpu_s: float
+    load_cpu_s: float  # drivers and miners
+    load_processes_measured: int
+    proofs_committed: int  # PoW: transfers
+    blocks_committed: int
+    messages_sent: int
+    node_cpu_ms_per_proof: float | None
+    node_cpu_ms_per_block: float | None
+    harness_cpu_ms_per_proof: float | None
+    messages_per_block: float | None
+    messages_per_block_by_type: dict[str, float]
+
+
 # -- stability -----------------------------------------------------------------------------------------
 class Stability(Record, frozen=True, kw_only=True):
     nodes_reporting_at_end: int
@@ -304,6 +327,7 @@ class Metrics(Record, frozen=True, kw_only=True):
     invalid_proofs: InvalidProofs
     consensus: Consensus
     work: Work
+    cost: Cost | None = None  # None when no two samples bracket the steady window, or a report before it existed
     stability: Stability
     resources: Resources
     mining: Mining | None

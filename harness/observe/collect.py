@@ -11,6 +11,7 @@ import asyncio
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from enum import StrEnum
 import psutil
 
 from harness.host.cputime import own_cpu_s, process_cpu_s
@@ -23,6 +24,14 @@ STATUS_TIMEOUT_S = 5.0
 USS_EVERY_SAMPLES = 10  # at most every 10th sample reads USS (it walks /proc/<pid>/smaps) ...
 USS_SAMPLES_IN_WINDOW = 5  # ... but often enough that the steady window holds at least this many
 Address = tuple[str, int]
+
+
+class Boundary(StrEnum):
+    """A sample taken on purpose at an edge of the steady window (harness/metrics/cost.py differences the
+    cumulative counters between the two, so the cost figures cover exactly that window)."""
+
+    STEADY_START = "steady_start"
+    STEADY_END = "steady_end"
 
 
 @dataclass
@@ -41,6 +50,8 @@ class Sample:
     statuses: dict[int, AnyStatus]  # node id -> its STATUS (missing: did not answer)
     processes: dict[int, ProcessSample]  # node id -> psutil figures (missing: process gone)
     supervisor_cpu_s: float  # cumulative CPU of the supervisor process (collector included)
+    boundary: Boundary | None = None  # set on the samples taken at the steady window's start and end
+    harness_cpu_s: dict[str, float] = field(default_factory=dict)  # driver/miner name -> its cumulative CPU seconds
 
 
 def uss_every_samples(run: Run) -> int:
@@ -61,6 +72,9 @@ class Collector:
     samples: list[Sample] = field(default_factory=list)
     _clients: dict[int, NodeClient] = field(default_factory=dict)
     _procs: dict[int, psutil.Process] = field(default_factory=dict)
+    _harness_procs: dict[str, psutil.Process] = field(default_factory=dict)  # drivers and miners (watch_harness)
+    _lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    _cpu_at_answer: dict[int, float | None] = field(default_factory=dict)  # node id -> CPU s when its STATUS arrived
 
     async def connect(self) -> None:
         await asyncio.gather(*(self._connect(node_id) for node_id in self.nodes))
@@ -79,11 +93,20 @@ class Collector:
         self._procs.pop(node_id, None)
         self._clients.pop(node_id, None)
 
-    async def sample(self) -> Sample:
+    async def sample(self, boundary: Boundary | None = None) -> Sample:
+        async with self._lock:  # one at a time, so a boundary sample never interleaves with a periodic one
+            return await self._sample(boundary)
+
+    async def sample_at(self, at_ns: int, boundary: Boundary) -> Sample:
+        """A sample as soon as the wall clock reaches ``at_ns`` (a window edge), marked with ``boundary``."""
+        await asyncio.sleep(max(0.0, (at_ns - time.time_ns()) / 1e9))  # waiting for a planned instant, not for an event
+        return await self.sample(boundary)
+
+    async def _sample(self, boundary: Boundary | None) -> Sample:
         statuses = await self._statuses()
         with_uss = len(self.samples) % self.uss_every == 0
         processes = {node_id: s for node_id in self.pids if (s := self._process(node_id, with_uss)) is not None}
-        sample = Sample(time.time_ns(), statuses, processes, own_cpu_s())
+        sample = Sample(time.time_ns(), statuses, processes, own_cpu_s(), boundary, self._harness_cpu())
         self.samples.append(sample)
         return sample
 
@@ -104,24 +127,56 @@ class Collector:
 
     async def _status(self, node_id: int, client: NodeClient) -> tuple[int, AnyStatus | None]:
         try:
-            return node_id, await client.status(STATUS_TIMEOUT_S)
+            status = await client.status(STATUS_TIMEOUT_S)
+            # the node's CPU read as its answer arrives, so its CPU and its counters describe one instant
+            self._cpu_at_answer[node_id] = self._node_cpu_s(node_id)
+            return node_id, status
         except (ClientError, ProtocolError):  # no answer, or none that decodes: the node counts as not answering
             self._clients.pop(node_id, None)
             client.close()
             return node_id, None
 
-    def _process(self, node_id: int, with_uss: bool) -> ProcessSample | None:
+    def _node_cpu_s(self, node_id: int) -> float | None:
         try:
-            proc = self._procs.get(node_id)
-            if proc is None:
-                proc = self._procs[node_id] = psutil.Process(self.pids[node_id])
+            return process_cpu_s(self._handle(node_id).cpu_times())
+        except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
+            return None
+
+    def _handle(self, node_id: int) -> psutil.Process:
+        proc = self._procs.get(node_id)
+        if proc is None:
+            proc = self._procs[node_id] = psutil.Process(self.pids[node_id])
+        return proc
+
+    def _process(self, node_id: int, with_uss: bool) -> ProcessSample | None:
+        answered_cpu_s = self._cpu_at_answer.pop(node_id, None)
+        try:
+            proc = self._handle(node_id)
             with proc.oneshot():
                 times = proc.cpu_times()
                 uss = proc.memory_full_info().uss if with_uss else None
                 switches = proc.num_ctx_switches()
-                return ProcessSample(process_cpu_s(times), uss, proc.num_fds(), switches.voluntary + switches.involuntary)
+                cpu_s = process_cpu_s(times) if answered_cpu_s is None else answered_cpu_s
+                return ProcessSample(cpu_s, uss, proc.num_fds(), switches.voluntary + switches.involuntary)
         except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
             return None
+
+    def watch_harness(self, pids: dict[str, int]) -> None:
+        """Also read the CPU of these harness children (drivers, miners) in every sample from now on."""
+        for name, pid in pids.items():
+            try:
+                self._harness_procs[name] = psutil.Process(pid)
+            except psutil.NoSuchProcess:
+                continue
+
+    def _harness_cpu(self) -> dict[str, float]:
+        found = {}
+        for name, proc in self._harness_procs.items():
+            try:
+                found[name] = process_cpu_s(proc.cpu_times())
+            except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
+                continue
+        return found
 
     def close(self) -> None:
         for client in self._clients.values():

@@ -84,13 +84,22 @@ def baseline_path(name: str, directory: Path = BASELINES_DIR) -> Path:
 # -- repeat sets from run directories -----------------------------------------------------------------
 def run_directories(directory: Path) -> list[Path]:
     """The runs of a repeat set: the directory itself when it holds a report, else its subdirectories
-    that do, in name order (run ids sort by time)."""
+    that do, in name order with numbers compared as numbers (``run-2`` before ``run-10``)."""
     if (directory / RUN_REPORT_FILE).is_file():
         return [directory]
-    runs = sorted(child for child in directory.iterdir() if (child / RUN_REPORT_FILE).is_file()) if directory.is_dir() else []
+    runs = (
+        sorted((child for child in directory.iterdir() if (child / RUN_REPORT_FILE).is_file()), key=_natural_key)
+        if directory.is_dir()
+        else []
+    )
     if not runs:
         raise HarnessError(f"{directory}: no {RUN_REPORT_FILE} in it or in any of its subdirectories")
     return runs
+
+
+def _natural_key(path: Path) -> list[int | str]:
+    """``run-2`` before ``run-10``: digit runs compare as numbers."""
+    return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", path.name)]
 
 
 def repeat_set_from_runs(runs: Sequence[RunSample]) -> RepeatSet:

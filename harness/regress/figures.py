@@ -94,3 +94,20 @@ def figure_spec(name: str, specs: tuple[FigureSpec, ...] = WATCHED_FIGURES) -> F
         if spec.name == name:
             return spec
     raise ConfigError(f"unknown figure (known: {', '.join(s.name for s in specs)})", key=name)
+
+
+# Where each watched figure is read in report.json: an attribute path from the report's root. The reader
+# (harness/report/compare.py, ``report_figures``) follows it, so this package never imports the report's
+# types; a path that meets None (a section the run did not have) means "not measured".
+REPORT_FIELDS: dict[str, tuple[str, ...]] = {
+    "node_cpu_ms_per_proof": ("metrics", "cost", "node_cpu_ms_per_proof"),
+    "node_cpu_ms_per_block": ("metrics", "cost", "node_cpu_ms_per_block"),
+    "harness_cpu_ms_per_proof": ("metrics", "cost", "harness_cpu_ms_per_proof"),
+    "frames_per_proof": ("metrics", "work", "frames_per_proof"),
+    "bytes_per_proof": ("metrics", "work", "bytes_per_proof"),
+    "verifications_per_proof": ("metrics", "work", "verifications_per_proof"),
+    "messages_per_block": ("metrics", "cost", "messages_per_block"),
+    "commit_latency_p50_ms": ("metrics", "throughput", "commit_latency", "p50_ms"),
+    "commit_latency_p99_ms": ("metrics", "throughput", "commit_latency", "p99_ms"),
+    "committed_per_s": ("metrics", "throughput", "committed_per_s"),
+}

@@ -26,6 +26,7 @@ from harness.host.calibrate import Calibration, calibrate
 from harness.host.cputime import own_cpu_s
 from harness.observe.collect import Collector, Sample, uss_every_samples
 from harness.host.deploy import Deployment, deploy
+from harness.observe.collect import Boundary
 from harness.run.faults import FaultScheduler
 from harness.load.drivers import DriverSpec
 from harness.load.miners import MINER_PAYLOAD_BYTES, MinerSpec
@@ -263,6 +264,7 @@ class Run:
         start_ns = time.time_ns() + int(GO_MARGIN_S * 1e9)
         end_ns = start_ns + int(run.duration_s * 1e9)
         self.data.window = (start_ns, end_ns)
+        self.collector.watch_harness({str(child): pid for child, pid in self.supervisor.pids().items() if child.kind != ChildKind.NODE})
         if self.driver_names or self.miner_names:
             send_go(self.data.run_dir / "go", start_ns)
             self.supervisor.signal(self.driver_names + self.miner_names, GO_SIGNAL)
@@ -275,6 +277,7 @@ class Run:
         stop = asyncio.Event()
         faults = FaultScheduler(self.profile.faults, self.supervisor, self.collector, self.data.faults_applied, self.console)
         sampling = asyncio.ensure_future(self.collector.run(self.profile.run.status_interval_s, stop, self._on_sample))
+        edges = asyncio.ensure_future(self._sample_steady_edges())
         faulting = asyncio.ensure_future(faults.run(self.data.window[0] if self.data.window else time.time_ns()))
         try:
             await self._wait_window_end(end_ns)
@@ -290,7 +293,19 @@ class Run:
         finally:
             faulting.cancel()
             stop.set()
-            await asyncio.gather(sampling, return_exceptions=True)
+            edges.cancel()  # done by now unless the run ended early (cost.py then falls back to periodic samples)
+            await asyncio.gather(sampling, edges, return_exceptions=True)
+
+    async def _sample_steady_edges(self) -> None:
+        """Sample at the steady window's start and at its end, so the cost figures difference the kernel's
+        CPU counters and the nodes' work counters over exactly that window (harness/metrics/cost.py)."""
+        assert self.collector is not None and self.data.window is not None
+        run = self.profile.run
+        start_ns = self.data.window[0] + int(run.warmup_s * 1e9)
+        end_ns = self.data.window[1] - int(run.cooldown_s * 1e9)
+        if end_ns > start_ns:
+            await self.collector.sample_at(start_ns, Boundary.STEADY_START)
+            await self.collector.sample_at(end_ns, Boundary.STEADY_END)
 
     async def _wait_window_end(self, end_ns: int) -> None:
         """The window ends on time, or early once a PoW race has mined the blocks it was asked for."""

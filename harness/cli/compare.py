@@ -1,0 +1,106 @@
+"""`popbench compare BASE NEW` and `popbench baseline save|list`: the regression check (docs/regression.md).
+
+Exit status of `popbench compare`: 0 no significant regression; 1 a gating figure is significantly worse
+beyond its threshold; 2 the two sides are not like for like (unless --force), or bad input.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import click
+
+from harness.regress.baselines import BASELINES_DIR, list_baselines, make_baseline, save_baseline
+from harness.regress.figures import WATCHED_FIGURES
+from harness.regress.render import append_step_summary, render_json, render_markdown, render_table
+from harness.regress.stats import ALPHA
+from harness.regress.verdict import compare_repeat_sets
+from harness.report.compare import LoadedSide, load_runs, load_side
+
+
+def register(group: click.Group) -> None:
+    group.add_command(compare_command)
+    group.add_command(baseline_group)
+
+
+@click.command("compare")
+@click.argument("sides", nargs=-1, required=True, metavar="[BASE] NEW")
+@click.option("--baseline", "baseline_name", help="Compare NEW against this saved baseline (BASE is then left out).")
+@click.option("--force", is_flag=True, help="Compare even when the two sides are not like for like.")
+@click.option("--json", "as_json", is_flag=True, help="Print the whole comparison as JSON.")
+@click.option("--markdown", is_flag=True, help="Print it as GitHub-flavoured Markdown.")
+@click.option("--fail-on-fallback", is_flag=True, help="Also fail on a fixed-tolerance verdict (too few repeats for a test).")
+@click.option("--alpha", type=float, default=ALPHA, show_default=True, help="Significance level of the Mann-Whitney U test.")
+@click.option("--baselines-dir", type=click.Path(path_type=Path), default=BASELINES_DIR, show_default=True)
+def compare_command(
+    sides: tuple[str, ...], baseline_name: str | None, force: bool, as_json: bool, markdown: bool, fail_on_fallback: bool,
+    alpha: float, baselines_dir: Path,
+) -> None:  # fmt: skip
+    """Compare NEW with BASE, each a run directory, a directory of repeats or a baseline name.
+
+    Appends the Markdown table to $GITHUB_STEP_SUMMARY when it is set.
+    """
+    if as_json and markdown:
+        raise click.UsageError("choose one of --json and --markdown")
+    base_name, new_name = _side_names(sides, baseline_name)
+    base, new = load_side(base_name, baselines_dir), load_side(new_name, baselines_dir)
+    for note in _notes(base, new):
+        click.echo(f"note: {note}", err=True)
+    comparison = compare_repeat_sets(base.repeat_set, new.repeat_set, WATCHED_FIGURES, alpha=alpha, force=force,
+                                     fail_on_fallback=fail_on_fallback, labels=(base.label, new.label))  # fmt: skip
+    if as_json:
+        sys.stdout.buffer.write(render_json(comparison))
+        sys.stdout.flush()
+        click.echo(render_table(comparison).splitlines()[-1], err=True)  # the outcome line, for the log
+    elif markdown:
+        click.echo(render_markdown(comparison), nl=False)  # it ends with its own newline
+    else:
+        click.echo(render_table(comparison))
+    append_step_summary(render_markdown(comparison))
+    sys.exit(int(comparison.exit_status))
+
+
+def _side_names(sides: tuple[str, ...], baseline_name: str | None) -> tuple[str, str]:
+    if baseline_name is not None:
+        if len(sides) != 1:
+            raise click.UsageError("with --baseline NAME, give only NEW")
+        return baseline_name, sides[0]
+    if len(sides) != 2:
+        raise click.UsageError("give BASE and NEW (or --baseline NAME and NEW)")
+    return sides[0], sides[1]
+
+
+def _notes(base: LoadedSide, new: LoadedSide) -> list[str]:
+    return [f"{side.label}: left out {why}" for side in (base, new) for why in side.left_out] + base.notes + new.notes
+
+
+# -- baselines ---------------------------------------------------------------------------------------
+@click.group("baseline")
+def baseline_group() -> None:
+    """Save a repeat set as a named baseline, or list the saved ones (reports/baselines/)."""
+
+
+@baseline_group.command("save")
+@click.argument("name")
+@click.argument("directory", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("--note", default="", help="A line kept with the baseline (why it was taken).")
+@click.option("--baselines-dir", type=click.Path(path_type=Path), default=BASELINES_DIR, show_default=True)
+def baseline_save(name: str, directory: Path, note: str, baselines_dir: Path) -> None:
+    """Save the complete runs under DIRECTORY (a run or a repeat set) as baseline NAME."""
+    side = load_runs(directory)
+    for why in side.left_out:
+        click.echo(f"note: left out {why}", err=True)
+    path = save_baseline(make_baseline(name, side.repeat_set, note=note), baselines_dir)
+    click.echo(f"saved baseline {name}: {len(side.repeat_set.run_ids)} runs of profile {side.repeat_set.metadata.profile} -> {path}")
+
+
+@baseline_group.command("list")
+@click.option("--baselines-dir", type=click.Path(path_type=Path), default=BASELINES_DIR, show_default=True)
+def baseline_list(baselines_dir: Path) -> None:
+    """The saved baselines: name, runs, profile, commit, when."""
+    found = list_baselines(baselines_dir)
+    if not found:
+        click.echo(f"no baselines under {baselines_dir}")
+    for info in found:
+        click.echo(f"{info.name:<24} {info.runs:>3} runs  {info.profile:<16} {(info.git_commit or '?')[:12]:<12} {info.created_at}")
