@@ -13,6 +13,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "harness.cli.run",
     "harness.cli.node",
     "harness.cli.genesis",
+    "harness.cli.sweep",
     "harness.cli.compare",
 )
 
