@@ -130,9 +130,10 @@ def test_a_node_that_asked_for_a_later_view_ignores_the_new_view_of_an_earlier_o
     net.start()
     net.deliver(keep=lambda e: type(e.message) is not Prepare)  # view 0 cannot prepare
     net.clock.advance(1.0)
-    net.deliver(hold=lambda e: e.receiver == late)  # the others move to view 1 and commit there
+    # the others move to view 1 and commit there; the late node sees only their VIEW-CHANGEs
+    net.deliver(hold=lambda e: e.receiver == late and type(e.message) is not ViewChange)
     assert all(net.hosts[n].ledger.height == 1 for n in range(4) if n != late)
-    net.clock.advance(2.0)  # its second timeout: it asks for view 2
+    net.clock.advance(2.0)  # its second timeout: a quorum asked for view 1, so it asks for view 2
     assert [vc.new_view for vc in sent_of(net, ViewChange, late)] == [1, 2]
     net.deliver()
     assert not [m for m in sent_of(net, Prepare, late) if m.view == 1], "it prepared in a view below one it asked for"
@@ -220,3 +221,19 @@ def test_a_leader_re_proposing_a_block_it_never_saw_fetches_its_items_from_the_c
     assert asked and asked <= set(locked.votes) - {L1}
     assert net.hosts[L1].ledger.head_hash == locked.proposal.block.hash
     assert_agreement(net, list(range(4)))
+
+
+def test_a_view_change_nobody_joins_is_sent_again_rather_than_run_ahead(tmp_path: Path) -> None:
+    """A node alone in asking for a view repeats the request instead of asking for the next view,
+    which the others (who never go back) might reach only after it had moved on again."""
+    alone = OTHERS[0]
+    net = MemoryNetwork(tmp_path)
+    net.give_items(8, nodes=[alone])  # only it has work, so only its timer runs
+    net.start()
+    net.deliver(keep=lambda e: type(e.message) is not Prepare)
+    for seconds in (1.0, 2.0, 4.0):
+        net.clock.advance(seconds)
+        net.deliver(keep=lambda e: e.sender == alone)
+    asked = [m.new_view for m in sent_of(net, ViewChange, alone)]
+    assert asked == [1], asked  # one message, sent three times
+    assert sum(1 for e in net.sent if e.sender == alone and type(e.message) is ViewChange) == 3 * 3

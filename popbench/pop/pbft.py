@@ -411,10 +411,24 @@ class PbftEngine:
             self._timer = self.clock.call_later(self._timeout_s(), self._timed_out)
 
     def _timed_out(self) -> None:
+        """Ask for the next view; or, while too few have asked for the one we asked for, ask for it again.
+
+        A node moves its request on only once a quorum asked for its current one or a later one (as in
+        Castro-Liskov): running ahead alone would leave it waiting in a view nobody else reaches in
+        time, and since it never goes back, views it left could lack its VIEW-CHANGE for good.
+        """
         self._timer = None
         self.failed_views += 1
-        self._send_view_change((self.vc_target or self.view) + 1)
-        self._ensure_timer()  # if NEW_VIEW does not come either, ask for the view after
+        target = self.vc_target
+        if target is not None and self._asking_for_at_least(target) < self.quorum:
+            self.host.broadcast(self.view_changes[target][self.host.node_id])  # it may have been lost
+        else:
+            self._send_view_change((target or self.view) + 1)
+        self._ensure_timer()  # if NEW_VIEW does not come either, try again
+
+    def _asking_for_at_least(self, view: int) -> int:
+        """How many validators asked for ``view`` or a later one at this height."""
+        return len({voter for asked, votes in self.view_changes.items() if asked >= view for voter in votes})
 
     def _send_view_change(self, new_view: int) -> None:
         """Ask for ``new_view``, carrying this node's lock. Views asked for only grow, and this node will
