@@ -13,6 +13,8 @@ import pytest
 from msgspec.structs import replace
 
 from harness.kinds import ChildKind, FaultKind
+from harness.load.records import ProofRecord
+from harness.load.workload import Expect
 from harness.metrics.results import (
     BlockInterval,
     CommitSource,
@@ -34,6 +36,8 @@ from harness.metrics.results import (
     Work,
 )
 from harness.metrics.safety import SafetyCheck
+from harness.metrics.service import find_stalls, pending_since
+from harness.metrics.throughput import SteadyWindow
 from harness.procs.supervisor import Crash
 from harness.profile import Fault, Profile, load_profile
 from harness.report.schema import Grade, GradeReason, InvalidReason, Score
@@ -263,3 +267,26 @@ def test_the_conditions_are_listed_worst_first() -> None:
 def test_a_failed_run_is_a_hard_gate() -> None:
     result = score(healthy(), smoke(), RunOutcome(failed="node 3 never came up"))
     assert result.grade == Grade.F and result.hard_gate and GradeReason.RUN_FAILED in reasons(result)
+
+
+# -- stalls from the records ---------------------------------------------------------------------------
+def _record(due_s: float, commit_s: float | None) -> ProofRecord:
+    return ProofRecord(index=0, proof_id=b"\0" * 32, expect=Expect.COMMIT, due_ns=int(due_s * 1e9), sent_ns=int(due_s * 1e9),
+                       reason=0, commit_ns=int(commit_s * 1e9) if commit_s is not None else 0)  # fmt: skip
+
+
+def test_a_gap_with_an_item_waiting_is_a_stall_and_an_idle_gap_is_not() -> None:
+    window = SteadyWindow(0, int(20e9))
+    idle = [_record(t, t + 0.05) for t in (0.0, 5.0, 10.0, 15.0)]  # one item every 5 s, each committed at once
+    commits = sorted(r.commit_ns for r in idle)
+    assert find_stalls(commits, window, 2.0, pending_since(idle)) == []
+    assert len(find_stalls(commits, window, 2.0)) == 4  # timed without the records, every gap would be a stall
+    stuck = [*idle, _record(6.0, 14.0)]  # due at 6 s, committed only at 14 s: 8 s waiting with no commit
+    commits = sorted(r.commit_ns for r in stuck)
+    assert find_stalls(commits, window, 2.0, pending_since(stuck)) == [(int(6e9), pytest.approx(4.05)), (int(10.05e9), pytest.approx(3.95))]
+
+
+def test_nothing_committed_in_the_window_is_one_whole_stall() -> None:
+    window = SteadyWindow(0, int(10e9))
+    dead = [_record(t / 10, None) for t in range(100)]
+    assert find_stalls([], window, 2.0, pending_since(dead)) == [(0, 10.0)]

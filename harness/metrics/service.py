@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import itertools
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -46,7 +46,8 @@ def service(records: list[ProofRecord], samples: list[Sample], inputs: ServiceIn
     in_window = sum(1 for r in due if r.commit_ns and r.commit_ns < steady.end_ns + target_ns)
     p99_ns, unbounded = p99_with_misses(latencies, len(due))
     source, commits = commit_events(records, samples, steady, inputs.has_load)
-    stalls = find_stalls(commits, steady, inputs.stall_threshold_s) if source != CommitSource.NONE else []
+    waiting = pending_since(records) if source == CommitSource.RECORDS else None
+    stalls = find_stalls(commits, steady, inputs.stall_threshold_s, waiting) if source != CommitSource.NONE else []
     stalled_s = sum((length for _, length in stalls), 0.0)
     offered_per_s = sum(1 for r in records if steady.holds(r.due_ns)) / steady.seconds
     light = inputs.light_load_below_per_s
@@ -94,12 +95,41 @@ def commit_events(records: list[ProofRecord], samples: list[Sample], steady: Ste
     return CommitSource.HEIGHTS, [at for at in grew if steady.holds(at)]
 
 
-def find_stalls(commits_ns: Iterable[int], steady: SteadyWindow, threshold_s: float) -> list[tuple[int, float]]:
+PendingSince = Callable[[int, int], int | None]
+
+
+def find_stalls(commits_ns: Iterable[int], steady: SteadyWindow, threshold_s: float,
+                waiting: PendingSince | None = None) -> list[tuple[int, float]]:  # fmt: skip
     """Gaps longer than ``threshold_s`` between consecutive commits, counting the window's start to the
-    first commit and the last commit to its end: (gap start ns, gap length s). No commit: one whole stall."""
+    first commit and the last commit to its end: (stall start ns, length s). No commit: one whole stall.
+
+    With ``waiting`` (a run with load), a gap counts only from when an item was waiting in it: under a
+    light load the network has nothing to commit between items, and an idle network has not stalled."""
     edges = [steady.start_ns, *sorted(commits_ns), steady.end_ns]
-    gaps = ((a, (b - a) / 1e9) for a, b in itertools.pairwise(edges))
-    return [(start, length) for start, length in gaps if length > threshold_s]
+    stalls = []
+    for a, b in itertools.pairwise(edges):
+        if (b - a) / 1e9 <= threshold_s:
+            continue  # short enough whatever waited in it
+        start = a if waiting is None else waiting(a, b)
+        if start is not None and (b - start) / 1e9 > threshold_s:
+            stalls.append((start, (b - start) / 1e9))
+    return stalls
+
+
+def pending_since(records: list[ProofRecord]) -> PendingSince:
+    """For a gap (a, b) with no commit: from when a valid item was waiting in it, i.e. the earliest due
+    time of an item due before b and not committed before b, but no earlier than a; None if none was."""
+    valid = sorted((r.due_ns, r.commit_ns) for r in records if r.expect == Expect.COMMIT)
+
+    def since(a: int, b: int) -> int | None:
+        for due_ns, commit_ns in valid:
+            if due_ns >= b:
+                return None
+            if commit_ns == 0 or commit_ns >= b:
+                return max(a, due_ns)
+        return None
+
+    return since
 
 
 # -- links ---------------------------------------------------------------------------------------------

@@ -8,7 +8,6 @@ from __future__ import annotations
 from tabulate import tabulate
 
 from harness.metrics.results import Finding, InvalidProofs, Mining, Record, Service, Throughput
-from harness.report.compare import Change
 from harness.report.schema import AnyScore, Report, Score
 
 
@@ -157,9 +156,3 @@ def markdown(report: Report) -> str:
     lines += ["", f"<sub>{env.cpu_model}, {env.cores_logical} cores, Python {env.python}, "
               f"commit {(env.git.commit or 'unknown')[:12]}; score formula v{report.score.version}</sub>", ""]  # fmt: skip
     return "\n".join(lines)
-
-
-def comparison(changes: list[Change]) -> str:
-    rows = [[c.label, _fmt(c.baseline, "", 2), _fmt(c.current, "", 2), f"{c.change_percent:+.1f} %",
-             "REGRESSION" if c.regression else "ok"] for c in changes]  # fmt: skip
-    return tabulate(rows, headers=["figure", "baseline", "current", "change", "verdict"], tablefmt="simple")

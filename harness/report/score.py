@@ -148,8 +148,8 @@ def _service_conditions(metrics: Metrics, profile: Profile) -> Iterator[Conditio
         return
     if service.stalls:
         longest = max(stall.length_s for stall in service.stalls)
-        yield _condition(GradeReason.STALLED, Grade.F, f"stalled: {len(service.stalls)} gaps with no commit over "
-                         f"{service.stall_threshold_s:g} s, the longest {longest:.1f} s ({service.stalled_s:.1f} s in all)")  # fmt: skip
+        yield _condition(GradeReason.STALLED, Grade.F, f"stalled: no commit for {longest:.1f} s with items waiting (threshold "
+                         f"{service.stall_threshold_s:g} s; {len(service.stalls)} stalls, {service.stalled_s:.1f} s in all)")  # fmt: skip
     if service.least_links_share is not None and service.least_links_share < slo.min_links_share:
         yield _condition(GradeReason.LINKS_LOST, Grade.F, f"links lost: least share up {service.least_links_share:.1%} < {slo.min_links_share:.0%}")
     if profile.workload.rate <= 0:
