@@ -219,12 +219,11 @@ def test_a_real_tiny_sweep_reads_real_reports_and_ctrl_c_keeps_what_finished(tmp
         assert (outcome.p99_ms, outcome.within_target_share) == (metrics.service.p99_all_ms, metrics.service.within_target_share)
         assert outcome.stalled_share == metrics.service.stalled_share is not None and outcome.links_up_min_share == 1.0
         assert outcome.wall_s > 0
-        cost = getattr(metrics, "cost", None)  # metrics.cost is landing (harness/metrics/cost.py); without it CPU is not measured
-        if cost is None:
-            assert outcome.cpu_ms_per_proof is None and any("CPU cost" in note for note in outcome.notes), outcome
-            continue
+        cost = metrics.cost
+        assert cost is not None and not [note for note in outcome.notes if note.startswith("not measured")], outcome
         assert outcome.cpu_ms_per_proof == cost.node_cpu_ms_per_proof and outcome.cpu_ms_per_proof is not None
-        assert outcome.proofs_per_block is not None and outcome.proofs_per_block >= 1
+        assert outcome.cpu_ms_per_block == cost.node_cpu_ms_per_block and outcome.messages_per_block == cost.messages_per_block_by_type
+        assert outcome.proofs_per_block == cost.proofs_committed / cost.blocks_committed and outcome.proofs_per_block >= 1
         assert outcome.messages_per_block.get("Prepare", 0) > 0
     assert load_profile(str(output / RUNS_DIR / "n4-r3000-closed-0" / PROFILE_FILE)).workload.in_flight == 1200
     assert first.key.rate_per_s == pytest.approx(0.7 * probe.outcome.committed_per_s, rel=0.01)

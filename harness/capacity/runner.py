@@ -28,11 +28,11 @@ import tomllib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 from harness.capacity.points import RunKey, RunOutcome, failed_outcome
 from harness.kinds import WorkloadMode
-from harness.metrics.results import Metrics, Service
+from harness.metrics.results import Cost, Metrics, Service
 from harness.profile import Profile, apply_overrides, load_profile, profile_from_dict, profile_path
 from harness.report.build import load_report
 from harness.report.schema import Report
@@ -47,22 +47,6 @@ INTERRUPT_WAIT_S = 300.0  # after Ctrl-C, how long the run may take to stop and 
 EXIT_BAD_INPUT, EXIT_INTERRUPTED = 2, 130  # harness/cli/run.py
 CONSOLE_TAIL_LINES = 5
 BARE_KEY = re.compile(r"^[A-Za-z0-9_-]+$")
-
-
-class CostFigures(Protocol):
-    """The figures read from the report's ``metrics.cost`` (harness/metrics/cost.py), while that section is
-    still landing: a report without it reads as CPU not measured."""
-
-    @property
-    def proofs_committed(self) -> int: ...
-    @property
-    def blocks_committed(self) -> int: ...
-    @property
-    def node_cpu_ms_per_proof(self) -> float | None: ...
-    @property
-    def node_cpu_ms_per_block(self) -> float | None: ...
-    @property
-    def messages_per_block_by_type(self) -> dict[str, float]: ...
 
 
 @dataclass(frozen=True)
@@ -235,8 +219,7 @@ def outcome_from_report(key: RunKey, report: Report, wall_s: float) -> RunOutcom
     Offered is the valid items due per second in the steady window (an invalid proof is refused by
     design, so it is no work the network owes); a figure the report does not hold stays None."""
     metrics = report.metrics
-    cost: CostFigures | None = getattr(metrics, "cost", None)
-    service, throughput = metrics.service, metrics.throughput
+    service, cost, throughput = metrics.service, metrics.cost, metrics.throughput
     window_s = service.steady_end_s - service.steady_start_s if service is not None else 0.0
     return RunOutcome(
         key=key,
@@ -257,13 +240,13 @@ def outcome_from_report(key: RunKey, report: Report, wall_s: float) -> RunOutcom
     )
 
 
-def proofs_per_block(cost: CostFigures | None) -> float | None:
+def proofs_per_block(cost: Cost | None) -> float | None:
     if cost is None or cost.blocks_committed <= 0:
         return None
     return cost.proofs_committed / cost.blocks_committed
 
 
-def run_notes(metrics: Metrics, service: Service | None, cost: CostFigures | None) -> list[str]:
+def run_notes(metrics: Metrics, service: Service | None, cost: Cost | None) -> list[str]:
     """What the report left unmeasured, or warned of, that bears on the verdict or the fit."""
     notes = []
     if service is None:
