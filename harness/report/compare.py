@@ -164,16 +164,3 @@ def write_repeat_files(directory: Path, wall_s: float | None = None) -> tuple[Lo
     except HarnessError as err:
         exported = str(err)
     return side, summary_path, exported
-
-
-# -- the one-run comparison of earlier versions --------------------------------------------------------
-@dataclass(frozen=True)
-class Change:
-    """One figure of the earlier fixed-tolerance comparison (harness/report/render.py ``comparison`` still
-    formats it); ``popbench compare`` now uses harness/regress, whose fixed tolerance is its 1-vs-1 fallback."""
-
-    label: str
-    baseline: float
-    current: float
-    change_percent: float
-    regression: bool
