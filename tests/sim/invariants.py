@@ -1,0 +1,112 @@
+"""What must hold in every schedule, checked as it runs (Jepsen's checkers: each set of bad things is empty).
+
+- Agreement: no two honest nodes commit different blocks at one height.
+- Validity: an honest node commits only a block the leader of some view sent in a PRE-PREPARE, that
+  extends the agreed chain, names its view's leader as proposer, and lists each item once, every one
+  submitted by a client and none committed before; and it carries a certificate of n - f valid
+  COMMIT signatures.
+- Every honest ledger's head is the agreed block at its height (no commit bypasses the checker).
+- Liveness (judged by the runner once the network is stable): every honest node commits again.
+Byzantine nodes' commits are not judged: their ledgers are theirs to corrupt.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterable
+
+from popbench.errors import ConsensusError, ProtocolError
+from popbench.genesis import Genesis
+from popbench.model.block import Block
+from popbench.pop.ledger import GENESIS_HASH, CommittedBlock
+from popbench.wire import Message, PrePrepare
+from tests.sim.network import SimHost, short
+
+
+class InvariantViolation(Exception):
+    """Raised when a schedule breaks agreement, validity or liveness; the runner adds seed and trace."""
+
+
+class Checker:
+    """Watches every PRE-PREPARE and every commit of one schedule."""
+
+    def __init__(self, genesis: Genesis, honest: Iterable[int], submitted: Iterable[bytes]) -> None:
+        self.genesis = genesis
+        self.honest = frozenset(honest)
+        self.submitted = frozenset(submitted)
+        self.proposed: set[bytes] = set()  # hashes of blocks a view's leader sent in a PRE-PREPARE
+        self.chain: dict[int, tuple[bytes, int]] = {0: (GENESIS_HASH, -1)}  # height -> (hash, first committer)
+        self.committed_items: set[bytes] = set()
+        self._certificates_checked: set[tuple[bytes, bytes]] = set()
+        self._seen_pre_prepares: set[bytes] = set()
+
+    # -- Observer ------------------------------------------------------------------------------------
+    def saw_sent(self, src: int, dst: int, message: Message) -> None:
+        if type(message) is not PrePrepare or message.block in self._seen_pre_prepares:
+            return
+        if src == self.genesis.leader_for_view(message.view + message.height):
+            self._seen_pre_prepares.add(message.block)
+            with contextlib.suppress(ProtocolError):  # a malformed proposal is no proposal
+                self.proposed.add(Block.decode(message.block).hash)
+
+    def saw_commit(self, node: int, record: CommittedBlock) -> None:
+        if node not in self.honest:
+            return
+        block = record.block
+        agreed = self.chain.get(block.height)
+        if agreed is not None:
+            if agreed[0] != block.hash:
+                raise InvariantViolation(
+                    f"AGREEMENT: node {node} committed block {short(block.hash)} at height {block.height}, "
+                    f"node {agreed[1]} committed {short(agreed[0])} there"
+                )
+        else:
+            self._check_validity(node, record)
+            self.chain[block.height] = (block.hash, node)
+            self.committed_items.update([*block.proof_ids, *block.transfer_ids])
+        self._check_certificate(node, record)
+
+    # -- the checks ----------------------------------------------------------------------------------
+    def _check_validity(self, node: int, record: CommittedBlock) -> None:
+        block = record.block
+        where = f"node {node} committed block {short(block.hash)} at height {block.height}"
+        parent = self.chain.get(block.height - 1)
+        if parent is None or parent[0] != block.prev_hash:
+            raise InvariantViolation(f"VALIDITY: {where} that does not extend the agreed block at height {block.height - 1}")
+        if block.hash not in self.proposed:
+            raise InvariantViolation(f"VALIDITY: {where} that no leader proposed")
+        leader = self.genesis.leader_for_view(block.view + block.height)
+        if block.proposer != leader:
+            raise InvariantViolation(f"VALIDITY: {where} naming proposer {block.proposer}; view {block.view}'s leader is {leader}")
+        ids = [*block.proof_ids, *block.transfer_ids]
+        if len(set(ids)) != len(ids):
+            raise InvariantViolation(f"VALIDITY: {where} that lists {len(ids) - len(set(ids))} item(s) twice")
+        unknown = [i for i in ids if i not in self.submitted]
+        if unknown:
+            raise InvariantViolation(f"VALIDITY: {where} with {len(unknown)} item(s) no client submitted")
+        replayed = [i for i in ids if i in self.committed_items]
+        if replayed:
+            raise InvariantViolation(f"VALIDITY: {where} with {len(replayed)} item(s) committed at an earlier height")
+
+    def _check_certificate(self, node: int, record: CommittedBlock) -> None:
+        block = record.block
+        key = (block.hash, record.certificate.encode())
+        if key in self._certificates_checked:
+            return
+        genesis = self.genesis
+        try:
+            record.certificate.verify(genesis.chain_id, block.height, block.hash, genesis.public_keys, genesis.quorum)
+        except ConsensusError as err:
+            raise InvariantViolation(f"CERTIFICATE: node {node} committed height {block.height} with a bad certificate: {err}") from None
+        self._certificates_checked.add(key)
+
+    def check_heads(self, hosts: Iterable[SimHost]) -> None:
+        """Every honest ledger's head is the block the checker saw it commit at that height."""
+        for host in hosts:
+            if host.node_id in self.honest:
+                agreed = self.chain.get(host.ledger.height)
+                if agreed is None or agreed[0] != host.ledger.head_hash:
+                    raise InvariantViolation(
+                        f"HEAD: node {host.node_id} is at height {host.ledger.height} with head "
+                        f"{short(host.ledger.head_hash)}, which no reported commit put there"
+                    )

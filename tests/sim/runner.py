@@ -1,0 +1,262 @@
+"""One simulated schedule from one integer seed: draw it, build the network, run it, judge it.
+
+A schedule has two phases. Until ``stable_at`` the adversary is loose (tests/sim/scheduler.py) and
+clients submit the workload to honest nodes at random moments. At ``stable_at`` every partition has
+healed and the network turns synchronous, and every honest node must then commit beyond the highest
+height any honest node had reached, within ``LIVENESS_BOUND_S`` of virtual time, while clients keep
+submitting an item every ``LOAD_INTERVAL_NS``. Byzantine nodes (up to f) misbehave throughout.
+Agreement, validity and the heads are checked after every event. A failure raises
+``SimulationFailure`` naming the seed, the command that replays it and the last events.
+"""
+
+from __future__ import annotations
+
+import random
+import shlex
+import traceback
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import cache
+
+from popbench import crypto
+from popbench.genesis import ChainParams, Genesis, make_genesis
+from popbench.model.hashing import address_of
+from popbench.model.proof import Proof
+from popbench.model.transfer import Transfer
+from popbench.wire import ItemKind
+from tests.sim.byzantine import CONSENSUS_BEHAVIOURS, LEDGER_BEHAVIOURS, ByzantineHost
+from tests.sim.invariants import Checker, InvariantViolation
+from tests.sim.network import NS_PER_S, Adversary, EventQueue, SimHost, SimNetwork, virtual_wall_clock
+from tests.sim.scheduler import Chaos, RandomAdversary
+
+SIM_PARAMS = ChainParams(batch_size=4, batch_interval_ms=20, view_timeout_ms=400, view_timeout_max_ms=3200,
+                         min_work_bits=0, mempool_limit=1000)  # fmt: skip
+LIVENESS_BOUND_S = 40.0  # virtual seconds after stabilisation for every honest node to commit again
+MAX_STEPS = 200_000  # events per schedule; more means something loops
+LOAD_INTERVAL_NS = NS_PER_S // 10  # once stable, clients submit an item this often (a steady benchmark load)
+MAX_CHAOS_ITEMS = 14
+FAMILIES = ("honest", "byzantine", "ledger")
+PACKAGE_P = 0.5  # chance that a Byzantine node gets one of the packages below rather than a random mix
+PACKAGES = (
+    ("amnesia", "bad-signature-votes"),  # poisons honest locks, then votes for a conflicting block
+    ("amnesia", "bad-signature-votes", "withhold"),
+    ("amnesia", "equivocate-votes"),
+    ("equivocate-proposals", "forged-new-view"),
+)
+REPLAY_COMMAND = "POPBENCH_SIM_SEED={seed} POPBENCH_SIM_FAMILY={family} .venv/bin/python -m pytest tests/test_simulation.py -k replay -q"
+
+
+class SimulationFailure(AssertionError):
+    """Raised when a schedule breaks an invariant; its message is the whole report."""
+
+
+@dataclass(frozen=True)
+class Schedule:
+    """Everything about one run that is drawn before it starts."""
+
+    seed: int
+    family: str
+    n: int
+    byzantine: dict[int, tuple[str, ...]]
+    chaos: Chaos
+    items: int  # submitted during the chaotic phase
+
+    def summary(self) -> str:
+        faulty = ", ".join(f"{node}: {'+'.join(kinds)}" for node, kinds in sorted(self.byzantine.items())) or "none"
+        return f"n={self.n}, byzantine {{{faulty}}}, {self.items} items; {self.chaos.summary()}"
+
+    @property
+    def replay_command(self) -> str:
+        return REPLAY_COMMAND.format(seed=self.seed, family=shlex.quote(self.family))
+
+
+def draw_schedule(rng: random.Random, seed: int, family: str) -> Schedule:
+    """The schedule of ``seed`` in ``family``: honest (network faults only), byzantine, or ledger."""
+    if family not in FAMILIES:
+        raise ValueError(f"unknown family {family!r}; known: {', '.join(FAMILIES)}")
+    n = 4 if rng.random() < 0.75 else rng.randint(5, 7)
+    f = (n - 1) // 3
+    faulty = 0 if family == "honest" else rng.randint(1, f)
+    menu = sorted(LEDGER_BEHAVIOURS if family == "ledger" else CONSENSUS_BEHAVIOURS)
+    byzantine = {node: _draw_behaviours(rng, menu, family) for node in sorted(rng.sample(range(n), faulty))}
+    stable_at_ns = rng.randint(NS_PER_S // 2, 5 * NS_PER_S)
+    return Schedule(seed, family, n, byzantine, Chaos.draw(rng, n, stable_at_ns), rng.randint(4, MAX_CHAOS_ITEMS))
+
+
+def _draw_behaviours(rng: random.Random, menu: list[str], family: str) -> tuple[str, ...]:
+    """One to three behaviours; in the byzantine family often a known-potent package (Jepsen's nemesis packages)."""
+    if family == "byzantine" and rng.random() < PACKAGE_P:
+        return rng.choice(PACKAGES)
+    return tuple(sorted(rng.sample(menu, rng.randint(1, min(3, len(menu))))))
+
+
+@cache
+def sim_genesis(n: int) -> tuple[Genesis, tuple[crypto.SigningKey, ...]]:
+    genesis, keys = make_genesis(n, seed=f"popbench-sim-{n}", params=SIM_PARAMS)
+    return genesis, tuple(keys)
+
+
+@cache
+def workload(
+    n: int, count: int = MAX_CHAOS_ITEMS + round(LIVENESS_BOUND_S * NS_PER_S / LOAD_INTERVAL_NS) + 1
+) -> tuple[tuple[ItemKind, bytes], ...]:
+    """Items for the chain of ``n`` validators, made once per process: proofs and some transfers."""
+    genesis, keys = sim_genesis(n)
+    owner = crypto.derive_key("popbench-sim-owner", 0)
+    items: list[tuple[ItemKind, bytes]] = []
+    for index in range(count):
+        if index % 4 == 3:  # a payment from validator 0's account, nonces in order
+            transfer = Transfer.create(keys[0], genesis.chain_id, address_of(owner.public_key), 10, 1, index // 4)
+            items.append((ItemKind.TRANSFER, transfer.encode()))
+        else:
+            proof = Proof.create(owner, genesis.chain_id, index.to_bytes(4, "big"), 0, 1, 1_000 + index)
+            items.append((ItemKind.PROOF, proof.encode()))
+    return tuple(items)
+
+
+def item_ids(items: tuple[tuple[ItemKind, bytes], ...]) -> list[bytes]:
+    return [(Proof.decode(raw) if kind == ItemKind.PROOF else Transfer.decode(raw)).id for kind, raw in items]
+
+
+class World:
+    """The network, its hosts and the checker of one schedule."""
+
+    def __init__(self, genesis: Genesis, keys: tuple[crypto.SigningKey, ...], events: EventQueue, adversary: Adversary,
+                 byzantine: dict[int, tuple[str, ...]], rng: random.Random, submitted: list[bytes]) -> None:  # fmt: skip
+        honest = [node for node in range(genesis.n) if node not in byzantine]
+        self.checker = Checker(genesis, honest, submitted)
+        self.network = SimNetwork(genesis, events, adversary, self.checker)
+        self.honest = honest
+        self.rng = rng
+        for node in range(genesis.n):
+            kinds = byzantine.get(node)
+            host = SimHost(self.network, keys[node], node) if kinds is None else ByzantineHost(self.network, keys[node], node, kinds, rng)
+            self.network.add_host(host)
+
+    @property
+    def hosts(self) -> list[SimHost]:
+        return self.network.hosts
+
+    def honest_heights(self) -> dict[int, int]:
+        return {node: self.hosts[node].ledger.height for node in self.honest}
+
+    def submit_at(self, time_ns: int, node: int, item: tuple[ItemKind, bytes]) -> None:
+        def submit() -> None:
+            self.network.trace.add("submit", node, -1, "client submits an item")
+            self.hosts[node].submit(*item)
+
+        self.network.events.at(time_ns, submit)
+
+    def keep_submitting(self, start_ns: int, items: list[tuple[ItemKind, bytes]]) -> None:
+        """A steady client: one item every ``LOAD_INTERVAL_NS`` to a random honest node, while items last."""
+
+        def submit_next() -> None:
+            if items:
+                node = self.rng.choice(self.honest)
+                self.network.trace.add("submit", node, -1, "client submits an item")
+                self.hosts[node].submit(*items.pop(0))
+                self.network.events.after_ns(LOAD_INTERVAL_NS, submit_next)
+
+        self.network.events.at(start_ns, submit_next)
+
+    def run_until(self, time_ns: int, done: Callable[[], bool] = lambda: False) -> bool:
+        """Run events up to ``time_ns`` (checking the heads after each); True as soon as ``done()``."""
+        network = self.network
+        while not done():
+            next_ns = network.events.next_time_ns()
+            if next_ns is None or next_ns > time_ns:
+                network.events.now_ns = max(network.events.now_ns, time_ns)
+                return done()
+            network.step()
+            self.checker.check_heads(self.hosts)
+            if network.steps > MAX_STEPS:
+                raise InvariantViolation(f"RUNAWAY: more than {MAX_STEPS} events; something loops")
+        return True
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What a passing schedule did: for the suite's figures."""
+
+    steps: int
+    virtual_s: float
+    heights: dict[int, int]
+
+
+def run_schedule(seed: int, family: str = "byzantine") -> Outcome:
+    """Run the schedule of ``seed``; raise ``SimulationFailure`` if any invariant breaks."""
+    rng = random.Random(seed)
+    schedule = draw_schedule(rng, seed, family)
+    genesis, keys = sim_genesis(schedule.n)
+    items = workload(schedule.n)
+    chaotic, fresh = items[: schedule.items], items[schedule.items :]
+    events = EventQueue()
+    adversary = RandomAdversary(rng, schedule.chaos, lambda: events.now_ns)
+    world = World(genesis, keys, events, adversary, schedule.byzantine, rng, item_ids(items))
+    identity = f"seed: {seed}\nschedule: {schedule.summary()}\nreplay: {schedule.replay_command}"
+    return run_world(world, identity, lambda: _run_phases(world, schedule, chaotic, fresh))
+
+
+def run_world(world: World, identity: str, body: Callable[[], None]) -> Outcome:
+    """Run ``body`` on ``world`` under virtual time; any broken invariant or crash becomes a ``SimulationFailure``."""
+    with virtual_wall_clock(world.network.events):
+        try:
+            body()
+        except InvariantViolation as err:
+            raise SimulationFailure(failure_report(str(err), identity, world)) from None
+        except Exception as err:  # an exception escaping a node is a finding: reported with its seed
+            raise SimulationFailure(failure_report(f"CRASH: {crash_site(err)}", identity, world)) from err
+        finally:
+            world.network.close()
+    return Outcome(world.network.steps, world.network.events.now_ns / NS_PER_S, world.honest_heights())
+
+
+def _run_phases(
+    world: World, schedule: Schedule, chaotic: tuple[tuple[ItemKind, bytes], ...], fresh: tuple[tuple[ItemKind, bytes], ...]
+) -> None:
+    rng, stable_at_ns = world.rng, schedule.chaos.stable_at_ns
+    for item in chaotic:
+        world.submit_at(rng.randrange(0, stable_at_ns), rng.choice(world.honest), item)
+    for host in world.hosts:
+        host.start()
+    world.run_until(stable_at_ns)
+    check_liveness(world, stable_at_ns, fresh)
+
+
+def check_liveness(world: World, stable_at_ns: int, fresh: tuple[tuple[ItemKind, bytes], ...]) -> None:
+    """From a stable network, every honest node must commit beyond the highest honest height so far."""
+    target = max(world.honest_heights().values()) + 1
+    world.keep_submitting(stable_at_ns, list(fresh))
+    deadline_ns = stable_at_ns + round(LIVENESS_BOUND_S * NS_PER_S)
+    if not world.run_until(deadline_ns, lambda: min(world.honest_heights().values()) >= target):
+        stuck = {node: height for node, height in world.honest_heights().items() if height < target}
+        details = "; ".join(_engine_state(world.hosts[node]) for node in sorted(stuck))
+        raise InvariantViolation(
+            f"LIVENESS: {LIVENESS_BOUND_S:.0f}s after the network stabilised, honest nodes {sorted(stuck)} "
+            f"have not reached height {target}: {details}"
+        )
+
+
+def _engine_state(host: SimHost) -> str:
+    engine = host.engine
+    lock = engine.prepared
+    locked = f"locked on {lock.proposal.block.hash[:4].hex()} from view {lock.view}" if lock else "not locked"
+    return (
+        f"node {host.node_id} at height {host.ledger.height}, view {engine.view}, {locked}, "
+        f"refused {dict(sorted(engine.proposals_refused.items()))}, mempool {len(host.mempool)}"
+    )
+
+
+def crash_site(err: Exception) -> str:
+    """The exception and the innermost popbench frame it came from."""
+    frames = [f for f in traceback.extract_tb(err.__traceback__) if "/popbench/" in f.filename]
+    where = f" at {frames[-1].filename.split('/popbench/')[-1]}:{frames[-1].lineno} in {frames[-1].name}" if frames else ""
+    return f"{type(err).__name__}: {err}{where}"
+
+
+def failure_report(problem: str, identity: str, world: World) -> str:
+    network = world.network
+    states = "\n".join(f"  {_engine_state(host)}" for host in network.hosts)
+    return (f"simulated schedule failed: {problem}\n{identity}\n"
+            f"at virtual time {network.events.now_ns / NS_PER_S:.6f}s after {network.steps} events; nodes:\n{states}\n"
+            f"last {len(network.trace.entries)} events:\n{network.trace.render(network.genesis)}")  # fmt: skip

@@ -1,0 +1,187 @@
+"""Deterministic simulation of the real PBFT engine under a seeded adversary (package tests/sim).
+
+The default run is a few thousand schedules in about a minute. Longer explorations:
+
+    POPBENCH_SIM_SCHEDULES=100000 .venv/bin/python -m pytest tests/test_simulation.py -m simulation -q
+    POPBENCH_SIM_SEED_BASE=5000000 POPBENCH_SIM_SCHEDULES=20000 ...   # another range of seeds
+
+``POPBENCH_SIM_SCHEDULES`` is the number of schedules per family (honest, byzantine, ledger) and
+``POPBENCH_SIM_SEED_BASE`` the first seed. A failing schedule names its seed and the command that
+replays it alone with its trace:
+
+    POPBENCH_SIM_SEED=1234 POPBENCH_SIM_FAMILY=byzantine .venv/bin/python -m pytest tests/test_simulation.py -k replay -q
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import time
+
+import pytest
+
+from popbench.wire import Commit, Message, Prepare
+from tests.sim.byzantine import Behaviour, ByzantineHost
+from tests.sim.network import EventQueue
+from tests.sim.runner import (
+    FAMILIES,
+    SimulationFailure,
+    World,
+    check_liveness,
+    item_ids,
+    run_schedule,
+    run_world,
+    sim_genesis,
+    workload,
+)
+from tests.sim.scheduler import NS_PER_MS, ScriptedAdversary
+
+pytestmark = [pytest.mark.simulation, pytest.mark.timeout(1800)]
+
+SCHEDULES = {"honest": 700, "byzantine": 1500, "ledger": 300}  # per family, by default: ~1 minute in all
+SEED_BASE = int(os.environ.get("POPBENCH_SIM_SEED_BASE", "0"))
+FAILURES_LISTED = 20
+
+
+def schedule_count(family: str) -> int:
+    return int(os.environ.get("POPBENCH_SIM_SCHEDULES", SCHEDULES[family]))
+
+
+def explore(family: str) -> None:
+    """Run this family's seeds; fail with the count, the failing seeds and the first one's full report."""
+    count = schedule_count(family)
+    failures: list[tuple[int, SimulationFailure]] = []
+    started = time.perf_counter()
+    for seed in range(SEED_BASE, SEED_BASE + count):
+        try:
+            run_schedule(seed, family)
+        except SimulationFailure as failure:
+            failures.append((seed, failure))
+    elapsed_s = time.perf_counter() - started
+    print(f"{family}: {count} schedules in {elapsed_s:.1f} s ({count / elapsed_s:.0f}/s), {len(failures)} failed")
+    if failures:
+        seeds = ", ".join(str(seed) for seed, _ in failures[:FAILURES_LISTED])
+        raise AssertionError(f"{len(failures)} of {count} {family} schedules failed (seeds {seeds}); the first:\n{failures[0][1]}")
+
+
+# -- the random schedules ----------------------------------------------------------------------------------
+def test_schedules_with_an_unreliable_network_keep_agreement_validity_and_liveness() -> None:
+    explore("honest")
+
+
+def test_schedules_with_byzantine_replicas_keep_agreement_validity_and_liveness() -> None:
+    explore("byzantine")
+
+
+def test_schedules_with_a_leader_that_lists_an_item_twice_commit_only_valid_blocks() -> None:
+    explore("ledger")
+
+
+@pytest.mark.skipif("POPBENCH_SIM_SEED" not in os.environ, reason="set POPBENCH_SIM_SEED (and POPBENCH_SIM_FAMILY) to replay one schedule")
+def test_replay_one_seed() -> None:
+    family = os.environ.get("POPBENCH_SIM_FAMILY", "byzantine")
+    assert family in FAMILIES, f"POPBENCH_SIM_FAMILY must be one of {FAMILIES}"
+    outcome = run_schedule(int(os.environ["POPBENCH_SIM_SEED"]), family)
+    print(f"passed: {outcome}")
+
+
+def test_a_seed_replays_exactly() -> None:
+    """Same seed, same run: the event count, the virtual time and every honest head."""
+    for seed in (3, 17, 42):
+        first, second = run_schedule(seed, "byzantine"), run_schedule(seed, "byzantine")
+        assert first == second
+
+
+def test_a_failure_names_its_seed_the_replay_command_and_the_last_events() -> None:
+    world = _item1_world()
+
+    def explode() -> None:
+        raise RuntimeError("boom")
+
+    def body() -> None:
+        for host in world.hosts:
+            host.start()
+        world.network.events.after_ns(NS_PER_MS, explode)
+        world.run_until(10 * NS_PER_MS)
+
+    with pytest.raises(SimulationFailure) as failure:
+        run_world(world, "seed: 99\nreplay: the command", body)
+    report = str(failure.value)
+    assert "CRASH: RuntimeError: boom" in report and "seed: 99" in report and "replay: the command" in report
+    assert "last " in report and "events:" in report
+
+
+# -- issue 9, item 1, scripted exactly ---------------------------------------------------------------------
+# n = 4, equal stakes: the leader of view v at height 1 is node (v + 1) % 4. Node 1 leads view 0 and
+# node 2 view 1; node 3 is Byzantine.
+PHASE_B_NS = 100 * NS_PER_MS  # node 1 has committed B by then; from now on it is cut off
+HEAL_NS = 2000 * NS_PER_MS
+
+
+class Item1Voter(Behaviour):
+    """Node 3: a PREPARE with a bad signature to nodes 0 and 2, a valid one to node 1, with a COMMIT
+    for the same block to node 1 although it never prepared it."""
+
+    def rewrite(self, dst: int, message: Message) -> list[Message]:
+        if type(message) is not Prepare or message.view != 0:
+            return [message]
+        if dst == 1:
+            return [message, self.host.signed_vote(Commit, message.view, message.height, message.block_hash)]
+        return [Prepare(message.view, message.height, message.block_hash, message.voter, _corrupt(message.signature))]
+
+
+def _corrupt(signature: bytes) -> bytes:
+    return signature[:10] + bytes([signature[10] ^ 1]) + signature[11:]
+
+
+def _item1_links(now_ns: int, src: int, dst: int, message: Message) -> bool:
+    """Which messages the script lets through (the rest are lost for good)."""
+    if now_ns >= HEAL_NS:
+        return True
+    if now_ns >= PHASE_B_NS:
+        return 1 not in (src, dst)  # node 1, having committed B, is cut off while the others move on
+    kind = type(message)
+    if kind is Commit:
+        return dst == 1  # only node 1 collects COMMITs for B
+    if kind is Prepare:
+        if dst == 0:
+            return src == 1  # node 0 sees too few PREPAREs to lock
+        if dst == 2:
+            return src != 0  # node 2 locks on {1, 2, 3}, node 3's signature bad
+        if dst == 3:
+            return False  # node 3's engine never locks (it lies about B's COMMIT instead)
+    return True
+
+
+def _item1_world() -> World:
+    genesis, keys = sim_genesis(4)
+    items = workload(4)
+    events = EventQueue()
+    world = World(genesis, keys, events, ScriptedAdversary(_item1_links, lambda: events.now_ns), {3: ()}, random.Random(9), item_ids(items))
+    byzantine = world.hosts[3]
+    assert isinstance(byzantine, ByzantineHost)
+    byzantine.behaviours.append(Item1Voter(byzantine))
+    return world
+
+
+def test_byzantine_bad_signature_prepare_does_not_split_chain() -> None:
+    """Issue 9, item 1: node 1 commits B in view 0 with node 3's valid votes; nodes 0 and 2 time out;
+    node 2 leads view 1 with view changes from 0, 2, 3 whose only certificate (node 2's) holds node 3's
+    bad PREPARE signature. Whatever the engine does, honest chains must agree and keep growing."""
+    genesis, _ = sim_genesis(4)
+    assert [genesis.leader_for_view(v + 1) for v in (0, 1)] == [1, 2]
+    world = _item1_world()
+    items = workload(4)
+    batch, load = items[: genesis.params.batch_size], list(items[genesis.params.batch_size :])
+
+    def script() -> None:
+        for node in range(4):
+            for item in batch:
+                world.hosts[node].admission.admit(*item, relay=False)
+        for host in world.hosts:
+            host.start()
+        world.run_until(HEAL_NS)
+        check_liveness(world, HEAL_NS, tuple(load))
+
+    identity = "schedule: issue 9 item 1, scripted\nreplay: .venv/bin/python -m pytest tests/test_simulation.py -k bad_signature_prepare -q"
+    run_world(world, identity, script)
