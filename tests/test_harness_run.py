@@ -121,6 +121,8 @@ def test_smoke_run_writes_a_real_report_and_refuses_every_invalid_proof(tmp_path
     assert set(invalid["answers"]) <= {"bad_signature", "low_work", "replay"}
     assert 0 < report["score"]["total"] <= 100
     assert (run_dir / "summary.md").read_text().startswith("## popbench")
+    assert "### Load applied" in (run_dir / "summary.md").read_text()
+    assert '<figure id="timeline"><svg' in (run_dir / "report.html").read_text(encoding="utf-8")
     assert not processes_of(run_dir)
     assert_ran_clean(run_dir, output)
 

@@ -19,8 +19,8 @@ import uvloop
 
 from harness.kinds import Topology
 from harness.metrics import assemble as metrics
-from harness.profile import Profile, apply_overrides, list_profiles, load_profile
-from harness.report import render
+from harness.profile import Profile, apply_overrides, list_profiles, load_profile, scaling_note
+from harness.report import html, render
 from harness.report.build import build_report, load_report, write_report
 from harness.regress.pyperf_export import PyperfExport
 from harness.regress.render import append_step_summary, render_spread_table
@@ -49,7 +49,7 @@ def register(group: click.Group) -> None:
 @click.command("run")
 @click.option("--profile", "profile_name", default=DEFAULT_PROFILE, show_default=True, help="Profile name in profiles/ or a TOML path.")
 @click.option("--nodes", type=int, help="Number of validator (or PoW) nodes.")
-@click.option("--duration", "duration_s", type=float, help="Load window in seconds (warm-up and cool-down included).")
+@click.option("--duration", "duration_s", type=float, help="Load window in seconds (warm-up and cool-down included; they shrink to leave at least half steady).")
 @click.option("--rate", type=float, help="AGGREGATE proofs/s offered across all drivers (open loop).")
 @click.option("--drivers", type=int, help="Load-driver processes sharing the rate.")
 @click.option("--in-flight", "in_flight", type=int, help="Closed loop: proofs outstanding across all drivers.")
@@ -62,17 +62,21 @@ def register(group: click.Group) -> None:
               help="Run K whole runs into OUTPUT/run-1 ... run-K and summarise their spread (docs/regression.md).")
 def run_command(profile_name: str, output: Path | None, min_score: float | None, repeats: int, **overrides: Any) -> None:
     """Fork a real network on this host, load it, measure it, score it, and write a report."""
-    profile = apply_overrides(load_profile(profile_name), **overrides)
+    loaded = load_profile(profile_name)
+    profile = apply_overrides(loaded, **overrides)
+    note = scaling_note(loaded.run, profile.run)
     run_id = new_run_id(profile)
     run_dir = output or REPORTS_DIR / run_id
     crypto.set_backend(profile.consensus.crypto)
     click.echo(f"popbench run {run_id}: {profile.network.nodes} {profile.network.consensus} nodes, profile {profile.name}")
+    if note:
+        click.echo(note)
     if repeats > 1:
         sys.exit(_run_repeats(profile, run_dir, run_id, repeats, min_score))
     data = uvloop.run(_execute(profile, run_dir, run_id))
     report = _finish(data)
     click.echo(render.console(report))
-    click.echo(f"\nreport: {run_dir / 'report.json'}  summary: {run_dir / 'summary.md'}")
+    click.echo(f"\nreport: {run_dir / 'report.json'}  summary: {run_dir / 'summary.md'}  page: {run_dir / html.HTML_NAME}")
     sys.exit(_exit_status(report, data, profile, min_score))
 
 
@@ -93,6 +97,7 @@ def _finish(data: RunData, to_step_summary: bool = True) -> Report:
     write_report(report, data.run_dir)
     summary = render.markdown(report)
     (data.run_dir / "summary.md").write_text(summary)
+    html.write_html(report, data.run_dir)
     step_summary = os.environ.get("GITHUB_STEP_SUMMARY") if to_step_summary else None  # a repeat set sums up once
     if step_summary:
         with open(step_summary, "a", encoding="utf-8") as sink:
@@ -146,7 +151,11 @@ def profiles_command() -> None:
 @click.command("report")
 @click.argument("path", type=click.Path(exists=True, path_type=Path))
 @click.option("--markdown", is_flag=True, help="Print the GitHub-ready Markdown summary instead of tables.")
-def report_command(path: Path, markdown: bool) -> None:
+@click.option("--html", "write_page", is_flag=True, help="Also (re)write report.html in the run directory (docs/report.md).")
+def report_command(path: Path, markdown: bool, write_page: bool) -> None:
     """Re-render a stored report (a report.json or its run directory)."""
     report = load_report(path)
+    if write_page:
+        page = html.write_html(report, path if path.is_dir() else path.parent)
+        click.echo(f"page: {page}", err=True)
     click.echo(render.markdown(report) if markdown else render.console(report))

@@ -8,7 +8,10 @@ from __future__ import annotations
 from tabulate import tabulate
 
 from harness.metrics.results import Finding, InvalidProofs, Mining, Record, Service, Throughput
-from harness.report.schema import AnyScore, Report, Score
+from harness.profile import Profile
+from harness.report.schema import AnyScore, Report, Score, ScoreV1
+
+V1_GRADE_FLOORS = {"A": 90.0, "B": 80.0, "C": 70.0, "D": 60.0, "F": 0.0}  # formula version 1 (docs/scoring.md of v1)
 
 
 def _fmt(value: object, unit: str = "", digits: int = 1) -> str:
@@ -51,9 +54,52 @@ def finding_line(finding: Finding) -> str:
     return f"[{finding.severity}] {finding.kind}: {at}{finding.message}"
 
 
+def load_settings(profile: Profile) -> list[tuple[str, str]]:
+    """What load the run applied: mode, rate, shape, drivers, in-flight, invalid fraction, window."""
+    load, run = profile.workload, profile.run
+    shape = str(load.shape) + (f" from {load.ramp_from:g}/s" if load.shape == "ramp" else "")
+    shape += f" steps {', '.join(f'{s:g}' for s in load.steps)}/s" if load.shape == "steps" else ""
+    pool = f"{load.in_flight:,} in flight" if load.mode == "closed" else "open loop (due times fixed in advance)"
+    return [
+        ("mode", f"{load.mode}: {pool}"),
+        ("rate", f"{load.rate:g} items/s in all" + (" (closed loop: sizes the pool)" if load.mode == "closed" else "")),
+        ("shape", shape), ("drivers", str(load.drivers)),
+        ("invalid fraction", f"{load.invalid_fraction:g} ({', '.join(load.invalid_kinds) or 'none'})"),
+        ("window", f"{run.duration_s:g} s: warm-up {run.warmup_s:g} s, steady {run.duration_s - run.warmup_s - run.cooldown_s:g} s, "
+                   f"cool-down {run.cooldown_s:g} s, then a drain of up to {run.drain_s:g} s"),
+    ]  # fmt: skip
+
+
+def service_level(profile: Profile) -> list[tuple[str, str]]:
+    """The profile's ``[slo]``: what the run is judged against."""
+    slo = profile.slo
+    return [
+        ("latency target L", f"{slo.latency_ms:g} ms (due time to commit seen)"),
+        ("share within L", f"{slo.within_share:.1%} of the valid items due in the steady window"),
+        ("least delivery", f"{slo.min_delivery:.1%} of the offered items committed in the window"),
+        ("least links up", f"{slo.min_links_share:.1%} of the intended links, at every sample"),
+    ]  # fmt: skip
+
+
 def score_arithmetic(score: AnyScore) -> list[str]:
-    """Formula 2: the lines that take the items to the total and the grade (stored with the score)."""
-    return list(score.arithmetic) if isinstance(score, Score) else []
+    """The lines that take the parts to the total and the total to the grade, each checkable by hand."""
+    if isinstance(score, Score):
+        return list(score.arithmetic)
+    return _v1_arithmetic(score)
+
+
+def _v1_arithmetic(score: ScoreV1) -> list[str]:
+    exercised = [p for p in score.parts if p.exercised]
+    earned, possible = sum(p.points for p in exercised), sum(p.max_points for p in exercised)
+    lines = [f"{p.name}: {' + '.join(f'{i.points:.2f}' for i in p.items) or '0'} = {p.points:.2f} of {p.max_points:g}" for p in exercised]
+    lines.append(" + ".join(f"{p.points:.2f}" for p in exercised) + f" = {earned:.2f} of {possible:g}")
+    if possible and possible != 100:
+        lines.append(f"{earned:.2f} x 100 / {possible:g} = {earned * 100 / possible:.2f}, rounded {score.total:.1f} (parts not exercised are left out)")
+    if not score.passed_safety:
+        lines.append("a safety violation sets the total to 0")
+    floor = V1_GRADE_FLOORS.get(score.grade)
+    lines.append(f"grade {score.grade}: total {score.total:.1f}" + (f" >= {floor:g}" if floor is not None else ""))
+    return lines
 
 
 def score_rows(report: Report) -> list[list[str]]:
@@ -139,6 +185,8 @@ def console(report: Report) -> str:
              tabulate(score_rows(report), headers=["part", "points", "detail"], tablefmt="simple"), "",
              tabulate(metric_rows(report), headers=["section", "metric", "value"], tablefmt="simple")]  # fmt: skip
     parts += ["", "score arithmetic:"] + [f"  {line}" for line in score_arithmetic(report.score)]
+    parts += ["", "load applied:"] + [f"  {name:<17} {value}" for name, value in load_settings(report.profile)]
+    parts += ["", "service level:"] + [f"  {name:<17} {value}" for name, value in service_level(report.profile)]
     if report.issues:
         parts += ["", "issues found:"] + [f"  - {finding_line(issue)}" for issue in report.issues]
     return "\n".join(parts)
@@ -149,6 +197,8 @@ def markdown(report: Report) -> str:
     lines += [f"- **{name}**: {value}" for name, value in headline(report)]
     lines += ["", "### Score", "", tabulate(score_rows(report), headers=["part", "points", "detail"], tablefmt="github")]
     lines += ["", "How the total is made:", ""] + [f"{i}. {line}" for i, line in enumerate(score_arithmetic(report.score), 1)]
+    lines += ["", "### Load applied", "", tabulate(load_settings(report.profile), headers=["setting", "value"], tablefmt="github")]
+    lines += ["", "### Service level", "", tabulate(service_level(report.profile), headers=["target", "value"], tablefmt="github")]
     lines += ["", "### Metrics", "", tabulate(metric_rows(report), headers=["section", "metric", "value"], tablefmt="github")]
     if report.issues:
         lines += ["", "### Issues found", ""] + [f"- {finding_line(issue)}" for issue in report.issues]

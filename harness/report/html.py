@@ -1,0 +1,211 @@
+"""report.html: one self-contained page per run that opens offline (docs/report.md).
+
+Each section is a function from typed data (the Report, the series of harness/report/html_data.py) to an
+HTML string; every value is escaped. Figures are inline SVG (harness/report/html_plots.py), styles are
+inline, and nothing is fetched: no script, font, image or stylesheet from anywhere.
+"""
+
+from __future__ import annotations
+
+import html
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+
+from harness.report import html_plots as plots
+from harness.report import render
+from harness.report.html_data import RunSeries, load_series
+from harness.report.schema import AnyScore, Report, Score, ScoreV1
+
+HTML_NAME = "report.html"
+STYLE = """
+body { font-family: sans-serif; margin: 2em auto; max-width: 1100px; color: #222; }
+h1 { font-size: 1.5em; } h2 { font-size: 1.2em; margin-top: 2em; border-bottom: 1px solid #ccc; }
+table { border-collapse: collapse; margin: 0.5em 0; } th, td { padding: 2px 10px; text-align: left; vertical-align: top; }
+th { background: #f0f0f0; } tr:nth-child(even) td { background: #fafafa; } td.num { text-align: right; font-variant-numeric: tabular-nums; }
+tr.total td { font-weight: bold; border-top: 2px solid #444; } .grade { font-size: 2em; font-weight: bold; }
+.grade-A, .grade-B { color: #2a7d2a; } .grade-C, .grade-D { color: #b07000; } .grade-F { color: #c62828; }
+figure { margin: 1.5em 0; } figcaption { font-size: 0.9em; color: #444; max-width: 900px; } figure svg { width: 100%; height: auto; }
+"""
+
+
+def esc(value: object) -> str:
+    return html.escape(str(value), quote=True)
+
+
+def table(headers: Sequence[str], rows: Iterable[Sequence[object]], numeric: Sequence[int] = (), row_class: str = "") -> str:
+    """A real table; columns whose index is in ``numeric`` are right-aligned."""
+    head = "".join(f"<th>{esc(h)}</th>" for h in headers)
+    body = []
+    for row in rows:
+        cells = "".join(f'<td class="num">{esc(c)}</td>' if i in numeric else f"<td>{esc(c)}</td>" for i, c in enumerate(row))
+        body.append(f"<tr>{cells}</tr>")
+    return f"<table{f' class={row_class!r}' if row_class else ''}><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
+
+
+def figure(figure_id: str, svg: str, caption: str) -> str:
+    return f'<figure id="{esc(figure_id)}">{svg}<figcaption>{esc(caption)}</figcaption></figure>'
+
+
+# -- sections ------------------------------------------------------------------------------------------
+def header_section(report: Report) -> str:
+    dep, env = report.deployment, report.environment
+    network = f"{dep.consensus}, {dep.nodes} nodes, {dep.topology}, quorum {dep.quorum} (f = {dep.f})" if dep else "not deployed"
+    rows: list[tuple[str, str]] = [
+        ("run", report.run_id), ("status", report.status + (f" ({report.ended_early})" if report.ended_early else "")),
+        ("started", report.started_at), ("profile", f"{report.profile.name}: {report.profile.description}"),
+        ("network", network), ("consensus", f"{dep.consensus}" if dep else report.profile.network.consensus),
+        ("host", f"{env.cpu_model}, {env.cores_logical} logical cores, {env.memory_gib:.1f} GiB, {env.os}, Python {env.python}"),
+        ("commit", f"{env.git.commit or 'unknown'}{' (dirty)' if env.git.dirty else ''}"),
+    ]  # fmt: skip
+    parts = [f"<h1>popbench report: {esc(report.run_id)}</h1>", table(["", ""], rows)]
+    parts += ["<h2>Load applied</h2>", table(["setting", "value"], render.load_settings(report.profile))]
+    parts += ["<h2>Service level</h2>", table(["target", "value"], render.service_level(report.profile))]
+    return "\n".join(parts)
+
+
+def score_section(score: AnyScore) -> str:
+    """Every scored item, the arithmetic from the items to the total, and the conditions that set the grade."""
+    headline = f'<p>Score <span class="grade grade-{esc(score.grade)}">{score.total:.1f} / 100, grade {esc(score.grade)}</span>'
+    headline += "" if score.passed_safety else " <strong>SAFETY FAILED</strong>"
+    body = score_items_v2(score) if isinstance(score, Score) else score_items_v1(score)
+    arithmetic = "".join(f"<li>{esc(line)}</li>" for line in render.score_arithmetic(score))
+    return "\n".join([
+        "<h2>Score</h2>", headline + "</p>", body,
+        f'<h3>How the total is made</h3><ol class="arithmetic">{arithmetic}</ol>',
+        grade_conditions(score) if isinstance(score, Score) else "",
+        f"<p>Formula version {score.version} (docs/scoring.md).</p>",
+    ])  # fmt: skip
+
+
+def score_items_v2(score: Score) -> str:
+    rows = [(i.name, _value(i.value), _value(i.good), _value(i.bad), f"{i.points:.2f}", f"{i.max_points:g}", i.formula)
+            for i in score.items]  # fmt: skip
+    rows.append(("sum", "", "", "", f"{score.earned:.2f}", f"{score.possible:g}", "the items' points, added"))
+    left = "".join(f"<li>{esc(note)}</li>" for note in score.left_out)
+    return (table(["item", "value", "good", "bad", "points", "of", "formula"], rows, numeric=(1, 2, 3, 4, 5), row_class="score-items")
+            + (f"<p>Left out (not exercised):</p><ul>{left}</ul>" if left else ""))  # fmt: skip
+
+
+def score_items_v1(score: ScoreV1) -> str:
+    rows: list[tuple[str, str, str]] = []
+    for part in score.parts:
+        if not part.exercised:
+            rows.append((part.name, "(not exercised)", "left out"))
+            continue
+        rows += [(part.name, item.name, f"{item.points:.2f}") for item in part.items]
+        rows.append((part.name, "part total", f"{part.points:.2f} / {part.max_points:g}"))
+    return table(["part", "item", "points"], rows, numeric=(2,), row_class="score-items")
+
+
+def grade_conditions(score: Score) -> str:
+    """The conditions that decided the grade (none: grade A), and whether the run is valid as a measurement."""
+    if score.conditions:
+        rows = [(c.reason, c.grade, "yes" if c.hard_gate else "no", c.message) for c in score.conditions]
+        decided = "<h3>What decided the grade</h3>" + table(["condition", "best grade it allows", "hard gate", "what happened"], rows)
+    else:
+        decided = "<h3>What decided the grade</h3><p>No condition lowered it: the network kept pace within its service level.</p>"
+    if not score.valid_measurement:
+        reasons = "".join(f"<li>{esc(i.message)}</li>" for i in score.invalid_because)
+        decided += f"<p><strong>Not valid as a measurement:</strong></p><ul>{reasons}</ul>"
+    return decided
+
+
+def _value(value: float | None) -> str:
+    return "-" if value is None else f"{value:,.4g}"
+
+
+def findings_section(report: Report) -> str:
+    if not report.issues:
+        return "<h2>Findings</h2><p>Nothing went wrong that the harness checks for.</p>"
+    rows = [(f.severity, "-" if f.at_s is None else f"t{f.at_s:+.1f}s", f.kind, f.message) for f in report.issues]
+    return "<h2>Findings</h2>" + table(["severity", "when", "kind", "what happened"], rows, row_class="findings")
+
+
+def metrics_section(report: Report) -> str:
+    return "<h2>Metrics</h2>" + table(["section", "metric", "value"], render.metric_rows(report))
+
+
+def notes_section(report: Report, series: RunSeries) -> str:
+    notes = [*report.notes, *report.score.notes, *series.notes]
+    if not notes:
+        return ""
+    return "<h2>Notes</h2><ul>" + "".join(f"<li>{esc(note)}</li>" for note in notes) + "</ul>"
+
+
+# -- figures -------------------------------------------------------------------------------------------
+def marks(report: Report, series: RunSeries) -> plots.Marks:
+    views = series.resources.view_changes_at_s if series.resources else []
+    service = report.metrics.service
+    if service is not None:
+        return plots.Marks((service.steady_start_s, service.steady_end_s), [(s.start_s, s.length_s) for s in service.stalls], views)
+    run = report.profile.run
+    return plots.Marks((run.warmup_s, run.duration_s - run.cooldown_s), [], views)
+
+
+def timeline_figure(report: Report, series: RunSeries) -> str:
+    if series.per_second is None:
+        return ""
+    shown = marks(report, series)
+    stall_text = "; ".join(f"{length:.1f} s from t+{start:.1f} s" for start, length in shown.stalls) or "none"
+    source = "the run's timeline" if series.resources is not None else "the drivers' records (no timeline stored)"
+    caption = (f"Timeline, from {source}: items due (offered) and committed per second with the backlog, the p50/p99 "
+               "commit latency of what committed in each second, and the highest height. The steady window is shaded "
+               f"green, stalls (no commit for longer than the stall threshold) red, view changes dotted purple. "
+               f"Stalls: {stall_text}. View changes seen at {len(shown.view_changes)} samples.")  # fmt: skip
+    return figure("timeline", plots.timeline_svg(series.per_second, shown, series.resources), caption)
+
+
+def resources_figure(report: Report, series: RunSeries) -> str:
+    if series.resources is None:
+        return ""
+    caption = ("Per-node CPU (% of one core, since the previous status sample) and memory (USS, MiB, where the sample "
+               "read it): the average node and the busiest or largest one, at each status sample.")  # fmt: skip
+    return figure("resources", plots.resources_svg(series.resources, marks(report, series)), caption)
+
+
+def latency_figure(report: Report, series: RunSeries) -> str:
+    curve = series.latency
+    if curve is None:
+        return ""
+    slo = report.profile.slo
+    within = sum(1 for v in curve.latencies_ms if v <= slo.latency_ms)
+    caption = (f"Latency CDF over the {curve.due:,} valid items due in the steady window: {len(curve.latencies_ms):,} committed "
+               f"({curve.committed_share:.1%}); {within / max(1, curve.due):.1%} within L = {slo.latency_ms:g} ms "
+               f"(required {slo.within_share:.0%}). Items that never committed are misses: the curve stops short of 1 by their share.")  # fmt: skip
+    return figure("latency-cdf", plots.latency_cdf_svg(curve, slo.latency_ms, slo.within_share), caption)
+
+
+def propagation_figures(series: RunSeries) -> str:
+    prop = series.propagation
+    if prop is None:
+        return ""
+    blocks = len(prop.delays_ms.get(0.5, []))
+    caption = (f"Propagation CDFs over {blocks} blocks: time from a block's first sighting by any node until 50 %, 90 % "
+               f"and all of the {prop.nodes} nodes had it (from each node's stored arrival times).")  # fmt: skip
+    forks = sum(prop.forks_by_height.values())
+    fork_caption = f"Fork count: {forks} blocks were stored beyond one per height (stale blocks), by height."
+    forks_figure = figure("forks", plots.forks_svg(prop.forks_by_height), fork_caption)
+    return figure("propagation-cdf", plots.propagation_cdf_svg(prop), caption) + forks_figure
+
+
+def figures_section(report: Report, series: RunSeries) -> str:
+    body = timeline_figure(report, series) + latency_figure(report, series) + resources_figure(report, series) + propagation_figures(series)
+    return "<h2>Figures</h2>" + (body or "<p>This run left no records to plot.</p>")
+
+
+# -- the page ------------------------------------------------------------------------------------------
+def page(report: Report, series: RunSeries) -> str:
+    sections = [header_section(report), score_section(report.score), findings_section(report),
+                figures_section(report, series), metrics_section(report), notes_section(report, series)]  # fmt: skip
+    return ('<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
+            f"<title>popbench {esc(report.run_id)}</title><style>{STYLE}</style></head>\n<body>\n"
+            + "\n".join(sections) + "\n</body></html>\n")  # fmt: skip
+
+
+def write_html(report: Report, run_dir: Path) -> Path:
+    """Render the page for a run directory (its records and databases are read for the figures)."""
+    path = run_dir / HTML_NAME
+    partial = path.with_suffix(".tmp")
+    partial.write_text(page(report, load_series(report, run_dir)), encoding="utf-8")
+    partial.replace(path)
+    return path

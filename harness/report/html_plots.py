@@ -1,0 +1,154 @@
+"""The HTML report's figures as inline SVG text, from typed series (harness/report/html_data.py).
+
+matplotlib's object API (``Figure``, no pyplot): no global state and no display, so it renders the same
+headless. Text stays text in the SVG (``svg.fonttype: none``: no embedded glyphs, no font files) and ids
+are salted with a constant so the same run renders the same bytes.
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import matplotlib
+from matplotlib.axes import Axes
+from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
+
+from harness.report.html_data import BlockPropagation, LatencyCurve, NodeResources, PerSecond
+
+WIDE_IN, TALL_IN = 9.0, 3.0  # one panel; stacked figures add TALL_IN per panel
+SVG_SALT = "popbench-report"
+STALL_COLOUR, VIEW_CHANGE_COLOUR, STEADY_COLOUR = "#d62728", "#9467bd", "#2ca02c"
+SHARE_LABELS = {0.5: "50 % of nodes", 0.9: "90 % of nodes", 1.0: "all nodes"}
+
+
+@dataclass(frozen=True)
+class Marks:
+    """What the timeline marks on every panel: the steady window, stalls and view changes (s after the window start)."""
+
+    steady: tuple[float, float] | None = None
+    stalls: list[tuple[float, float]] = field(default_factory=list)  # (start, length)
+    view_changes: list[float] = field(default_factory=list)
+
+
+def figure_svg(figure: Figure) -> str:
+    """The figure as an ``<svg>`` element (no XML prolog, so it sits inside HTML)."""
+    buffer = io.StringIO()
+    with matplotlib.rc_context({"svg.fonttype": "none", "svg.hashsalt": SVG_SALT}):
+        figure.savefig(buffer, format="svg", metadata={"Date": None}, bbox_inches="tight")
+    text = buffer.getvalue()
+    return text[text.index("<svg") :]
+
+
+def mark(axes: Axes, marks: Marks) -> None:
+    if marks.steady:
+        axes.axvspan(*marks.steady, color=STEADY_COLOUR, alpha=0.06, label="steady window")
+    for index, (start, length) in enumerate(marks.stalls):
+        axes.axvspan(start, start + length, color=STALL_COLOUR, alpha=0.25, label="stall" if index == 0 else None)
+    for index, at in enumerate(marks.view_changes):
+        axes.axvline(at, color=VIEW_CHANGE_COLOUR, linestyle=":", linewidth=1, label="view change" if index == 0 else None)
+
+
+def _nan(values: Sequence[float | int | None]) -> list[float]:
+    return [float(v) if v is not None else float("nan") for v in values]
+
+
+def _known(xs: Sequence[float], ys: Sequence[float | None]) -> tuple[list[float], list[float]]:
+    pairs = [(x, y) for x, y in zip(xs, ys, strict=True) if y is not None]
+    return [x for x, _ in pairs], [y for _, y in pairs]
+
+
+def timeline_svg(rates: PerSecond, marks: Marks, nodes: NodeResources | None = None) -> str:
+    """Stacked panels over the run: offered vs committed per second (and the backlog), latency
+    percentiles of what committed in each second, and the highest height."""
+    panels = 3 if nodes is not None else 2
+    figure = Figure(figsize=(WIDE_IN, TALL_IN * panels))
+    axes = figure.subplots(panels, 1, sharex=True)
+    x = [start + 0.5 for start in rates.start_s]  # a second's count is drawn at its middle
+    top: Axes = axes[0]
+    top.step(x, rates.offered, where="mid", label="offered (items due)", color="#7f7f7f")
+    top.step(x, rates.committed, where="mid", label="committed", color="#1f77b4")
+    if rates.outstanding is not None:
+        top.plot(x, rates.outstanding, color="#ff7f0e", linestyle="--", linewidth=1, label="outstanding (backlog)")
+    top.set(ylabel="items per second", title="Offered and committed per second")
+    latency: Axes = axes[1]
+    for values, label in ((rates.p50_ms, "p50"), (rates.p99_ms, "p99")):
+        latency.plot(x, _nan(values), marker=".", markersize=3, label=label)
+    latency.set(ylabel="commit latency, ms", yscale="log", title="Latency of what committed in each second")
+    if nodes is not None:
+        height: Axes = axes[2]
+        height.plot(nodes.at_s, _nan(nodes.height), color="#8c564b", label="height")
+        height.set(ylabel="height", title="Highest committed height (status samples)")
+    for panel in axes:
+        mark(panel, marks)
+        panel.grid(True, alpha=0.3)
+        panel.legend(fontsize="small", loc="upper left")
+    axes[-1].set_xlabel("seconds after the load window started")
+    return figure_svg(figure)
+
+
+def latency_cdf_svg(curve: LatencyCurve, target_ms: float, within_share: float) -> str:
+    """Share of the due items committed within x ms; misses keep the curve below 1."""
+    figure = Figure(figsize=(WIDE_IN, TALL_IN * 1.3))
+    axes = figure.subplots()
+    due = max(1, curve.due)
+    xs = curve.latencies_ms
+    axes.step(xs, [(i + 1) / due for i in range(len(xs))], where="post", label="committed items")
+    if xs and curve.committed_share < 1:
+        axes.hlines(curve.committed_share, xs[-1], xs[-1] * 1.5, color=STALL_COLOUR, linestyle="--",
+                    label=f"never committed: {1 - curve.committed_share:.1%}")  # fmt: skip
+    axes.axvline(target_ms, color="grey", linestyle="--", linewidth=1, label=f"latency target L = {target_ms:g} ms")
+    axes.axhline(within_share, color="grey", linestyle=":", linewidth=1, label=f"required share {within_share:.0%}")
+    axes.set(xlabel="commit latency (due to commit seen), ms", ylabel="share of items due", ylim=(0, 1.02), title="Latency CDF")
+    if xs and xs[0] > 0:
+        axes.set_xscale("log")
+    axes.grid(True, which="both", alpha=0.3)
+    axes.legend(fontsize="small", loc="lower right")
+    return figure_svg(figure)
+
+
+def resources_svg(nodes: NodeResources, marks: Marks) -> str:
+    """Per node, at each status sample: CPU (the average node and the busiest) and USS memory."""
+    figure = Figure(figsize=(WIDE_IN, TALL_IN * 2))
+    cpu, memory = figure.subplots(2, 1, sharex=True)
+    cpu.plot(nodes.at_s, _nan(nodes.cpu_mean), label="mean node", color="#1f77b4")
+    cpu.plot(nodes.at_s, _nan(nodes.cpu_max), label="busiest node", color="#d62728", linewidth=0.8)
+    cpu.set(ylabel="CPU, % of one core", title="CPU per node since the previous sample")
+    # USS is read at some samples only (it walks smaps): join the samples that read it
+    memory.plot(*_known(nodes.at_s, nodes.uss_mean), marker=".", label="mean node", color="#1f77b4")
+    memory.plot(*_known(nodes.at_s, nodes.uss_max), marker=".", label="largest node", color="#d62728", linewidth=0.8)
+    memory.set(ylabel="USS, MiB", title="Memory per node (unique set size, where sampled)", xlabel="seconds after the load window started")
+    for panel in (cpu, memory):
+        mark(panel, marks)
+        panel.grid(True, alpha=0.3)
+        panel.legend(fontsize="small", loc="upper left")
+    return figure_svg(figure)
+
+
+def propagation_cdf_svg(propagation: BlockPropagation) -> str:
+    """Per share of the nodes, the CDF over blocks of the time to reach it."""
+    figure = Figure(figsize=(WIDE_IN, TALL_IN * 1.3))
+    axes = figure.subplots()
+    for share, delays in sorted(propagation.delays_ms.items()):
+        if delays:
+            axes.step(delays, [(i + 1) / len(delays) for i in range(len(delays))], where="post",
+                      label=f"{SHARE_LABELS.get(share, f'{share:.0%}')} ({len(delays)} blocks)")  # fmt: skip
+    axes.set(xlabel="time from a block's first sighting, ms", ylabel="share of blocks", ylim=(0, 1.02),
+             title=f"Block propagation across {propagation.nodes} nodes")  # fmt: skip
+    axes.grid(True, alpha=0.3)
+    axes.legend(fontsize="small", loc="lower right")
+    return figure_svg(figure)
+
+
+def forks_svg(forks_by_height: dict[int, int]) -> str:
+    """Blocks beyond the one per height that the nodes stored: each is a fork (a stale block)."""
+    figure = Figure(figsize=(WIDE_IN, TALL_IN))
+    axes = figure.subplots()
+    heights = list(forks_by_height)
+    axes.bar(heights, [forks_by_height[h] for h in heights], width=0.8, color=STALL_COLOUR)
+    axes.set(xlabel="height", ylabel="forks (extra blocks)", title=f"Forks per height: {sum(forks_by_height.values())} in all")
+    axes.yaxis.set_major_locator(MaxNLocator(integer=True))
+    axes.grid(True, alpha=0.3)
+    return figure_svg(figure)
