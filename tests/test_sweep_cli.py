@@ -8,6 +8,7 @@ delivered to a real sweep in the middle of a real run.
 
 from __future__ import annotations
 
+import os
 import signal
 import subprocess
 import sys
@@ -67,7 +68,7 @@ seed = 3
 class FakeFactory:
     """The seam: hands the command a fake network instead of real runs, and remembers what it made."""
 
-    def __init__(self, fake: FakeNetwork) -> None:
+    def __init__(self, fake: Runner) -> None:
         self.fake = fake
         self.settings: list[RunSettings] = []
 
@@ -76,7 +77,7 @@ class FakeFactory:
         return self.fake
 
 
-def sweep(fake: FakeNetwork, *args: str) -> Result:
+def sweep(fake: Runner, *args: str) -> Result:
     """``popbench sweep ARGS`` through the same group as the shipped command (its error handling too)."""
     group = PopbenchGroup("popbench")
     group.add_command(make_sweep_command(FakeFactory(fake)))
@@ -136,6 +137,26 @@ def test_an_interrupted_sweep_exits_130_and_resume_completes_it_without_rerunnin
     assert "(stored)" in resumed.output
     assert not set(rest.calls) & set(cut.calls) and len(rest.calls) == len(whole.calls) - 7
     assert load_sweep(tmp_path / "cut" / SWEEP_FILE).findings == load_sweep(tmp_path / "whole" / SWEEP_FILE).findings
+
+
+class TerminatedAfter:
+    """Sends this process SIGTERM (a CI job's timeout) at the start of run number ``after`` + 1."""
+
+    def __init__(self, fake: FakeNetwork, after: int) -> None:
+        self.fake, self.after = fake, after
+
+    def run(self, nodes: int, rate: float, mode: WorkloadMode, repeat_index: int) -> RunOutcome:
+        if len(self.fake.calls) == self.after:
+            os.kill(os.getpid(), signal.SIGTERM)  # the handler raises KeyboardInterrupt here, as Ctrl-C would
+        return self.fake.run(nodes, rate, mode, repeat_index)
+
+
+def test_sigterm_stops_a_sweep_like_ctrl_c_and_leaves_the_default_handler(tmp_path: Path) -> None:
+    fake = FakeNetwork()
+    result = sweep(TerminatedAfter(fake, after=4), *FAKE_ARGS, "--output", str(tmp_path))
+    assert result.exit_code == 130, result.output
+    assert load_sweep(tmp_path / SWEEP_FILE).status is SweepStatus.INTERRUPTED and len(fake.calls) == 4
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
 
 
 def test_a_budget_stops_the_search_and_says_so(tmp_path: Path) -> None:

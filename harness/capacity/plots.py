@@ -54,7 +54,8 @@ def throughput_latency_svg(sweep: Sweep) -> str:
         yscale="log",
         title="Throughput and p99 latency per size",
     )
-    axes.legend(fontsize="small", ncols=2)
+    if axes.get_legend_handles_labels()[0]:
+        axes.legend(fontsize="small", ncols=2)
     axes.grid(True, which="both", alpha=0.3)
     return figure_svg(figure)
 
@@ -95,7 +96,8 @@ def capacity_svg(sweep: Sweep, cores: float) -> str:
         yscale="log",
         title="Capacity against size, with the fitted model",
     )
-    axes.legend(fontsize="small")
+    if axes.get_legend_handles_labels()[0]:  # a sweep stopped before its first size finished has nothing to label
+        axes.legend(fontsize="small")
     axes.grid(True, which="both", alpha=0.3)
     return figure_svg(figure)
 

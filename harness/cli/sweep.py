@@ -9,11 +9,13 @@ finished is kept: ``--resume`` continues).
 from __future__ import annotations
 
 import os
+import signal
 import statistics
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import FrameType
 from typing import TypeVar
 
 import click
@@ -129,14 +131,19 @@ def make_sweep_command(runner_factory: RunnerFactory) -> click.Command:
         runner = AnnouncingRunner(runner_factory(settings, output, click.echo))
         click.echo(f"popbench sweep: profile {profile.name}, N = {', '.join(map(str, sizes))}, "
                    f"{'rates ' + ', '.join(f'{r:g}' for r in rates) if rates else 'probe, bracket and bisect'}; output {output}")  # fmt: skip
+        previous = signal.signal(signal.SIGTERM, _terminated)  # a CI timeout's SIGTERM stops the sweep as Ctrl-C does
         try:
             sweep = run_sweep(output, plan, slo_from_profile(profile.slo), runner, resume=resume, budget=budget,
                               growth=VoteGrowth(votes), progress=_show_progress)  # fmt: skip
         except KeyboardInterrupt:
+            if not (output / SWEEP_FILE).exists():
+                raise SystemExit(EXIT_INTERRUPTED) from None
             sweep = load_sweep(output / SWEEP_FILE)
             _conclude(output, sweep, cores, plans, fit_max_nodes)
             click.echo(f"\ninterrupted: {len(sweep.records())} runs kept in {output / SWEEP_FILE}; continue with --resume", err=True)
             raise SystemExit(EXIT_INTERRUPTED) from None
+        finally:
+            signal.signal(signal.SIGTERM, signal.SIG_DFL if previous is None else previous)
         _conclude(output, sweep, cores, plans, fit_max_nodes)
 
     return sweep_command
@@ -178,6 +185,10 @@ def _plans_for(sweep: Sweep, questions: list[tuple[int, float]], cores: int) -> 
             click.echo("planner: no answer: the cost model could not be fitted (too few sustained runs with CPU counters)", err=True)
         return []
     return [plan_deployment(model, nodes, rate, cores) for nodes, rate in questions]
+
+
+def _terminated(signum: int, frame: FrameType | None) -> None:
+    raise KeyboardInterrupt
 
 
 def _show_progress(progress: Progress) -> None:
