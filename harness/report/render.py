@@ -146,7 +146,7 @@ def metric_rows(report: Report) -> list[list[str]]:
 def _service_rows(v: Service | None) -> list[list[str]]:
     """What the score judges (metrics.service): the items due in the steady window and what became of them."""
     if v is None:
-        return [["service", "no steady window", "-"]]
+        return [["service", "not measured (no steady window, or a report older than schema 3)", "-"]]
     p99 = "unbounded" if v.p99_unbounded else _fmt(v.p99_all_ms, " ms", 0)
     stalls = ", ".join(f"t+{s.start_s:.1f}s for {s.length_s:.1f} s" for s in v.stalls[:5]) or "none"
     return [
