@@ -237,7 +237,7 @@ def test_a_pow_run_shows_propagation_cdfs_and_the_fork_count(tmp_path: Path) -> 
     report = msgspec.structs.replace(stored, deployment=msgspec.structs.replace(stored.deployment, nodes=3))
     page = rendered(report, tmp_path)
     assert page.figures["propagation-cdf"][0] and page.figures["forks"][0]
-    assert "Fork count: 1 " in page.figures["forks"][1]
+    assert "Fork count: 1 block was stored" in page.figures["forks"][1]
     prop = block_propagation(tmp_path / "data", 3, [])
     assert prop is not None and prop.forks_by_height == {1: 0, 2: 0, 3: 0, 4: 0, 5: 1}
     assert len(prop.delays_ms[1.0]) == 4  # only the shared blocks reached every node

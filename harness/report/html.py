@@ -148,10 +148,12 @@ def timeline_figure(report: Report, series: RunSeries) -> str:
     shown = marks(report, series)
     stall_text = "; ".join(f"{length:.1f} s from t+{start:.1f} s" for start, length in shown.stalls) or "none"
     source = "the run's timeline" if series.resources is not None else "the drivers' records (no timeline stored)"
-    caption = (f"Timeline, from {source}: items due (offered) and committed per second with the backlog, the p50/p99 "
-               "commit latency of what committed in each second, and the highest height. The steady window is shaded "
-               f"green, stalls (no commit for longer than the stall threshold) red, view changes dotted purple. "
-               f"Stalls: {stall_text}. View changes seen at {len(shown.view_changes)} samples.")  # fmt: skip
+    loaded = any(series.per_second.offered) or any(series.per_second.committed)
+    shows = ("items due (offered) and committed per second with the backlog, the p50/p99 commit latency of what "
+             "committed in each second, and the highest height" if loaded else "the highest height (no submission load)")  # fmt: skip
+    caption = (f"Timeline, from {source}: {shows}. The steady window is shaded green, stalls (no commit for longer than "
+               f"the stall threshold) red, view changes dotted purple. Stalls: {stall_text}. "
+               f"View changes seen at {len(shown.view_changes)} samples.")  # fmt: skip
     return figure("timeline", plots.timeline_svg(series.per_second, shown, series.resources), caption)
 
 
@@ -182,8 +184,11 @@ def propagation_figures(series: RunSeries) -> str:
     blocks = len(prop.delays_ms.get(0.5, []))
     caption = (f"Propagation CDFs over {blocks} blocks: time from a block's first sighting by any node until 50 %, 90 % "
                f"and all of the {prop.nodes} nodes had it (from each node's stored arrival times).")  # fmt: skip
+    if prop.delays_ms.get(0.9) == prop.delays_ms.get(1.0):
+        caption += f" With {prop.nodes} nodes, 90 % of them is all of them: those two curves coincide."
     forks = sum(prop.forks_by_height.values())
-    fork_caption = f"Fork count: {forks} blocks were stored beyond one per height (stale blocks), by height."
+    fork_caption = (f"Fork count: {forks} {'block was' if forks == 1 else 'blocks were'} stored beyond one per height "
+                    "(stale blocks), by height.")  # fmt: skip
     forks_figure = figure("forks", plots.forks_svg(prop.forks_by_height), fork_caption)
     return figure("propagation-cdf", plots.propagation_cdf_svg(prop), caption) + forks_figure
 

@@ -8,8 +8,9 @@ are salted with a constant so the same run renders the same bytes.
 from __future__ import annotations
 
 import io
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 
 import matplotlib
 from matplotlib.axes import Axes
@@ -62,31 +63,45 @@ def _known(xs: Sequence[float], ys: Sequence[float | None]) -> tuple[list[float]
 
 def timeline_svg(rates: PerSecond, marks: Marks, nodes: NodeResources | None = None) -> str:
     """Stacked panels over the run: offered vs committed per second (and the backlog), latency
-    percentiles of what committed in each second, and the highest height."""
-    panels = 3 if nodes is not None else 2
-    figure = Figure(figsize=(WIDE_IN, TALL_IN * panels))
-    axes = figure.subplots(panels, 1, sharex=True)
-    x = [start + 0.5 for start in rates.start_s]  # a second's count is drawn at its middle
-    top: Axes = axes[0]
-    top.step(x, rates.offered, where="mid", label="offered (items due)", color="#7f7f7f")
-    top.step(x, rates.committed, where="mid", label="committed", color="#1f77b4")
-    if rates.outstanding is not None:
-        top.plot(x, rates.outstanding, color="#ff7f0e", linestyle="--", linewidth=1, label="outstanding (backlog)")
-    top.set(ylabel="items per second", title="Offered and committed per second")
-    latency: Axes = axes[1]
-    for values, label in ((rates.p50_ms, "p50"), (rates.p99_ms, "p99")):
-        latency.plot(x, _nan(values), marker=".", markersize=3, label=label)
-    latency.set(ylabel="commit latency, ms", yscale="log", title="Latency of what committed in each second")
+    percentiles of what committed in each second, and the highest height; a run without submission
+    load (PoW mining alone) has only the height panel."""
+    drawers: list[Callable[[Axes], None]] = []
+    if any(rates.offered) or any(rates.committed):
+        drawers += [partial(_rates_panel, rates=rates), partial(_latency_panel, rates=rates)]
     if nodes is not None:
-        height: Axes = axes[2]
-        height.plot(nodes.at_s, _nan(nodes.height), color="#8c564b", label="height")
-        height.set(ylabel="height", title="Highest committed height (status samples)")
-    for panel in axes:
+        drawers.append(partial(_height_panel, nodes=nodes))
+    if not drawers:
+        drawers.append(partial(_rates_panel, rates=rates))  # nothing else to draw: an honest empty panel
+    figure = Figure(figsize=(WIDE_IN, TALL_IN * len(drawers)))
+    panels = list(figure.subplots(len(drawers), 1, sharex=True, squeeze=False)[:, 0])
+    for draw, panel in zip(drawers, panels, strict=True):
+        draw(panel)
         mark(panel, marks)
         panel.grid(True, alpha=0.3)
         panel.legend(fontsize="small", loc="upper left")
-    axes[-1].set_xlabel("seconds after the load window started")
+    panels[-1].set_xlabel("seconds after the load window started")
     return figure_svg(figure)
+
+
+def _rates_panel(axes: Axes, rates: PerSecond) -> None:
+    x = [start + 0.5 for start in rates.start_s]  # a second's count is drawn at its middle
+    axes.step(x, rates.offered, where="mid", label="offered (items due)", color="#7f7f7f")
+    axes.step(x, rates.committed, where="mid", label="committed", color="#1f77b4")
+    if rates.outstanding is not None:
+        axes.plot(x, rates.outstanding, color="#ff7f0e", linestyle="--", linewidth=1, label="outstanding (backlog)")
+    axes.set(ylabel="items per second", title="Offered and committed per second")
+
+
+def _latency_panel(axes: Axes, rates: PerSecond) -> None:
+    x = [start + 0.5 for start in rates.start_s]
+    for values, label in ((rates.p50_ms, "p50"), (rates.p99_ms, "p99")):
+        axes.plot(x, _nan(values), marker=".", markersize=3, label=label)
+    axes.set(ylabel="commit latency, ms", yscale="log", title="Latency of what committed in each second")
+
+
+def _height_panel(axes: Axes, nodes: NodeResources) -> None:
+    axes.plot(nodes.at_s, _nan(nodes.height), color="#8c564b", label="height")
+    axes.set(ylabel="height", title="Highest height among the nodes (status samples)")
 
 
 def latency_cdf_svg(curve: LatencyCurve, target_ms: float, within_share: float) -> str:
