@@ -92,6 +92,16 @@ def finish(proc: subprocess.Popen[str]) -> tuple[int, str]:
     return proc.returncode, output
 
 
+def assert_passed(code: int, run_dir: Path, output: str) -> None:
+    """The run passed (exit 0), or exit 3 because the shared test host starved the load generator: then
+    the report must say that is why it is not valid as a measurement (docs/scoring.md, exit statuses)."""
+    if code == 3:
+        score = read_report(run_dir)["score"]
+        assert not score["valid_measurement"] and [i["reason"] for i in score["invalid_because"]] == ["generator_fell_behind"], output
+        return
+    assert code == 0, output
+
+
 def assert_ran_clean(run_dir: Path, output: str) -> None:
     """No process of the run counted an exception that reached its loop or logged a traceback: the nodes'
     count is in the stability metric, the harness processes' in a note, the tracebacks in the console
@@ -108,7 +118,7 @@ def assert_ran_clean(run_dir: Path, output: str) -> None:
 def test_smoke_run_writes_a_real_report_and_refuses_every_invalid_proof(tmp_path: Path) -> None:
     run_dir = tmp_path / "run"
     code, output = finish(start_run(write_profile(tmp_path, invalid=0.2), run_dir))
-    assert code == 0, output
+    assert_passed(code, run_dir, output)
     report = read_report(run_dir)
     assert report["schema_version"] == 3 and report["status"] == "complete"
     metrics = report["metrics"]
@@ -130,7 +140,7 @@ def test_smoke_run_writes_a_real_report_and_refuses_every_invalid_proof(tmp_path
 def test_stored_report_renders_again(tmp_path: Path) -> None:
     run_dir = tmp_path / "run"
     code, output = finish(start_run(write_profile(tmp_path, duration=2.0), run_dir))
-    assert code == 0, output
+    assert_passed(code, run_dir, output)
     rendered = subprocess.run(popbench("report", str(run_dir)), capture_output=True, text=True, check=True).stdout
     assert read_report(run_dir)["run_id"] in rendered and "score" in rendered
     assert_ran_clean(run_dir, output)
@@ -184,7 +194,7 @@ def test_planned_kill_and_restart_are_applied_and_the_restarted_node_catches_up(
     faults = '\n[[faults]]\nat_s = 1.0\nkind = "kill"\nnode = 1\n\n[[faults]]\nat_s = 2.0\nkind = "restart"\nnode = 1\n'
     run_dir = tmp_path / "run"
     code, output = finish(start_run(write_profile(tmp_path, duration=5.0, extra=faults), run_dir))
-    assert code == 0, output
+    assert_passed(code, run_dir, output)
     report = read_report(run_dir)
     assert [f["kind"] for f in report["faults"]] == ["kill", "restart"]
     stability = report["metrics"]["stability"]
@@ -234,7 +244,7 @@ def test_pow_run_mines_converges_and_scores_its_mining(tmp_path: Path) -> None:
     profile.write_text(POW_PROFILE)
     run_dir = tmp_path / "run"
     code, output = finish(start_run(profile, run_dir))
-    assert code == 0, output
+    assert_passed(code, run_dir, output)
     report = read_report(run_dir)
     mining = report["metrics"]["mining"]
     assert mining["blocks_mined"] > 0 and mining["main_chain_height"] > 0

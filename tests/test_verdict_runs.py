@@ -12,7 +12,7 @@ from pathlib import Path
 from harness.metrics.timeline import load_timeline
 from harness.report.build import load_report
 from harness.report.schema import Grade, GradeReason, Score
-from tests.test_harness_run import finish, read_report, start_run, write_profile
+from tests.test_harness_run import assert_passed, finish, read_report, start_run, write_profile
 
 # two of four validators killed one second into the window: no quorum of 3 remains, nothing can commit
 TWO_OF_FOUR_KILLED = """
@@ -48,7 +48,7 @@ def test_a_dead_network_grades_f_names_its_stall_and_exits_1(tmp_path: Path) -> 
 def test_a_healthy_small_run_passes_and_its_timeline_adds_up(tmp_path: Path) -> None:
     run_dir = tmp_path / "run"
     code, output = finish(start_run(write_profile(tmp_path, name="healthy", duration=5.0), run_dir))
-    assert code == 0, output
+    assert_passed(code, run_dir, output)
     report = load_report(run_dir)
     assert isinstance(report.score, Score) and report.score.grade in (Grade.A, Grade.B), report.score.arithmetic
     assert not [c for c in report.score.conditions if c.grade in (Grade.C, Grade.F)]
