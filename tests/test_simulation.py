@@ -20,8 +20,11 @@ import time
 
 import pytest
 
-from popbench.wire import Commit, Message, Prepare
+from popbench.model.block import Block, CommitCertificate, vote_message
+from popbench.pop.ledger import GENESIS_HASH, CommittedBlock
+from popbench.wire import Commit, Message, Prepare, PrePrepare
 from tests.sim.byzantine import Behaviour, ByzantineHost
+from tests.sim.invariants import Checker, InvariantViolation
 from tests.sim.network import EventQueue
 from tests.sim.runner import (
     FAMILIES,
@@ -85,7 +88,7 @@ def test_replay_one_seed() -> None:
     print(f"passed: {outcome}")
 
 
-def test_a_seed_replays_exactly() -> None:
+def test_the_same_seed_runs_the_same_schedule() -> None:
     """Same seed, same run: the event count, the virtual time and every honest head."""
     for seed in (3, 17, 42):
         first, second = run_schedule(seed, "byzantine"), run_schedule(seed, "byzantine")
@@ -109,6 +112,49 @@ def test_a_failure_names_its_seed_the_replay_command_and_the_last_events() -> No
     report = str(failure.value)
     assert "CRASH: RuntimeError: boom" in report and "seed: 99" in report and "replay: the command" in report
     assert "last " in report and "events:" in report
+
+
+# -- the checker catches what it must -----------------------------------------------------------------------
+def _committed(height: int, view: int, prev_hash: bytes, stamp: int, signers: int) -> CommittedBlock:
+    """A block of no items led by the view's leader, with COMMIT signatures of the first ``signers`` validators."""
+    genesis, keys = sim_genesis(4)
+    proposer = genesis.leader_for_view(view + height)
+    block = Block(height, view, prev_hash, proposer, stamp, Block.items_root_of([], []), bytes(32), [], [])
+    message = vote_message("commit", genesis.chain_id, view, height, block.hash)
+    return CommittedBlock(block, CommitCertificate(view, [(v, keys[v].sign(message)) for v in range(signers)]), [], [])
+
+
+def _checker_that_saw(*records: CommittedBlock) -> Checker:
+    genesis, _ = sim_genesis(4)
+    checker = Checker(genesis, range(4), [])
+    for record in records:
+        block = record.block
+        checker.saw_sent(block.proposer, 0, PrePrepare(block.view, block.height, block.encode()))
+    return checker
+
+
+def test_the_checker_reports_two_blocks_committed_at_one_height() -> None:
+    first, second = _committed(1, 0, GENESIS_HASH, 1, 3), _committed(1, 1, GENESIS_HASH, 2, 3)
+    checker = _checker_that_saw(first, second)
+    checker.saw_commit(0, first)
+    checker.saw_commit(1, first)
+    with pytest.raises(InvariantViolation, match=r"AGREEMENT: node 2 committed block .* at height 1"):
+        checker.saw_commit(2, second)
+
+
+def test_the_checker_reports_a_certificate_short_of_a_quorum() -> None:
+    record = _committed(1, 0, GENESIS_HASH, 1, 2)
+    with pytest.raises(InvariantViolation, match=r"CERTIFICATE: node 0 .* 2 signatures, quorum is 3"):
+        _checker_that_saw(record).saw_commit(0, record)
+
+
+def test_the_checker_reports_a_block_no_leader_proposed_or_off_the_chain() -> None:
+    unproposed = _committed(1, 0, GENESIS_HASH, 1, 3)
+    with pytest.raises(InvariantViolation, match="that no leader proposed"):
+        _checker_that_saw().saw_commit(0, unproposed)
+    orphan = _committed(2, 0, bytes(range(32)), 1, 3)
+    with pytest.raises(InvariantViolation, match="does not extend the agreed block at height 1"):
+        _checker_that_saw(orphan).saw_commit(0, orphan)
 
 
 # -- issue 9, item 1, scripted exactly ---------------------------------------------------------------------

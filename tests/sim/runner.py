@@ -114,15 +114,17 @@ def workload(
     return tuple(items)
 
 
-def item_ids(items: tuple[tuple[ItemKind, bytes], ...]) -> list[bytes]:
-    return [(Proof.decode(raw) if kind == ItemKind.PROOF else Transfer.decode(raw)).id for kind, raw in items]
+@cache
+def item_ids(items: tuple[tuple[ItemKind, bytes], ...]) -> frozenset[bytes]:
+    """The ids of a workload's items (what a client submitted), worked out once per workload."""
+    return frozenset((Proof.decode(raw) if kind == ItemKind.PROOF else Transfer.decode(raw)).id for kind, raw in items)
 
 
 class World:
     """The network, its hosts and the checker of one schedule."""
 
     def __init__(self, genesis: Genesis, keys: tuple[crypto.SigningKey, ...], events: EventQueue, adversary: Adversary,
-                 byzantine: dict[int, tuple[str, ...]], rng: random.Random, submitted: list[bytes]) -> None:  # fmt: skip
+                 byzantine: dict[int, tuple[str, ...]], rng: random.Random, submitted: frozenset[bytes]) -> None:  # fmt: skip
         honest = [node for node in range(genesis.n) if node not in byzantine]
         self.checker = Checker(genesis, honest, submitted)
         self.network = SimNetwork(genesis, events, adversary, self.checker)
