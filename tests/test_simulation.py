@@ -95,7 +95,7 @@ def test_the_same_seed_runs_the_same_schedule() -> None:
         assert first == second
 
 
-def test_a_failure_names_its_seed_the_replay_command_and_the_last_events() -> None:
+def test_a_failure_report_names_the_seed_the_command_to_rerun_and_the_last_events() -> None:
     world = _item1_world()
 
     def explode() -> None:
