@@ -23,7 +23,7 @@ from harness.metrics.throughput import SteadyWindow
 from harness.metrics.timeline import NodeState, SampleRow, SecondRow, Timeline, TimelineHeader, write_timeline
 from harness.report import html
 from harness.report.build import load_report, write_report
-from harness.report.html_data import block_propagation, latency_curve
+from harness.report.html_data import block_propagation, latency_curve, per_second_from_timeline
 from harness.report.schema import Files, Report, Score
 from harness.report.score import score
 from popbench.genesis import make_genesis
@@ -247,6 +247,14 @@ def test_the_latency_curve_counts_items_that_never_committed() -> None:
     curve = latency_curve(records(), ORIGIN_NS, ORIGIN_NS + WINDOW_S * 1_000_000_000)
     assert curve.due == WINDOW_S * RATE_PER_S
     assert curve.committed_share == pytest.approx(1 - 1 / MISSED_EVERY)
+
+
+def test_an_interval_cut_by_the_steady_windows_end_is_plotted_as_a_rate() -> None:
+    whole = timeline()
+    cut = msgspec.structs.replace(whole.seconds[-1], t_s=9.0, length_s=0.25, offered=5, committed=4)
+    rates = per_second_from_timeline(msgspec.structs.replace(whole, seconds=[*whole.seconds[:-1], cut]))
+    assert (rates.offered[-1], rates.committed[-1], rates.length_s[-1]) == (20.0, 16.0, 0.25)
+    assert rates.offered[0] == RATE_PER_S  # a whole second: its count is its rate
 
 
 def test_popbench_report_html_writes_the_page_for_a_stored_run(run_dir: Path) -> None:

@@ -48,12 +48,13 @@ class LatencyCurve:
 @dataclass(frozen=True)
 class PerSecond:
     """One row per interval (a second, or less where the steady window cuts it) after the window start:
-    items due, items committed, latency percentiles (ms, None when nothing committed in it) of what
-    committed in it, and the backlog at its end (None when the source does not say)."""
+    items due and items committed per second in it, latency percentiles (ms, None when nothing committed
+    in it) of what committed in it, and the backlog at its end (None when the source does not say)."""
 
     start_s: list[float]
-    offered: list[int]
-    committed: list[int]
+    length_s: list[float]
+    offered: list[float]
+    committed: list[float]
     p50_ms: list[float | None]
     p99_ms: list[float | None]
     outstanding: list[int] | None = None
@@ -150,7 +151,8 @@ def latency_curve(records: list[ProofRecord], start_ns: int, end_ns: int) -> Lat
 
 def per_second_from_timeline(timeline: Timeline) -> PerSecond:
     rows = timeline.seconds
-    return PerSecond(start_s=[r.t_s for r in rows], offered=[r.offered for r in rows], committed=[r.committed for r in rows],
+    return PerSecond(start_s=[r.t_s for r in rows], length_s=[r.length_s for r in rows], offered=[r.offered / r.length_s for r in rows],
+                     committed=[r.committed / r.length_s for r in rows],
                      p50_ms=[r.latency_p50_ms for r in rows], p99_ms=[r.latency_p99_ms for r in rows],
                      outstanding=[r.outstanding for r in rows])  # fmt: skip
 
@@ -165,8 +167,8 @@ def per_second_from_records(records: list[ProofRecord], origin_ns: int) -> PerSe
     known = [*offered, *latencies]
     seconds = list(range(max(0, min(known, default=0)), max(known, default=-1) + 1))
     ordered = {s: sorted(latencies.get(s, [])) for s in seconds}
-    return PerSecond(start_s=[float(s) for s in seconds], offered=[offered.get(s, 0) for s in seconds],
-                     committed=[len(ordered[s]) for s in seconds], p50_ms=[_rank(ordered[s], 0.5) for s in seconds],
+    return PerSecond(start_s=[float(s) for s in seconds], length_s=[1.0] * len(seconds), offered=[float(offered.get(s, 0)) for s in seconds],
+                     committed=[float(len(ordered[s])) for s in seconds], p50_ms=[_rank(ordered[s], 0.5) for s in seconds],
                      p99_ms=[_rank(ordered[s], 0.99) for s in seconds])  # fmt: skip
 
 

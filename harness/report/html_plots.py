@@ -84,18 +84,19 @@ def timeline_svg(rates: PerSecond, marks: Marks, nodes: NodeResources | None = N
 
 
 def _rates_panel(axes: Axes, rates: PerSecond) -> None:
-    x = [start + 0.5 for start in rates.start_s]  # a second's count is drawn at its middle
-    axes.step(x, rates.offered, where="mid", label="offered (items due)", color="#7f7f7f")
-    axes.step(x, rates.committed, where="mid", label="committed", color="#1f77b4")
+    edges = [*rates.start_s, rates.start_s[-1] + rates.length_s[-1]] if rates.start_s else [0.0]
+    axes.stairs(rates.offered, edges, label="offered (items due)", color="#7f7f7f")
+    axes.stairs(rates.committed, edges, label="committed", color="#1f77b4")
     if rates.outstanding is not None:
-        axes.plot(x, rates.outstanding, color="#ff7f0e", linestyle="--", linewidth=1, label="outstanding (backlog)")
+        ends = [start + length for start, length in zip(rates.start_s, rates.length_s, strict=True)]
+        axes.plot(ends, rates.outstanding, color="#ff7f0e", linestyle="--", linewidth=1, label="outstanding (backlog, items)")
     axes.set(ylabel="items per second", title="Offered and committed per second")
 
 
 def _latency_panel(axes: Axes, rates: PerSecond) -> None:
-    x = [start + 0.5 for start in rates.start_s]
+    middles = [start + length / 2 for start, length in zip(rates.start_s, rates.length_s, strict=True)]
     for values, label in ((rates.p50_ms, "p50"), (rates.p99_ms, "p99")):
-        axes.plot(x, _nan(values), marker=".", markersize=3, label=label)
+        axes.plot(middles, _nan(values), marker=".", markersize=3, label=label)
     axes.set(ylabel="commit latency, ms", yscale="log", title="Latency of what committed in each second")
 
 
