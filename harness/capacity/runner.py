@@ -236,7 +236,7 @@ def outcome_from_report(key: RunKey, report: Report, wall_s: float) -> RunOutcom
         cpu_ms_per_block=cost.node_cpu_ms_per_block if cost is not None else None,
         messages_per_block=dict(cost.messages_per_block_by_type) if cost is not None else {},
         wall_s=wall_s,
-        notes=run_notes(metrics, service, cost),
+        notes=run_notes(key.mode, metrics, service, cost),
     )
 
 
@@ -246,7 +246,7 @@ def proofs_per_block(cost: Cost | None) -> float | None:
     return cost.proofs_committed / cost.blocks_committed
 
 
-def run_notes(metrics: Metrics, service: Service | None, cost: Cost | None) -> list[str]:
+def run_notes(mode: WorkloadMode, metrics: Metrics, service: Service | None, cost: Cost | None) -> list[str]:
     """What the report left unmeasured, or warned of, that bears on the verdict or the fit."""
     notes = []
     if service is None:
@@ -255,7 +255,7 @@ def run_notes(metrics: Metrics, service: Service | None, cost: Cost | None) -> l
         notes.append("not measured: stalls (no commit times)")
     if metrics.throughput is None:
         notes.append("not measured: throughput")
-    elif metrics.throughput.plan_exhausted:
+    elif mode is WorkloadMode.CLOSED and metrics.throughput.plan_exhausted:  # an open loop sends its whole plan by design
         notes.append("the closed-loop pool ran dry before the window ended: committed/s is a floor (raise --probe-rate)")
     if cost is None:
         notes.append("not measured: CPU cost (no samples bracket the steady window)")
