@@ -25,7 +25,7 @@ from popbench.pop.ledger import GENESIS_HASH, CommittedBlock
 from popbench.wire import Commit, Message, Prepare, PrePrepare
 from tests.sim.byzantine import Behaviour, ByzantineHost
 from tests.sim.invariants import Checker, InvariantViolation
-from tests.sim.network import EventQueue
+from tests.sim.network import NS_PER_S, EventQueue
 from tests.sim.runner import (
     FAMILIES,
     SimulationFailure,
@@ -231,3 +231,42 @@ def test_byzantine_bad_signature_prepare_does_not_split_chain() -> None:
 
     identity = "schedule: issue 9 item 1, scripted\nreplay: .venv/bin/python -m pytest tests/test_simulation.py -k bad_signature_prepare -q"
     run_world(world, identity, script)
+
+
+# -- catching up after the load stops ---------------------------------------------------------------------
+CUT_OFF_UNTIL_NS = 3000 * NS_PER_MS
+
+
+def _node_3_cut_off(now_ns: int, src: int, dst: int, message: Message) -> bool:
+    return now_ns >= CUT_OFF_UNTIL_NS or 3 not in (src, dst)
+
+
+@pytest.mark.xfail(
+    strict=True, reason="sim_findings.md observation 4: a node behind by more than one block catches up only from later traffic"
+)
+def test_a_node_cut_off_for_several_blocks_catches_up_after_the_load_stops() -> None:
+    """Node 3 is cut off while the others commit three blocks, then its links come back (as node.py
+    reconnects, asking each peer for the next block) and no client submits anything more: it must still
+    reach the others' height."""
+    genesis, keys = sim_genesis(4)
+    items = workload(4)
+    events = EventQueue()
+    adversary = ScriptedAdversary(_node_3_cut_off, lambda: events.now_ns, reconnect_ns=100 * NS_PER_MS)
+    world = World(genesis, keys, events, adversary, {}, random.Random(4), item_ids(items))
+
+    def caught_up() -> bool:
+        heights = world.honest_heights().values()
+        return min(heights) == max(heights) >= 3
+
+    def script() -> None:
+        for host in world.hosts[:3]:
+            for item in items[: 3 * genesis.params.batch_size]:
+                host.submit(*item)
+        for host in world.hosts:
+            host.start()
+        world.run_until(CUT_OFF_UNTIL_NS)
+        assert min(world.honest_heights()[n] for n in (0, 1, 2)) >= 3, world.honest_heights()
+        if not world.run_until(CUT_OFF_UNTIL_NS + 30 * NS_PER_S, caught_up):
+            raise InvariantViolation(f"LIVENESS: 30 s after its links came back, heights are {world.honest_heights()}")
+
+    run_world(world, "schedule: node 3 cut off for three blocks, then no load\nreplay: -k catches_up_after_the_load_stops", script)

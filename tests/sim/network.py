@@ -12,17 +12,18 @@ from collections import deque
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Protocol
+from typing import Protocol, cast
 
 from popbench import crypto
 from popbench.counters import NodeCounters
-from popbench.errors import ConsensusError, SyncError
 from popbench.genesis import Genesis
 from popbench.mempool import Mempool
 from popbench.model.block import Block, vote_message
+from popbench.net.connection import Connection
+from popbench.pop import catchup as catchup_module
 from popbench.pop import ledger as ledger_module
 from popbench.pop.admission import Admission
-from popbench.pop.catchup import BLOCKS_PER_REQUEST, REQUEST_TIMEOUT_NS
+from popbench.pop.catchup import CatchUp
 from popbench.pop.ledger import CommittedBlock, Ledger
 from popbench.pop.pbft import PbftEngine
 from popbench.store import Store
@@ -169,30 +170,47 @@ def short(digest: bytes) -> str:
 
 @contextmanager
 def virtual_wall_clock(events: EventQueue) -> Iterator[None]:
-    """Make the ledger's block timestamps virtual, so block hashes (and traces) repeat exactly per seed.
+    """Make the ledger's and catch-up's clocks virtual, so block hashes (and traces) repeat exactly per seed.
 
-    The ledger stamps proposals with ``time.time_ns()``; nothing else in the engine's path reads the
-    wall clock (the engine's own time comes through its ``Clock``).
+    The ledger stamps proposals with ``time.time_ns()`` and catch-up paces its requests with
+    ``time.monotonic_ns()``; nothing else in a node's consensus path reads the wall clock (the engine's
+    own time comes through its ``Clock``).
     """
-    namespace = vars(ledger_module)
-    real = namespace["time"]
-    namespace["time"] = _VirtualTime(events)
+    patched = [vars(ledger_module), vars(catchup_module)]
+    real = [namespace["time"] for namespace in patched]
+    for namespace in patched:
+        namespace["time"] = _VirtualTime(events)
     try:
         yield
     finally:
-        namespace["time"] = real
+        for namespace, module in zip(patched, real, strict=True):
+            namespace["time"] = module
 
 
 class _VirtualTime:
-    """Stands in for the ``time`` module inside popbench.pop.ledger during a simulation."""
+    """Stands in for the ``time`` module inside popbench.pop.ledger and popbench.pop.catchup."""
 
-    EPOCH_NS = 1_700_000_000 * NS_PER_S
+    EPOCH_NS = 1_700_000_000 * NS_PER_S  # far from zero, as real clocks are (catch-up compares with 0)
 
     def __init__(self, events: EventQueue) -> None:
         self.events = events
 
     def time_ns(self) -> int:
         return self.EPOCH_NS + self.events.now_ns
+
+    def monotonic_ns(self) -> int:
+        return self.EPOCH_NS + self.events.now_ns
+
+
+class PeerLink:
+    """What catch-up needs of a connection: the peer's id and a way to answer it."""
+
+    def __init__(self, host: SimHost, peer_id: int) -> None:
+        self.host = host
+        self.peer_id = peer_id
+
+    def send(self, message: Message) -> None:
+        self.host.send_to(self.peer_id, message)
 
 
 class NodeClock:
@@ -210,7 +228,7 @@ class NodeClock:
 
 
 class SimHost:
-    """One validator: implements ``PbftHost`` with a real engine, ledger, mempool and admission."""
+    """One validator: implements ``PbftHost`` with a real engine, ledger, mempool, admission and catch-up."""
 
     def __init__(self, network: SimNetwork, key: crypto.SigningKey, node_id: int) -> None:
         self.network = network
@@ -223,7 +241,7 @@ class SimHost:
         self.mempool = Mempool(self.genesis.params.mempool_limit)
         self.admission = Admission(self.ledger, self.mempool, self.counters, self.broadcast)
         self.engine = PbftEngine(self, NodeClock(network, node_id))
-        self._catch_up_since_ns: int | None = None
+        self.catchup = CatchUp(self)
 
     def link_established(self, peer: int) -> None:
         """As popbench.pop.node on a new validator link: ask the peer whether this node is behind."""
@@ -252,12 +270,7 @@ class SimHost:
         self.send_to(node_id, ItemsRequest(kind, ids))
 
     def request_catch_up(self, node_id: int) -> None:
-        """As popbench.pop.catchup: one request in flight, forgotten if unanswered for a while."""
-        now = self.network.events.now_ns
-        if self._catch_up_since_ns is not None and now - self._catch_up_since_ns < REQUEST_TIMEOUT_NS:
-            return
-        self._catch_up_since_ns = now
-        self.send_to(node_id, BlockRequest(self.ledger.height + 1, BLOCKS_PER_REQUEST))
+        self.catchup.request(node_id)
 
     # -- inputs --------------------------------------------------------------------------------------
     def start(self) -> None:
@@ -280,32 +293,17 @@ class SimHost:
             if found:
                 self.send_to(src, Gossip(message.kind, found))
         elif isinstance(message, BlockRequest):
-            count = min(message.count, BLOCKS_PER_REQUEST)
-            self.send_to(src, BlockResponse(self.ledger.committed_records(message.from_height, count)))
+            self.catchup.on_block_request(self._link(src), message)
         elif isinstance(message, BlockResponse):
-            self._on_blocks(src, message)
+            self.catchup.on_block_response(self._link(src), message)
 
     def _on_gossip(self, message: Gossip) -> None:
         admitted = [self.admission.admit(message.kind, raw, relay=False)[0] == RejectReason.ACCEPTED for raw in message.items]
         if any(admitted):
             self.engine.work_arrived()
 
-    def _on_blocks(self, src: int, message: BlockResponse) -> None:
-        """As popbench.pop.catchup: apply certified blocks in order, stop at the first one refused."""
-        self._catch_up_since_ns = None
-        applied_view: int | None = None
-        for data in message.blocks:
-            try:
-                record = self.ledger.apply_committed(data)
-            except (SyncError, ConsensusError) as err:
-                self.network.trace.add("refused", self.node_id, -1, f"catch-up block from {src}: {err}")
-                break
-            applied_view = record.certificate.view
-            self.block_committed(record, applied_view, None)
-        if applied_view is not None:
-            self.engine.caught_up(applied_view)
-            if len(message.blocks) >= BLOCKS_PER_REQUEST:
-                self.request_catch_up(src)
+    def _link(self, peer: int) -> Connection:
+        return cast(Connection, PeerLink(self, peer))  # catch-up uses only peer_id and send
 
     def close(self) -> None:
         self.engine.stop()

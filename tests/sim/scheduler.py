@@ -15,7 +15,7 @@ import random
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from popbench.wire import Message
+from popbench.wire import Message, Ping
 
 NS_PER_MS = 1_000_000
 STABLE_MIN_DELAY_NS = 1 * NS_PER_MS
@@ -135,24 +135,29 @@ LinkRule = Callable[[int, int, int, Message], bool]  # (now_ns, src, dst, messag
 
 
 class ScriptedAdversary:
-    """A hand-written schedule: fixed delay, timers on time, and a rule that says which messages pass."""
+    """A hand-written schedule: fixed delay, timers on time, and a rule that says which messages pass.
 
-    def __init__(self, rule: LinkRule, now_ns: Callable[[], int], delay_ns: int = 2 * NS_PER_MS) -> None:
+    With ``reconnect_ns`` a lost message breaks its link, which comes back that long after (retried
+    while ``rule`` would still lose a message on it); without, a scripted loss is for good.
+    """
+
+    def __init__(self, rule: LinkRule, now_ns: Callable[[], int], delay_ns: int = 2 * NS_PER_MS, reconnect_ns: int | None = None) -> None:
         self.rule = rule
         self.now_ns = now_ns
         self.delay_ns = delay_ns
+        self.reconnect_ns = reconnect_ns
 
     def delivery_delays_ns(self, src: int, dst: int, message: Message) -> list[int]:
         return [self.delay_ns] if self.rule(self.now_ns(), src, dst, message) else []
 
     def link_up(self, src: int, dst: int) -> bool:
-        return True
+        return self.reconnect_ns is None or self.rule(self.now_ns(), src, dst, Ping(0, 0))  # up if a PING would pass
 
     def timer_delay_ns(self, node: int, delay_s: float) -> int:
         return round(delay_s * 1e9)
 
-    def reconnect_delay_ns(self) -> None:
-        return None  # a scripted loss is for good
+    def reconnect_delay_ns(self) -> int | None:
+        return self.reconnect_ns
 
     def node_committed(self, node: int) -> None:
         return None
