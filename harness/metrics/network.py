@@ -174,7 +174,8 @@ def _mean_rate(samples: list[Sample], counter: Callable[[ProcessSample], float])
         return None
     first, last = samples[0], samples[-1]
     span_s = (last.at_ns - first.at_ns) / 1e9
-    rates = [(counter(p) - counter(first.processes[n])) / span_s for n, p in last.processes.items() if n in first.processes]
+    grown = [counter(p) - counter(first.processes[n]) for n, p in last.processes.items() if n in first.processes]
+    rates = [growth / span_s for growth in grown if growth >= 0]  # a counter that fell: the node restarted in between
     return sum(rates) / len(rates) if rates else None
 
 
@@ -193,5 +194,5 @@ def _node_cpu_share(samples: list[Sample]) -> dict[int, float]:
         return {}
     first, last = samples[0], samples[-1]
     span_s = (last.at_ns - first.at_ns) / 1e9
-    return {n: (p.cpu_s - first.processes[n].cpu_s) / span_s * 100
-            for n, p in last.processes.items() if n in first.processes and span_s > 0}  # fmt: skip
+    return {n: (p.cpu_s - first.processes[n].cpu_s) / span_s * 100 for n, p in last.processes.items()
+            if n in first.processes and span_s > 0 and p.cpu_s >= first.processes[n].cpu_s}  # a restarted node's CPU began again  # fmt: skip
