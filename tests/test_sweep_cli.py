@@ -104,6 +104,12 @@ def test_a_fake_sweep_writes_its_files_tables_validation_and_plan(tmp_path: Path
     assert "largest size sustaining 50 proofs/s: N = 64" in out
 
 
+def test_the_planner_answers_at_the_batch_asked_for(tmp_path: Path) -> None:
+    result = sweep(FakeNetwork(), *FAKE_ARGS, "--plan-batch", "5", "--cores-per-host", "16", "--output", str(tmp_path))
+    assert result.exit_code == 0, result.output
+    assert "5 proofs per block, as asked" in result.output and "host(s) of 16 cores" in result.output
+
+
 def test_a_listed_rate_grid_runs_exactly_those_rates(tmp_path: Path) -> None:
     fake = FakeNetwork()
     result = sweep(fake, "--profile", "capacity", "--nodes", "40,80", "--rates", "50,80,120", "--output", str(tmp_path))

@@ -276,16 +276,17 @@ def plan_deployment(model: CostModel, nodes: int, rate_per_s: float, cores_per_h
     return DeploymentPlan(nodes=nodes, rate_per_s=rate_per_s, cores_per_host=cores_per_host, proofs_per_block=batch, utilisation_ceiling=utilisation,
                           cpu_ms_per_proof=cpu, cores_needed=cores, hosts=math.ceil(cores.value / cores_per_host),
                           hosts_high=math.ceil(cores.high / cores_per_host), extrapolation=nodes / model.largest_measured_nodes,
-                          trusted_up_to_nodes=trusted, trustworthy=nodes <= trusted, assumptions=assumptions(model, batch, utilisation))  # fmt: skip
+                          trusted_up_to_nodes=trusted, trustworthy=nodes <= trusted,
+                          assumptions=assumptions(model, batch, utilisation, batch_given=proofs_per_block is not None))  # fmt: skip
 
 
-def assumptions(model: CostModel, batch: float, utilisation: float) -> list[str]:
+def assumptions(model: CostModel, batch: float, utilisation: float, batch_given: bool = False) -> list[str]:
     """What every prediction of this model takes for granted, in words for the page and the terminal."""
     growth = "every validator receives ~2N votes per block (PBFT)" if model.growth is VoteGrowth.QUADRATIC else "votes grow linearly with N"
     return [
         "CPU-bound: node CPU is the only limit (memory, disk and sockets are not modelled)",
         "one host's CPU: cores on several hosts add network cost beyond loopback, which is not modelled",
-        f"{batch:g} proofs per block, as profiled; {growth}",
+        f"{batch:g} proofs per block, {'as asked' if batch_given else 'the median of the fitted runs'}; {growth}",
         f"cores kept at most {utilisation:.0%} busy",
         f"CPU speed of the host measured (fitted on N = {', '.join(str(n) for n in model.fitted_sizes)})",
         *model.notes,

@@ -109,12 +109,13 @@ def make_sweep_command(runner_factory: RunnerFactory) -> click.Command:
     @click.option(
         "--plan", "plans", default="", callback=_plans, help="Planner questions, N@R comma-separated: 1000@10 (validators @ proofs/s)."
     )
+    @click.option("--plan-batch", type=float, help="Planner: proofs per block to assume (default: the median of the fitted runs).")
     @click.option("--cores-per-host", type=int, help="Planner: cores of a host (default: the cores this process may use).")
     @click.option("--output", required=True, type=click.Path(path_type=Path), help="Sweep directory: sweep.json, sweep.html, runs/.")
     def sweep_command(profile_name: str, sizes: list[int], rates: list[float], target_rate: float | None, repeats: int,
                       min_sustained: int | None, tolerance: float, probe_rate: float, duration_s: float | None, seed: int | None,
                       max_minutes: float | None, max_runs: int | None, resume: bool, votes: str, fit_max_nodes: int | None,
-                      plans: list[tuple[int, float]], cores_per_host: int | None, output: Path) -> None:  # fmt: skip
+                      plans: list[tuple[int, float]], plan_batch: float | None, cores_per_host: int | None, output: Path) -> None:  # fmt: skip
         """Find the highest rate each size sustains within the profile's service level, and the largest size for a rate."""
         _positive(target_rate, "--target-rate")
         _positive(duration_s, "--duration")
@@ -122,11 +123,12 @@ def make_sweep_command(runner_factory: RunnerFactory) -> click.Command:
         _positive(max_runs, "--max-runs")
         _positive(fit_max_nodes, "--fit-max-nodes")
         _positive(cores_per_host, "--cores-per-host")
+        _positive(plan_batch, "--plan-batch")
         profile = _profile(profile_name, duration_s, sizes)
         settings = RunSettings(profile=profile_name, duration_s=duration_s, seed=seed)
         plan = _search_plan(sizes=sizes, rates=rates, target_rate_per_s=target_rate, repeats=repeats, min_sustained_repeats=min_sustained,
                             tolerance=tolerance, probe_rate_per_s=probe_rate, run_settings=settings.describe())  # fmt: skip
-        cores = cores_per_host or _host_cores()
+        after = Afterwards(cores=cores_per_host or _host_cores(), fit_max_nodes=fit_max_nodes, questions=plans, batch=plan_batch)
         budget = Budget(max_minutes=max_minutes, max_runs=max_runs)
         runner = AnnouncingRunner(runner_factory(settings, output, click.echo))
         click.echo(f"popbench sweep: profile {profile.name}, N = {', '.join(map(str, sizes))}, "
@@ -139,23 +141,33 @@ def make_sweep_command(runner_factory: RunnerFactory) -> click.Command:
             if not (output / SWEEP_FILE).exists():
                 raise SystemExit(EXIT_INTERRUPTED) from None
             sweep = load_sweep(output / SWEEP_FILE)
-            _conclude(output, sweep, cores, plans, fit_max_nodes)
+            _conclude(output, sweep, after)
             click.echo(f"\ninterrupted: {len(sweep.records())} runs kept in {output / SWEEP_FILE}; continue with --resume", err=True)
             raise SystemExit(EXIT_INTERRUPTED) from None
         finally:
             signal.signal(signal.SIGTERM, signal.SIG_DFL if previous is None else previous)
-        _conclude(output, sweep, cores, plans, fit_max_nodes)
+        _conclude(output, sweep, after)
 
     return sweep_command
 
 
-def _conclude(output: Path, sweep: Sweep, cores: int, questions: list[tuple[int, float]], fit_max_nodes: int | None) -> None:
+@dataclass(frozen=True)
+class Afterwards:
+    """What the command does with a sweep once its search ended: validate the model, answer the planner."""
+
+    cores: int  # this host's, or --cores-per-host
+    fit_max_nodes: int | None
+    questions: list[tuple[int, float]]  # --plan: (validators, proofs/s)
+    batch: float | None  # --plan-batch
+
+
+def _conclude(output: Path, sweep: Sweep, after: Afterwards) -> None:
     """Validation and planner answers, the tables on the terminal, and sweep.html."""
-    validation = _validation(sweep, cores, fit_max_nodes)
-    plans = _plans_for(sweep, questions, cores)
+    validation = _validation(sweep, after.cores, after.fit_max_nodes)
+    plans = _plans_for(sweep, after)
     click.echo("\n" + points_table(sweep))
     click.echo("\n" + terminal_report(sweep, plans, validation))
-    page = write_page(output, sweep, cores, plans, validation)
+    page = write_page(output, sweep, after.cores, plans, validation)
     click.echo(f"\nsweep: {output / SWEEP_FILE}  page: {page}")
 
 
@@ -178,13 +190,13 @@ def _validation(sweep: Sweep, cores: int, fit_max_nodes: int | None) -> Validati
         return None
 
 
-def _plans_for(sweep: Sweep, questions: list[tuple[int, float]], cores: int) -> list[DeploymentPlan]:
+def _plans_for(sweep: Sweep, after: Afterwards) -> list[DeploymentPlan]:
     model = sweep.model
     if model is None:
-        if questions:
+        if after.questions:
             click.echo("planner: no answer: the cost model could not be fitted (too few sustained runs with CPU counters)", err=True)
         return []
-    return [plan_deployment(model, nodes, rate, cores) for nodes, rate in questions]
+    return [plan_deployment(model, nodes, rate, after.cores, proofs_per_block=after.batch) for nodes, rate in after.questions]
 
 
 def _terminated(signum: int, frame: FrameType | None) -> None:
