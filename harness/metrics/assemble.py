@@ -144,7 +144,8 @@ def _node_span_s(data: RunData) -> float:
 def _throughput(data: RunData, records: list[ProofRecord], steady: tp.SteadyWindow | None) -> Throughput | None:
     if steady is None or not data.records_paths:
         return None
-    return tp.throughput(records, steady, _ceiling(data), _expected_commit_delay_ms(data))
+    late_limit_ms = tp.generator_late_limit_ms(data.profile.slo.latency_ms)
+    return tp.throughput(records, steady, _ceiling(data), _expected_commit_delay_ms(data), late_limit_ms)
 
 
 def _ceiling(data: RunData) -> float:
