@@ -104,6 +104,14 @@ def test_a_fake_sweep_writes_its_files_tables_validation_and_plan(tmp_path: Path
     assert "largest size sustaining 50 proofs/s: N = 64" in out
 
 
+def test_a_finished_sweep_answers_new_questions_on_resume_without_running_anything(tmp_path: Path) -> None:
+    assert sweep(FakeNetwork(), *FAKE_ARGS, "--output", str(tmp_path)).exit_code == 0
+    again = FakeNetwork()
+    result = sweep(again, *FAKE_ARGS[:-2], "--plan", "500@20", "--fit-max-nodes", "8", "--resume", "--output", str(tmp_path))
+    assert result.exit_code == 0, result.output
+    assert again.calls == [] and "500 validators at 20 proofs/s" in result.output and "fitted on N <= 8" in result.output
+
+
 def test_the_planner_answers_at_the_batch_asked_for(tmp_path: Path) -> None:
     result = sweep(FakeNetwork(), *FAKE_ARGS, "--plan-batch", "5", "--cores-per-host", "16", "--output", str(tmp_path))
     assert result.exit_code == 0, result.output
