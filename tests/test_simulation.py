@@ -5,7 +5,7 @@ The default run is a few thousand schedules in about a minute. Longer exploratio
     POPBENCH_SIM_SCHEDULES=100000 .venv/bin/python -m pytest tests/test_simulation.py -m simulation -q
     POPBENCH_SIM_SEED_BASE=5000000 POPBENCH_SIM_SCHEDULES=20000 ...   # another range of seeds
 
-``POPBENCH_SIM_SCHEDULES`` is the number of schedules per family (honest, byzantine, ledger) and
+``POPBENCH_SIM_SCHEDULES`` is the number of schedules per family (honest, byzantine, ledger, node-faults) and
 ``POPBENCH_SIM_SEED_BASE`` the first seed. A failing schedule names its seed and the command that
 replays it alone with its trace:
 
@@ -41,7 +41,7 @@ from tests.sim.scheduler import NS_PER_MS, ScriptedAdversary
 
 pytestmark = [pytest.mark.simulation, pytest.mark.timeout(1800)]
 
-SCHEDULES = {"honest": 700, "byzantine": 1500, "ledger": 300}  # per family, by default: ~1 minute in all
+SCHEDULES = {"honest": 700, "byzantine": 1500, "ledger": 300, "node-faults": 300}  # per family: ~1 minute in all
 SEED_BASE = int(os.environ.get("POPBENCH_SIM_SEED_BASE", "0"))
 FAILURES_LISTED = 20
 
@@ -78,6 +78,11 @@ def test_schedules_with_byzantine_replicas_keep_agreement_validity_and_liveness(
 
 def test_schedules_with_a_leader_that_lists_an_item_twice_commit_only_valid_blocks() -> None:
     explore("ledger")
+
+
+@pytest.mark.xfail(strict=True, reason="sim_findings.md finding 7: invalid-proofs leader crashes on a transfer in its mempool")
+def test_schedules_with_the_node_faults_a_profile_can_select_keep_agreement_validity_and_liveness() -> None:
+    explore("node-faults")
 
 
 @pytest.mark.skipif("POPBENCH_SIM_SEED" not in os.environ, reason="set POPBENCH_SIM_SEED (and POPBENCH_SIM_FAMILY) to replay one schedule")

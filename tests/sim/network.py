@@ -227,10 +227,20 @@ class NodeClock:
         return self.network.start_timer(self.node_id, delay_s, callback)
 
 
+class Peers:
+    """What popbench.pop.byzantine's equivocating leader asks of a node's peer table: its validator links."""
+
+    def __init__(self, host: SimHost) -> None:
+        self.host = host
+
+    def validator_links(self) -> list[PeerLink]:
+        return [PeerLink(self.host, peer) for peer in sorted(self.host.genesis.public_keys) if peer != self.host.node_id]
+
+
 class SimHost:
     """One validator: implements ``PbftHost`` with a real engine, ledger, mempool, admission and catch-up."""
 
-    def __init__(self, network: SimNetwork, key: crypto.SigningKey, node_id: int) -> None:
+    def __init__(self, network: SimNetwork, key: crypto.SigningKey, node_id: int, engine: type[PbftEngine] = PbftEngine) -> None:
         self.network = network
         self.genesis = network.genesis
         self.key = key
@@ -240,8 +250,9 @@ class SimHost:
         self.ledger = Ledger(self.genesis, self.store)
         self.mempool = Mempool(self.genesis.params.mempool_limit)
         self.admission = Admission(self.ledger, self.mempool, self.counters, self.broadcast)
-        self.engine = PbftEngine(self, NodeClock(network, node_id))
+        self.engine = engine(self, NodeClock(network, node_id))
         self.catchup = CatchUp(self)
+        self.peers = Peers(self)
 
     def link_established(self, peer: int) -> None:
         """As popbench.pop.node on a new validator link: ask the peer whether this node is behind."""

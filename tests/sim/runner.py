@@ -20,9 +20,11 @@ from functools import cache
 
 from popbench import crypto
 from popbench.genesis import ChainParams, Genesis, make_genesis
+from popbench.kinds import ByzantineBehaviour, values
 from popbench.model.hashing import address_of
 from popbench.model.proof import Proof
 from popbench.model.transfer import Transfer
+from popbench.pop.byzantine import ENGINES
 from popbench.wire import ItemKind
 from tests.sim.byzantine import CONSENSUS_BEHAVIOURS, LEDGER_BEHAVIOURS, ByzantineHost
 from tests.sim.invariants import Checker, InvariantViolation
@@ -35,7 +37,8 @@ LIVENESS_BOUND_S = 40.0  # virtual seconds after stabilisation for every honest 
 MAX_STEPS = 200_000  # events per schedule; more means something loops
 LOAD_INTERVAL_NS = NS_PER_S // 10  # once stable, clients submit an item this often (a steady benchmark load)
 MAX_CHAOS_ITEMS = 14
-FAMILIES = ("honest", "byzantine", "ledger")
+FAMILIES = ("honest", "byzantine", "ledger", "node-faults")
+NODE_FAULT = "node:"  # a Byzantine node running one of the engines a real run's profile can select
 PACKAGE_P = 0.5  # chance that a Byzantine node gets one of the packages below rather than a random mix
 PACKAGES = (
     ("amnesia", "bad-signature-votes"),  # poisons honest locks, then votes for a conflicting block
@@ -71,13 +74,16 @@ class Schedule:
 
 
 def draw_schedule(rng: random.Random, seed: int, family: str) -> Schedule:
-    """The schedule of ``seed`` in ``family``: honest (network faults only), byzantine, or ledger."""
+    """The schedule of ``seed`` in ``family``: honest (network faults only), byzantine (tests/sim/byzantine.py),
+    ledger (a leader listing an item twice) or node-faults (the engines of popbench.pop.byzantine)."""
     if family not in FAMILIES:
         raise ValueError(f"unknown family {family!r}; known: {', '.join(FAMILIES)}")
     n = 4 if rng.random() < 0.75 else rng.randint(5, 7)
     f = (n - 1) // 3
     faulty = 0 if family == "honest" else rng.randint(1, f)
     menu = sorted(LEDGER_BEHAVIOURS if family == "ledger" else CONSENSUS_BEHAVIOURS)
+    if family == "node-faults":
+        menu = [NODE_FAULT + kind for kind in values(ByzantineBehaviour)]
     byzantine = {node: _draw_behaviours(rng, menu, family) for node in sorted(rng.sample(range(n), faulty))}
     stable_at_ns = rng.randint(NS_PER_S // 2, 5 * NS_PER_S)
     return Schedule(seed, family, n, byzantine, Chaos.draw(rng, n, stable_at_ns), rng.randint(4, MAX_CHAOS_ITEMS))
@@ -87,6 +93,8 @@ def _draw_behaviours(rng: random.Random, menu: list[str], family: str) -> tuple[
     """One to three behaviours; in the byzantine family often a known-potent package (Jepsen's nemesis packages)."""
     if family == "byzantine" and rng.random() < PACKAGE_P:
         return rng.choice(PACKAGES)
+    if family == "node-faults":
+        return (rng.choice(menu),)
     return tuple(sorted(rng.sample(menu, rng.randint(1, min(3, len(menu))))))
 
 
@@ -132,8 +140,16 @@ class World:
         self.rng = rng
         for node in range(genesis.n):
             kinds = byzantine.get(node)
-            host = SimHost(self.network, keys[node], node) if kinds is None else ByzantineHost(self.network, keys[node], node, kinds, rng)
+            host = self._host(keys[node], node, kinds)
             self.network.add_host(host)
+
+    def _host(self, key: crypto.SigningKey, node: int, kinds: tuple[str, ...] | None) -> SimHost:
+        """An honest host, a node fault from popbench.pop.byzantine (``node:<kind>``), or tests/sim/byzantine.py's."""
+        if kinds is None:
+            return SimHost(self.network, key, node)
+        if kinds and kinds[0].startswith(NODE_FAULT):
+            return SimHost(self.network, key, node, ENGINES[ByzantineBehaviour(kinds[0].removeprefix(NODE_FAULT))])
+        return ByzantineHost(self.network, key, node, kinds, self.rng)
 
     @property
     def hosts(self) -> list[SimHost]:
