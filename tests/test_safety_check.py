@@ -8,13 +8,13 @@ from pathlib import Path
 
 import pytest
 
-from harness.metrics.pow_chains import read_chains
-from harness.metrics.safety import SafetyCheck, check_pow_safety, check_safety
+from harness.run.pow_chains import read_chains
+from harness.run.safety import SafetyCheck, check_pow_safety, check_safety
 from popbench import crypto
 from popbench.genesis import make_genesis
 from popbench.model.block import Block
 from popbench.pop.ledger import CommittedBlock
-from popbench.pow.node import CONFIRMATIONS
+from popbench.pow.rules import CONFIRMATIONS
 from popbench.store import Store, node_database
 from tests.chain_builder import NodeChain, PowNodeChain, certify, pow_params, proof_item
 

@@ -35,7 +35,7 @@ from harness.metrics.results import (
     UssSummary,
     Work,
 )
-from harness.metrics.safety import SafetyCheck
+from harness.run.safety import SafetyCheck
 from harness.metrics.service import find_stalls, pending_since
 from harness.metrics.throughput import SteadyWindow
 from harness.procs.supervisor import Crash

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from harness.load import workload
-from harness.metrics.stats import percentile
+from harness.stats import percentile
 from harness.load.records import NO_ANSWER, ProofRecord, write_records
 from popbench.client import NodeClient
 from popbench.errors import ClientError

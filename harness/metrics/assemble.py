@@ -19,7 +19,7 @@ from harness.metrics.results import Metrics, Mining, PowMining, Service, Through
 from harness.metrics.service import POW_STALL_INTERVALS, ServiceInputs, planned_down_spans, service
 from harness.metrics.timeline import Timeline, build_timeline
 from harness.run.phases import RunData
-from popbench.pow.node import CONFIRMATIONS as POW_CONFIRMATIONS
+from popbench.pow.rules import CONFIRMATIONS as POW_CONFIRMATIONS
 from popbench.wire.status import AnyStatus
 
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 from typing import Any
 
 from harness.metrics.results import PopMining
-from harness.metrics.stats import percentile
+from harness.stats import percentile
 
 
 def pop_mining(summaries: list[dict[str, Any]], hashes_per_s_per_core: float, cores_for_miners: int) -> PopMining:

@@ -13,7 +13,7 @@ from enum import StrEnum
 
 import msgspec
 
-from harness.metrics.safety import SafetyCheck
+from harness.run.safety import SafetyCheck
 from harness.procs.supervisor import Crash
 
 

@@ -16,7 +16,7 @@ from pathlib import Path
 from harness.load.records import NO_ANSWER, ProofRecord, read_records
 from harness.load.workload import Expect
 from harness.metrics.results import GeneratorLateness, InvalidProofs, LatencySummary, Throughput
-from harness.metrics.stats import percentile
+from harness.stats import percentile
 from popbench.wire import RejectReason
 
 GENERATOR_LATE_MIN_MS = 50.0  # the generator fell behind: p99 send lateness above this ...

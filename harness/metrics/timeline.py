@@ -23,7 +23,7 @@ import msgspec
 from harness.load.records import NO_ANSWER, ProofRecord
 from harness.load.workload import Expect
 from harness.metrics.results import Record
-from harness.metrics.stats import percentile
+from harness.stats import percentile
 from harness.observe.collect import Sample
 from popbench.errors import HarnessError
 from popbench.wire import RejectReason

@@ -8,7 +8,7 @@
 - the latency CDF of the valid items due in the steady window, from the drivers' raw records
   (harness/load/records.py): an item that never committed is a miss, so the curve stops short of 1;
 - for a proof-of-work run, each block's time to reach 50 %, 90 % and 100 % of the nodes and the forks
-  per height, read back from the nodes' databases (harness/metrics/pow_chains.py).
+  per height, read back from the nodes' databases (harness/run/pow_chains.py).
 
 Times are seconds after the load window started: the timeline's origin, or, for a run without a
 timeline, the earliest due time of any item (the first item of an open-loop plan is due at the start).
@@ -24,7 +24,7 @@ from pathlib import Path
 from harness.load.records import ProofRecord, read_records
 from harness.load.workload import Expect
 from harness.metrics.pow import block_timelines
-from harness.metrics.pow_chains import StoredChain, read_chains
+from harness.run.pow_chains import StoredChain, read_chains
 from harness.metrics.timeline import Timeline, load_timeline
 from harness.report.schema import Report
 from popbench.errors import HarnessError, StorageError
@@ -189,7 +189,7 @@ def _second(at_ns: int, origin_ns: int) -> int:
 
 
 def _rank(ordered: list[float], share: float) -> float | None:
-    """Nearest-rank percentile (harness/metrics/stats.py uses the same rule)."""
+    """Nearest-rank percentile (harness/stats.py uses the same rule)."""
     if not ordered:
         return None
     return ordered[max(1, math.ceil(share * len(ordered))) - 1]

@@ -32,8 +32,8 @@ from harness.load.drivers import DriverSpec
 from harness.load.miners import MINER_PAYLOAD_BYTES, MinerSpec
 from harness.profile import Profile
 from harness.observe.progress import StatusLine, StepProgress
-from harness.metrics.pow_chains import StoredChain, read_chains
-from harness.metrics.safety import SafetyCheck, check_pow_safety, check_safety
+from harness.run.pow_chains import StoredChain, read_chains
+from harness.run.safety import SafetyCheck, check_pow_safety, check_safety
 from harness.procs.supervisor import Crash, Supervisor
 from harness.procs.targets import GO_SIGNAL, driver_target, miner_target, node_target, send_go
 from popbench.errors import HarnessError, NodeStartError

@@ -26,7 +26,7 @@ from popbench.pow.chain import BlockTree, Reorg, transfers_to_return
 from popbench.pow.miner import Miner
 from popbench.pow.pool import TransferPool
 from popbench.pow.relay import BlockRelay
-from popbench.pow.rules import InvalidBlock
+from popbench.pow.rules import CONFIRMATIONS, InvalidBlock
 from popbench.pow.status import pow_node_status
 from popbench.wire import (
     TOPIC_BLOCKS,
@@ -54,7 +54,6 @@ from popbench.wire import (
 from popbench.wire import PowBlock as PowBlockMessage
 from popbench.wire.status import PowStatus
 
-CONFIRMATIONS = 6  # a block this deep under the tip counts as committed (COMMITTED, counters)
 
 
 class PowNode(NodeBase):

@@ -15,6 +15,7 @@ from popbench.model.transfer import Transfer
 from popbench.pow.block import PowBlock
 
 MAX_FUTURE_DRIFT_MS = 15_000  # all nodes share one host clock here; bitcoin allows two hours
+CONFIRMATIONS = 6  # a block this deep under the tip is committed: COMMITTED, the safety check, the harness
 
 TransferCheck = Callable[[Transfer], None]  # raises InvalidProof
 

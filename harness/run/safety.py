@@ -21,13 +21,13 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from harness.metrics.pow_chains import StoredChain, read_chain
+from harness.run.pow_chains import StoredChain, read_chain
 from popbench.errors import ConsensusError, ProtocolError, StorageError
 from popbench.genesis import Genesis
 from popbench.model.block import CommitCertificate
 from popbench.pop.ledger import GENESIS_HASH, CommittedBlock
 from popbench.pow.block import genesis_block
-from popbench.pow.node import CONFIRMATIONS
+from popbench.pow.rules import CONFIRMATIONS
 from popbench.store import Store, node_database
 
 MAX_CONFLICTS_LISTED = 10
@@ -168,7 +168,7 @@ def _pbft_block_fault(height: int, stored_hash: bytes, raw: bytes, below: tuple[
 def check_pow_safety(data_dir: Path, nodes: int, genesis: Genesis, chains: Mapping[int, StoredChain]) -> SafetyCheck:
     """PoW: each node's main chain links to genesis, and agrees with every other at the heights both buried.
 
-    ``chains`` are the chains :func:`harness.metrics.pow_chains.read_chains` could read; a node missing
+    ``chains`` are the chains :func:`harness.run.pow_chains.read_chains` could read; a node missing
     from it is a failure, with the reason read again from its database.
     """
     census = _Census()

@@ -50,7 +50,7 @@ def read_chain(path: Path) -> StoredChain:
 
 def read_chains(data_dir: Path, nodes: int) -> dict[NodeId, StoredChain]:
     """Every node's chain that can be read; a missing or unreadable database is left out, and the safety
-    check (harness/metrics/safety.py) reports it as a failure."""
+    check (harness/run/safety.py) reports it as a failure."""
     chains = {}
     for node_id in range(nodes):
         path = node_database(data_dir, node_id)
