@@ -30,12 +30,12 @@ import uvloop
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # tests.cluster lives at the repo root
 
-from pbft_load import CommitTracker, SignedProof, Submitter, presign_proofs  # noqa: E402
+from pbft_load import CommitTracker, SignedProof, Submitter, presign_proofs
 
-from popbench import crypto  # noqa: E402
-from popbench.genesis import ChainParams  # noqa: E402
-from popbench.wire import TOPIC_COMMITS  # noqa: E402
-from tests.cluster import LocalCluster  # noqa: E402
+from popbench import crypto
+from popbench.genesis import ChainParams
+from popbench.wire import TOPIC_COMMITS
+from tests.cluster import LocalCluster
 
 REFERENCE_CEILING_PER_S = 6300.0  # the verify-bound ceiling for 4 validators on this machine
 VERIFY_SAMPLES = 64
@@ -211,8 +211,9 @@ def parse_settings() -> Settings:
     parser.add_argument("--warmup", type=float, default=3.0, help="load before the window, seconds")
     parser.add_argument("--validators", type=int, default=4)
     parser.add_argument("--clients", type=int, default=4, help="client connections, spread over the validators")
-    parser.add_argument("--in-flight", type=int, default=16 * ChainParams().batch_size,
-                        help="uncommitted proofs kept in flight over all clients")
+    parser.add_argument(
+        "--in-flight", type=int, default=16 * ChainParams().batch_size, help="uncommitted proofs kept in flight over all clients"
+    )
     parser.add_argument("--proofs", type=int, help=f"pre-signed proofs (default: {HEADROOM_PER_S}/s of run)")
     parser.add_argument("--fast", action="store_true", help="a short run: 8 s window after 2 s warm-up")
     args = parser.parse_args()

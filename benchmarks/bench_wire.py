@@ -50,9 +50,7 @@ def forward_options(cmd: list[str], args: argparse.Namespace) -> None:
 
 
 def make_runner() -> pyperf.Runner:
-    runner = pyperf.Runner(
-        processes=PROCESSES, values=VALUES_PER_PROCESS, min_time=MIN_TIME_S, add_cmdline_args=forward_options
-    )
+    runner = pyperf.Runner(processes=PROCESSES, values=VALUES_PER_PROCESS, min_time=MIN_TIME_S, add_cmdline_args=forward_options)
     runner.argparser.add_argument("--split", action="store_true", help="also time body and frame steps apart")
     runner.metadata["description"] = "popbench wire codec: encode + decode of one frame per message type"
     return runner

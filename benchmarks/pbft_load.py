@@ -42,7 +42,7 @@ def presign_proofs(chain_id: bytes, work_bits: int, count: int) -> list[SignedPr
     tasks = [(chain_id, work_bits, start, min(CHUNK_PROOFS, count - start)) for start in range(0, count, CHUNK_PROOFS)]
     pool = ProcessPoolExecutor(max_workers=os.cpu_count() or 1)
     try:
-        chunks = list(pool.map(_sign_chunk, *zip(*tasks)))
+        chunks = list(pool.map(_sign_chunk, *zip(*tasks, strict=True)))
     finally:
         pool.shutdown(wait=True, cancel_futures=True)  # on Ctrl-C, drop the chunks not yet started
     return [proof for chunk in chunks for proof in chunk]

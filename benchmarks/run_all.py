@@ -53,7 +53,7 @@ def uses_pyperf_runner(script: Path) -> bool:
 
 def command_for(script: Path, json_path: Path | None) -> list[str]:
     command = [sys.executable, str(script), "--fast"]
-    return command + ["-o", str(json_path)] if json_path else command
+    return [*command, "-o", str(json_path)] if json_path else command
 
 
 def run_one(script: Path, run_dir: Path, timeout_s: float) -> Outcome:

@@ -10,8 +10,8 @@ import dataclasses
 import difflib
 import tomllib
 from dataclasses import dataclass, field
-from pathlib import Path
 from enum import StrEnum
+from pathlib import Path
 from typing import Any, get_type_hints
 
 from harness.kinds import FaultKind, InvalidKind, LoadShape, Topology, WorkloadMode
@@ -218,7 +218,9 @@ def validate(profile: Profile) -> None:
     if not 0.0 <= load.invalid_fraction <= 1.0:
         raise ConfigError(f"must be between 0 and 1, got {load.invalid_fraction}", key="workload.invalid_fraction", source=src)
     if load.mode == "closed" and load.rate <= 0:
-        raise ConfigError("closed loop needs a rate > 0: it sizes the pool of pre-signed proofs (rate x duration)", key="workload.rate", source=src)
+        raise ConfigError(
+            "closed loop needs a rate > 0: it sizes the pool of pre-signed proofs (rate x duration)", key="workload.rate", source=src
+        )
     if run.warmup_s + run.cooldown_s >= run.duration_s:
         raise ConfigError("warm-up plus cool-down must leave a steady window inside the duration", key="run.warmup_s", source=src)
     if net.consensus == "pbft" and net.topology == "k-regular":

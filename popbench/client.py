@@ -77,7 +77,7 @@ class NodeClient:
         try:
             _, conn = await asyncio.wait_for(loop.create_connection(lambda: Connection(client, outbound=True), host, port), timeout_s)
             await asyncio.wait_for(conn.established, timeout_s)
-        except (OSError, ConnectionError, asyncio.TimeoutError) as err:
+        except (TimeoutError, OSError, ConnectionError) as err:
             raise ClientError(f"cannot connect to node at {host}:{port}: {err or type(err).__name__}") from err
         client.conn = conn
         return client
@@ -118,7 +118,7 @@ class NodeClient:
         self.send(message)
         try:
             return await asyncio.wait_for(future, timeout_s)
-        except asyncio.TimeoutError as err:
+        except TimeoutError as err:
             raise ClientError(f"no {answer_type.__name__} within {timeout_s} s") from err
 
     async def status(self, timeout_s: float = REQUEST_TIMEOUT_S) -> AnyStatus:

@@ -44,4 +44,3 @@ class NodeConfig:
         if mine is None or theirs is None:
             return 0.0
         return self.latency_ms.get(mine, {}).get(theirs, 0.0) / 1000
-

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from popbench.errors import ConfigError
 from popbench.kinds import ConsensusKind, values
-from popbench.pop.node import Node
 from popbench.node_config import NodeConfig, Reporter
+from popbench.pop.node import Node
 from popbench.pow.node import PowNode
 
 AnyNode = Node | PowNode

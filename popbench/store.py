@@ -71,7 +71,7 @@ class Store:
         """Install a verified snapshot: the state at ``height`` and the block that certifies it."""
         with self._transaction():
             for table in ("blocks", "accounts", "items"):
-                self._db.execute(f"DELETE FROM {table}")  # noqa: S608 (fixed table names)
+                self._db.execute(f"DELETE FROM {table}")
             self._db.execute("INSERT INTO blocks VALUES (?, ?, ?, ?, ?)", (height, block_hash, 0, committed, state_root))
             self._upsert_accounts(accounts)
 

@@ -22,8 +22,8 @@ from popbench.wire import (
     HEADER,
     Disconnect,
     DisconnectReason,
-    FramedProtocol,
     FrameDecoder,
+    FramedProtocol,
     Gossip,
     Hello,
     ItemKind,
@@ -164,7 +164,7 @@ def test_frames_sent_one_by_one_arrive_in_order(loop_name: str) -> None:
         client = await server.connect()
         for index, message in enumerate(pings(20)):
             client.send(message)
-            await wait_until(lambda: len(client.messages) > index)  # the echo: a round trip per frame
+            await wait_until(lambda index=index: len(client.messages) > index)  # the echo: a round trip per frame
         client.close()
         return server.connections[0].messages, client.messages
 

@@ -198,7 +198,7 @@ def test_rewriting_an_open_keys_file_makes_it_private(tmp_path: Path) -> None:
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
 
 
-@pytest.mark.parametrize("content", ['[]', '{"a": "00"}', '{"0": "zz"}', '{"0": "0011"}'], ids=["list", "id", "hex", "size"])
+@pytest.mark.parametrize("content", ["[]", '{"a": "00"}', '{"0": "zz"}', '{"0": "0011"}'], ids=["list", "id", "hex", "size"])
 def test_a_bad_keys_file_is_a_config_error(tmp_path: Path, content: str) -> None:
     path = tmp_path / "keys.json"
     path.write_text(content)

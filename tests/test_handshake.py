@@ -235,4 +235,3 @@ def test_handshake_signatures_bind_the_chain_and_the_signer() -> None:
     assert not handshake.ack_is_valid(signature, bytes(32), b"x" * 32, PEER_KEY.public_key)
     assert not handshake.ack_is_valid(signature, CHAIN, b"y" * 32, PEER_KEY.public_key)
     assert not handshake.ack_is_valid(signature, CHAIN, b"x" * 32, SERVER_KEY.public_key)
-

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from popbench.pop import sync
 from popbench.errors import SyncError
 from popbench.model.block import CommitCertificate
+from popbench.pop import sync
 from popbench.pop.ledger import CommittedBlock
 from popbench.wire.status import AnyStatus
 from tests.cluster import POPBENCH, LocalCluster, _listening_socket
@@ -104,7 +104,7 @@ def test_a_tampered_snapshot_or_certificate_is_refused(network: LocalCluster) ->
     with pytest.raises(SyncError, match="state root"):
         sync.verify_snapshot(genesis, height, bytes(tampered), raw)
     record = CommittedBlock.decode(raw)
-    voter, signature = record.certificate.votes[0]
-    record.certificate = CommitCertificate(record.certificate.view, [(voter, bytes(64))] + record.certificate.votes[1:])
+    voter, _signature = record.certificate.votes[0]
+    record.certificate = CommitCertificate(record.certificate.view, [(voter, bytes(64)), *record.certificate.votes[1:]])
     with pytest.raises(SyncError, match="not certified"):
         sync.verify_snapshot(genesis, height, data, record.encode())

@@ -32,7 +32,7 @@ def leaves(count: int) -> list[bytes]:
 
 def genesis_state() -> State:
     balances = {address_of(ALICE.public_key): START_BALANCE, address_of(BOB.public_key): START_BALANCE}
-    return State.from_genesis(balances, {address: 5000 for address in VALIDATORS})
+    return State.from_genesis(balances, dict.fromkeys(VALIDATORS, 5000))
 
 
 def pay(key: crypto.SigningKey, recipient: bytes, amount: int, fee: int = 1, nonce: int = 0,

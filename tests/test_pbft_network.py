@@ -100,7 +100,9 @@ def test_a_killed_validator_restarts_from_disk_and_catches_up(cluster_factory) -
         await cluster.wait_until(all_committed(200, [0, 1, 2]), TIMEOUT_S, [0, 1, 2], "commits continue without node 3")
         before = (await cluster.statuses([0]))[0]
         cluster.start(3)
-        await cluster.wait_until(lambda s: s[3] is not None and before is not None and s[3].height >= before.height, TIMEOUT_S, [3], "node 3 caught up")
+        await cluster.wait_until(
+            lambda s: s[3] is not None and before is not None and s[3].height >= before.height, TIMEOUT_S, [3], "node 3 caught up"
+        )
         client.close()
 
     asyncio.run(scenario())

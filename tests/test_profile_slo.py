@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from harness.profile import list_profiles, load_profile, profile_from_dict
@@ -11,7 +13,7 @@ from popbench.errors import ConfigError
 @pytest.mark.parametrize("name", [name for name, _ in list_profiles()])
 def test_every_shipped_profile_declares_its_service_level(name: str) -> None:
     profile = load_profile(name)
-    assert "[slo]" in open(profile.source).read(), f"{name} relies on the default service level"
+    assert "[slo]" in Path(profile.source).read_text(), f"{name} relies on the default service level"
 
 
 @pytest.mark.parametrize(
@@ -30,5 +32,5 @@ def test_a_bad_service_level_is_refused_with_its_key(key: str, value: float, mes
 
 
 def test_an_unknown_service_level_key_is_refused_by_name() -> None:
-    with pytest.raises(ConfigError, match="slo.latency_p99"):
+    with pytest.raises(ConfigError, match=r"slo\.latency_p99"):
         profile_from_dict({"slo": {"latency_p99": 100}}, "test.toml")

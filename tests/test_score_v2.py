@@ -35,13 +35,13 @@ from harness.metrics.results import (
     UssSummary,
     Work,
 )
-from harness.run.safety import SafetyCheck
 from harness.metrics.service import find_stalls, pending_since
 from harness.metrics.throughput import SteadyWindow
 from harness.procs.supervisor import Crash
 from harness.profile import Fault, Profile, load_profile
 from harness.report.schema import Grade, GradeReason, InvalidReason, Score
 from harness.report.score import GRADE_CAP, SCORE_VERSION, ExitStatus, RunOutcome, exit_status, linear, score
+from harness.run.safety import SafetyCheck
 
 L_MS = 1000.0  # the smoke profile's slo.latency_ms
 

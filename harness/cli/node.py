@@ -17,10 +17,10 @@ from popbench import crypto
 from popbench.client import NodeClient
 from popbench.errors import ConfigError
 from popbench.genesis import load_genesis, load_keys
-from popbench.node_config import NodeConfig
 from popbench.kinds import ByzantineBehaviour, ConsensusKind, values
-from popbench.runner import run_node_forever
+from popbench.node_config import NodeConfig
 from popbench.pop.sync import join
+from popbench.runner import run_node_forever
 from popbench.wire import Role
 from popbench.wire.status import AnyStatus, PowStatus, status_to_json_object
 
@@ -115,7 +115,9 @@ def register(group: click.Group) -> None:
 @click.option("--peer", "peers", multiple=True, help="HOST:PORT of a peer to dial (repeatable).")
 @click.option("--keys", type=click.Path(exists=True, dir_okay=False), help="Keys file (default: beside the genesis).")
 @click.option("--config", "config_file", type=click.Path(exists=True, dir_okay=False), help="JSON file with the same options.")
-@click.option("--byzantine", type=click.Choice(values(ByzantineBehaviour)), help="Fault to inject (docs/profiles.md: leader and voter faults).")
+@click.option(
+    "--byzantine", type=click.Choice(values(ByzantineBehaviour)), help="Fault to inject (docs/profiles.md: leader and voter faults)."
+)
 @click.option("--consensus", type=click.Choice(values(ConsensusKind)), help="pbft (PoP validator, default) or pow (Antimony).")
 @click.option("--mine/--no-mine", default=None, help="PoW only: mine blocks (default: on).")
 def node_command(config_file: str | None, **options: Any) -> None:
@@ -204,4 +206,3 @@ def join_command(node_id: int, stake: int, bootstrap: str, genesis: str, data_di
     if start:
         config = config_from_options(options)
         run_node_forever(config, None, STATUS_EVERY_S, lambda s: click.echo(status_line(s, None)))
-

@@ -19,15 +19,15 @@ import uvloop
 
 from harness.kinds import Topology
 from harness.metrics import assemble as metrics
-from harness.profile import Profile, apply_overrides, list_profiles, load_profile, scaling_note
-from harness.report import html, render
-from harness.report.build import build_report, load_report, write_report
-from harness.regress.pyperf_export import PyperfExport
-from harness.regress.render import append_step_summary, render_spread_table
-from harness.report.compare import write_repeat_files
-from harness.report.schema import Report, Score
 from harness.metrics.findings import findings
 from harness.metrics.timeline import write_timeline
+from harness.profile import Profile, apply_overrides, list_profiles, load_profile, scaling_note
+from harness.regress.pyperf_export import PyperfExport
+from harness.regress.render import append_step_summary, render_spread_table
+from harness.report import html, render
+from harness.report.build import build_report, load_report, write_report
+from harness.report.compare import write_repeat_files
+from harness.report.schema import Report, Score
 from harness.report.score import RunOutcome, exit_status
 from harness.report.score import score as compute_score
 from harness.run.phases import Run, RunData, new_run_id
@@ -49,7 +49,12 @@ def register(group: click.Group) -> None:
 @click.command("run")
 @click.option("--profile", "profile_name", default=DEFAULT_PROFILE, show_default=True, help="Profile name in profiles/ or a TOML path.")
 @click.option("--nodes", type=int, help="Number of validator (or PoW) nodes.")
-@click.option("--duration", "duration_s", type=float, help="Load window in seconds (warm-up and cool-down included; they shrink to leave at least half steady).")
+@click.option(
+    "--duration",
+    "duration_s",
+    type=float,
+    help="Load window in seconds (warm-up and cool-down included; they shrink to leave at least half steady).",
+)
 @click.option("--rate", type=float, help="AGGREGATE proofs/s offered across all drivers (open loop).")
 @click.option("--drivers", type=int, help="Load-driver processes sharing the rate.")
 @click.option("--in-flight", "in_flight", type=int, help="Closed loop: proofs outstanding across all drivers.")
@@ -58,8 +63,14 @@ def register(group: click.Group) -> None:
 @click.option("--seed", type=int, help="Seed for keys, topology and the workload plan.")
 @click.option("--output", type=click.Path(path_type=Path), help="Run directory (default: reports/<run-id>).")
 @click.option("--min-score", type=float, help="Exit 1 when the score is below this.")
-@click.option("--repeat", "repeats", type=click.IntRange(min=1), default=1, show_default=True,
-              help="Run K whole runs into OUTPUT/run-1 ... run-K and summarise their spread (docs/regression.md).")
+@click.option(
+    "--repeat",
+    "repeats",
+    type=click.IntRange(min=1),
+    default=1,
+    show_default=True,
+    help="Run K whole runs into OUTPUT/run-1 ... run-K and summarise their spread (docs/regression.md).",
+)
 def run_command(profile_name: str, output: Path | None, min_score: float | None, repeats: int, **overrides: Any) -> None:
     """Fork a real network on this host, load it, measure it, score it, and write a report."""
     loaded = load_profile(profile_name)

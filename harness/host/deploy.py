@@ -11,8 +11,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from harness.profile import Profile
 from harness.host.topology import Topology, assign_regions, build
+from harness.profile import Profile
 from popbench import crypto
 from popbench.genesis import ChainParams, Genesis, make_genesis, write_genesis, write_keys
 from popbench.net.peers import bind_listener

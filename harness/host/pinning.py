@@ -8,6 +8,7 @@ harness runs unpinned; the report shows the harness's own CPU share so its cost 
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 
 import psutil
@@ -46,8 +47,6 @@ def pin_harness(pins: PinPlan) -> None:
     """Keep the supervisor (and so everything it forks until pinned) on the harness's cores, if any."""
     if pins.harness_cores is None:
         return
-    try:
+    # affinity unsupported: the report's pinning note still says what was planned
+    with contextlib.suppress(AttributeError, psutil.Error, OSError):
         psutil.Process().cpu_affinity(pins.harness_cores)
-    except (AttributeError, psutil.Error, OSError):
-        pass  # affinity unsupported: the report's pinning note still says what was planned
-

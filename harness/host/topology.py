@@ -42,7 +42,7 @@ def full_mesh(n: int) -> Topology:
 def hierarchy(n: int, bootstrap_nodes: int, full_mesh_goal: bool) -> Topology:
     """Node 0 is the primary; nodes 1..b the bootstrap tier dialling it; leaves spread beneath them."""
     b = max(1, min(bootstrap_nodes, n - 1)) if n > 1 else 0
-    tier = {0: 0, **{node: 1 for node in range(1, b + 1)}, **{node: 2 for node in range(b + 1, n)}}
+    tier = {0: 0, **dict.fromkeys(range(1, b + 1), 1), **dict.fromkeys(range(b + 1, n), 2)}
     dial: dict[int, list[int]] = {0: []}
     for node in range(1, n):
         dial[node] = [0] if tier[node] == 1 else [1 + (node - b - 1) % b]
@@ -68,7 +68,7 @@ def _try_pairing(n: int, k: int, rng: random.Random) -> set[frozenset[int]] | No
     stubs = [node for node in range(n) for _ in range(k)]
     rng.shuffle(stubs)
     edges: set[frozenset[int]] = set()
-    for a, b in zip(stubs[::2], stubs[1::2]):
+    for a, b in zip(stubs[::2], stubs[1::2], strict=True):
         edge = frozenset((a, b))
         if a == b or edge in edges:
             return None

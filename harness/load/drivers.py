@@ -9,6 +9,7 @@ commit was seen, and how late it sent: the report warns when the generator fell 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -16,8 +17,8 @@ from pathlib import Path
 from typing import Any
 
 from harness.load import workload
-from harness.stats import percentile
 from harness.load.records import NO_ANSWER, ProofRecord, write_records
+from harness.stats import percentile
 from popbench.client import NodeClient
 from popbench.errors import ClientError
 from popbench.wire import TOPIC_COMMITS, Committed, ItemKind, RejectReason, SubmitResult
@@ -168,10 +169,8 @@ class Driver:
         """Wait for outstanding commits, at most ``drain_s``: what is left is reported uncommitted."""
         if self.outstanding > 0:
             self.settled.clear()
-            try:
+            with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self.settled.wait(), self.spec.drain_s)
-            except asyncio.TimeoutError:
-                pass
 
     def close(self) -> None:
         for client in self.clients:

@@ -153,4 +153,3 @@ def make_transfer_plan(slots: list[int], chain_id: bytes, keys: list[crypto.Sign
         transfer = Transfer.create(key, chain_id, rng.randbytes(20), 1, 1, index // len(keys))
         plan.append(Planned(offset, transfer.encode(), transfer.id, Expect.COMMIT))
     return plan
-

@@ -50,12 +50,16 @@ def _hard(data: RunData, metrics: Metrics, origin_ns: int) -> Iterator[Finding]:
     if data.error:
         yield _finding(FindingKind.RUN_FAILED, Severity.FAIL, None, f"the run failed: {data.error.splitlines()[0]}")
     if data.interrupted:
-        yield _finding(FindingKind.INTERRUPTED, Severity.WARN, None, f"the run ended early ({data.interrupted}): figures cover only what ran")
+        yield _finding(
+            FindingKind.INTERRUPTED, Severity.WARN, None, f"the run ended early ({data.interrupted}): figures cover only what ran"
+        )
     planned = {int(f["node"]) for f in data.faults_applied if f["kind"] == "kill"}
     for crash in s.crashes:
         if crash.kind == ChildKind.NODE and crash.index in planned:
             continue
-        yield _finding(FindingKind.CRASH, Severity.FAIL, (crash.at_ns - origin_ns) / 1e9, f"{crash.name} exited unexpectedly ({crash.exit})")
+        yield _finding(
+            FindingKind.CRASH, Severity.FAIL, (crash.at_ns - origin_ns) / 1e9, f"{crash.name} exited unexpectedly ({crash.exit})"
+        )
     missing = s.nodes - s.nodes_down_by_plan_at_end - s.nodes_reporting_at_end
     if missing > 0 and not data.error and not data.interrupted:
         yield _finding(FindingKind.NOT_REPORTING, Severity.FAIL, None,
@@ -111,7 +115,12 @@ def _load(data: RunData, metrics: Metrics) -> Iterator[Finding]:
                        f"the load generator fell behind its schedule (p99 send lateness {t.generator.send_late_p99_ms:.0f} ms): "
                        "not valid as a measurement", send_late_p99_ms=t.generator.send_late_p99_ms or 0.0)  # fmt: skip
     if t is not None and t.plan_exhausted and data.profile.workload.mode == "closed":
-        yield _finding(FindingKind.PLAN_EXHAUSTED, Severity.WARN, None, "the closed-loop pool of items ran dry before the window ended: raise workload.rate")
+        yield _finding(
+            FindingKind.PLAN_EXHAUSTED,
+            Severity.WARN,
+            None,
+            "the closed-loop pool of items ran dry before the window ended: raise workload.rate",
+        )
     if service is not None and service.light_load and t is not None:
         yield _finding(FindingKind.LIGHT_LOAD, Severity.WARN, None,
                        f"light load: {t.offered_per_s:,.1f} items/s offered, below {service.light_load_below_per_s or 0.0:,.1f}/s "
@@ -146,7 +155,9 @@ def _view_changes(timeline: Timeline) -> Iterator[Finding]:
         yield _finding(FindingKind.VIEW_CHANGE, Severity.WARN, t_s, f"view changes: +{added} by t+{t_s:.1f}s (summed over nodes: {total})",
                        added=added, total=total)  # fmt: skip
     if len(rose) > MAX_PER_KIND:
-        yield _finding(FindingKind.VIEW_CHANGE, Severity.WARN, None, f"view changes rose in {len(rose) - MAX_PER_KIND} more sample intervals")
+        yield _finding(
+            FindingKind.VIEW_CHANGE, Severity.WARN, None, f"view changes rose in {len(rose) - MAX_PER_KIND} more sample intervals"
+        )
 
 
 def _backlog(timeline: Timeline) -> Iterator[Finding]:

@@ -10,10 +10,10 @@ from collections.abc import Callable
 
 from harness.kinds import ChildKind, RunPhase
 from harness.metrics.results import Connectivity, Consensus, Resources, Stability, UssSummary, Work
-from harness.run.safety import SafetyCheck
-from harness.stats import mean_and_stdev, percentile
 from harness.observe.collect import ProcessSample, Sample
 from harness.procs.supervisor import Crash
+from harness.run.safety import SafetyCheck
+from harness.stats import mean_and_stdev, percentile
 from popbench.wire.status import AnyStatus
 
 Edge = frozenset[int]

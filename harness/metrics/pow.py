@@ -18,8 +18,8 @@ import math
 from collections import Counter
 from typing import NamedTuple
 
-from harness.run.pow_chains import StoredChain, heaviest_main_chain
 from harness.metrics.results import BlockInterval, PowMining, Propagation, PropagationShare
+from harness.run.pow_chains import StoredChain, heaviest_main_chain
 from harness.stats import mean_and_stdev, percentile
 from popbench.pow.block import PowBlock
 from popbench.wire.status import AnyStatus, PowStatus

@@ -13,8 +13,8 @@ from enum import StrEnum
 
 import msgspec
 
-from harness.run.safety import SafetyCheck
 from harness.procs.supervisor import Crash
+from harness.run.safety import SafetyCheck
 
 
 class Record(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
@@ -161,6 +161,7 @@ class Severity(StrEnum):
     INVALID = "invalid"  # the run is not valid as a measurement
     WARN = "warn"  # it costs the grade or points, or a reader should look
     INFO = "info"  # what happened, for the record
+
 
 SEVERITY_ORDER = list(Severity)
 

@@ -23,8 +23,8 @@ import msgspec
 from harness.load.records import NO_ANSWER, ProofRecord
 from harness.load.workload import Expect
 from harness.metrics.results import Record
-from harness.stats import percentile
 from harness.observe.collect import Sample
+from harness.stats import percentile
 from popbench.errors import HarnessError
 from popbench.wire import RejectReason
 

@@ -8,10 +8,12 @@ less often because it walks /proc/<pid>/smaps, which is costly for a hundred pro
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import StrEnum
+
 import psutil
 
 from harness.host.cputime import own_cpu_s, process_cpu_s
@@ -113,10 +115,8 @@ class Collector:
     async def run(self, interval_s: float, stop: asyncio.Event, on_sample: Callable[[Sample], None]) -> None:
         while not stop.is_set():
             on_sample(await self.sample())
-            try:
+            with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), interval_s)
-            except asyncio.TimeoutError:
-                pass
 
     async def _statuses(self) -> dict[int, AnyStatus]:
         missing = [node_id for node_id in self.nodes if node_id not in self._clients]
@@ -182,6 +182,3 @@ class Collector:
         for client in self._clients.values():
             client.close()
         self._clients.clear()
-
-
-

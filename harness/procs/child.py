@@ -9,6 +9,7 @@ newline-delimited JSON over a pipe.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ctypes
 import os
 import signal
@@ -101,10 +102,8 @@ def close_inherited(sockets: list[socket.socket], fds: list[int]) -> None:
         if sock.fileno() >= 0:
             os.close(sock.detach())
     for fd in fds:
-        try:
+        with contextlib.suppress(OSError):
             os.close(fd)
-        except OSError:
-            pass
 
 
 def child_main(parent_pid: int, group: int, ctx: ChildContext, target: Target, log_path: str,
@@ -118,7 +117,7 @@ def child_main(parent_pid: int, group: int, ctx: ChildContext, target: Target, l
         forget_parent_loop()
         close_inherited(foreign_sockets, foreign_fds)
         target(ctx)
-    except BaseException:  # noqa: BLE001 - a child reports every failure through its exit status and log
+    except BaseException:
         traceback.print_exc()
         status = EXIT_TARGET_FAILED
     finally:

@@ -11,6 +11,7 @@ and :meth:`stop_all` / :meth:`kill_all` end every one of them. Details: docs/sup
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
 import os
 import signal
@@ -160,10 +161,9 @@ class Supervisor:
         partial.replace(self.run_dir / "pids.json")
 
     def _adopt_into_group(self, pid: int) -> None:
-        try:
+        # OSError: the child set it already, or exited already; the child's own setpgid covers the race
+        with contextlib.suppress(OSError):
             os.setpgid(pid, self._group or pid)
-        except OSError:
-            pass  # the child set it already, or exited already; the child's own setpgid covers the race
         if not self._group:
             self._group = pid
 
@@ -216,7 +216,7 @@ class Supervisor:
         self._wake_waiters()
         try:
             await asyncio.wait_for(future, timeout_s)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             slow = sorted(n for n in wanted if event not in self.children[n].events)
             raise NodeStartError(f"{len(slow)} children still alive but did not report {event!r} within "
                                  f"{timeout_s} s: {', '.join(str(n) for n in slow[:10])}") from None  # fmt: skip
@@ -260,7 +260,9 @@ class Supervisor:
             self._read_pipe(child)  # the last words it wrote before dying
             self._close_pipe(child)
         if self._is_crash(child, status):
-            self.crashes.append(Crash(child.name, child.kind, child.id.index, child.pid, child.exited_ns, child.describe_exit(), child.stderr_tail()))
+            self.crashes.append(
+                Crash(child.name, child.kind, child.id.index, child.pid, child.exited_ns, child.describe_exit(), child.stderr_tail())
+            )
         self._wake_waiters()
 
     @staticmethod
@@ -276,10 +278,8 @@ class Supervisor:
             child = self.children[name]
             if child.alive:
                 child.stopping = child.stopping or signum in (signal.SIGTERM, signal.SIGINT)
-                try:
+                with contextlib.suppress(ProcessLookupError):
                     os.kill(child.pid, signum)
-                except ProcessLookupError:
-                    pass
 
     def kill(self, name: ChildId) -> None:
         """Fault injection: SIGKILL one child; it is recorded as a crash."""
@@ -305,10 +305,8 @@ class Supervisor:
         for child in self.children.values():
             child.stopping = True
         if self._group:
-            try:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.killpg(self._group, signal.SIGKILL)
-            except (ProcessLookupError, PermissionError):
-                pass
         self.signal([c.id for c in self.children.values()], signal.SIGKILL)
         for child in self.children.values():
             if child.alive:

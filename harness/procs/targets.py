@@ -11,9 +11,9 @@ from typing import Any
 
 import uvloop
 
-from harness.procs.child import ChildContext
 from harness.load.drivers import DriverSpec, drive
 from harness.load.miners import MinerSpec, run_miner
+from harness.procs.child import ChildContext
 from popbench.loop_exceptions import install_exception_counter, unexpected_exceptions
 from popbench.node_config import NodeConfig
 from popbench.runner import run_node_forever
@@ -37,7 +37,9 @@ def driver_target(spec: DriverSpec) -> Any:
     def main(ctx: ChildContext) -> None:
         summary = uvloop.run(_drive(spec, ctx))
         times = os.times()
-        ctx.report("done", cpu_s=times.user + times.system, unexpected_exceptions=unexpected_exceptions(), **summary)  # the generator's own cost
+        ctx.report(
+            "done", cpu_s=times.user + times.system, unexpected_exceptions=unexpected_exceptions(), **summary
+        )  # the generator's own cost
 
     return main
 

@@ -43,8 +43,9 @@ def build_report(data: RunData, metrics: Metrics, score: Score, issues: list[Fin
         faults=[msgspec.convert(fault, AppliedFault) for fault in data.faults_applied],
         notes=data.notes,
         environment=msgspec.convert(environment(), Environment),
-        files=Files(records=[p.name for p in data.records_paths], logs="logs/", genesis="genesis.json",
-                    timeline=timeline.name if timeline else None),
+        files=Files(
+            records=[p.name for p in data.records_paths], logs="logs/", genesis="genesis.json", timeline=timeline.name if timeline else None
+        ),
     )
 
 

@@ -24,9 +24,9 @@ from pathlib import Path
 from harness.load.records import ProofRecord, read_records
 from harness.load.workload import Expect
 from harness.metrics.pow import block_timelines
-from harness.run.pow_chains import StoredChain, read_chains
 from harness.metrics.timeline import Timeline, load_timeline
 from harness.report.schema import Report
+from harness.run.pow_chains import StoredChain, read_chains
 from popbench.errors import HarnessError, StorageError
 
 SHARES = (0.5, 0.9, 1.0)  # the shares of the nodes a block's propagation is timed to (as harness/metrics/pow.py)

@@ -94,7 +94,9 @@ def _v1_arithmetic(score: ScoreV1) -> list[str]:
     lines = [f"{p.name}: {' + '.join(f'{i.points:.2f}' for i in p.items) or '0'} = {p.points:.2f} of {p.max_points:g}" for p in exercised]
     lines.append(" + ".join(f"{p.points:.2f}" for p in exercised) + f" = {earned:.2f} of {possible:g}")
     if possible and possible != 100:
-        lines.append(f"{earned:.2f} x 100 / {possible:g} = {earned * 100 / possible:.2f}, rounded {score.total:.1f} (parts not exercised are left out)")
+        lines.append(
+            f"{earned:.2f} x 100 / {possible:g} = {earned * 100 / possible:.2f}, rounded {score.total:.1f} (parts not exercised are left out)"
+        )
     if not score.passed_safety:
         lines.append("a safety violation sets the total to 0")
     floor = V1_GRADE_FLOORS.get(score.grade)

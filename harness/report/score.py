@@ -151,7 +151,9 @@ def _service_conditions(metrics: Metrics, profile: Profile) -> Iterator[Conditio
         yield _condition(GradeReason.STALLED, Grade.F, f"stalled: no commit for {longest:.1f} s with items waiting (threshold "
                          f"{service.stall_threshold_s:g} s; {len(service.stalls)} stalls, {service.stalled_s:.1f} s in all)")  # fmt: skip
     if service.least_links_share is not None and service.least_links_share < slo.min_links_share:
-        yield _condition(GradeReason.LINKS_LOST, Grade.F, f"links lost: least share up {service.least_links_share:.1%} < {slo.min_links_share:.0%}")
+        yield _condition(
+            GradeReason.LINKS_LOST, Grade.F, f"links lost: least share up {service.least_links_share:.1%} < {slo.min_links_share:.0%}"
+        )
     if profile.workload.rate <= 0:
         return
     if not service.due:
@@ -162,7 +164,9 @@ def _service_conditions(metrics: Metrics, profile: Profile) -> Iterator[Conditio
         yield _condition(GradeReason.FELL_BEHIND, Grade.F, f"fell behind: delivery {delivery:.1%} < {slo.min_delivery:.0%}")
     if service.p99_unbounded or (service.p99_all_ms or 0.0) > slo.latency_ms:
         shown = "unbounded" if service.p99_unbounded else f"{service.p99_all_ms or 0.0:,.0f} ms"
-        yield _condition(GradeReason.P99_OVER_TARGET, Grade.C, f"service level breached: p99 over all due items {shown} > L {slo.latency_ms:g} ms")
+        yield _condition(
+            GradeReason.P99_OVER_TARGET, Grade.C, f"service level breached: p99 over all due items {shown} > L {slo.latency_ms:g} ms"
+        )
     share = service.within_target_share or 0.0
     if share < slo.within_share:
         yield _condition(GradeReason.WITHIN_SHARE_SHORT, Grade.C, f"service level breached: {share:.2%} within L, < {slo.within_share:.0%}")
@@ -179,7 +183,9 @@ def _caveats(metrics: Metrics, profile: Profile, outcome: RunOutcome) -> Iterato
     if views and not profile.faults:
         yield _condition(GradeReason.VIEW_CHANGES_UNPLANNED, Grade.B, f"{views} view changes (summed over nodes) without a planned fault")
     if metrics.stability.unexpected_exceptions:
-        yield _condition(GradeReason.UNEXPECTED_EXCEPTIONS, Grade.B, f"{metrics.stability.unexpected_exceptions} exceptions reached a node's loop")
+        yield _condition(
+            GradeReason.UNEXPECTED_EXCEPTIONS, Grade.B, f"{metrics.stability.unexpected_exceptions} exceptions reached a node's loop"
+        )
     if outcome.ended_early:
         yield _condition(GradeReason.ENDED_EARLY, Grade.B, f"the run ended early ({outcome.ended_early})")
 

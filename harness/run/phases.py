@@ -18,28 +18,26 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from harness.host import limits
-from harness.kinds import ChildId, ChildKind, RunPhase
-from harness.host import pinning
-from harness.load import workload
+from harness.host import limits, pinning
 from harness.host.calibrate import Calibration, calibrate
 from harness.host.cputime import own_cpu_s
-from harness.observe.collect import Collector, Sample, uss_every_samples
 from harness.host.deploy import Deployment, deploy
-from harness.observe.collect import Boundary
-from harness.run.faults import FaultScheduler
+from harness.kinds import ChildId, ChildKind, RunPhase
+from harness.load import workload
 from harness.load.drivers import DriverSpec
 from harness.load.miners import MINER_PAYLOAD_BYTES, MinerSpec
-from harness.profile import Profile
+from harness.observe.collect import Boundary, Collector, Sample, uss_every_samples
 from harness.observe.progress import StatusLine, StepProgress
-from harness.run.pow_chains import StoredChain, read_chains
-from harness.run.safety import SafetyCheck, check_pow_safety, check_safety
 from harness.procs.supervisor import Crash, Supervisor
 from harness.procs.targets import GO_SIGNAL, driver_target, miner_target, node_target, send_go
+from harness.profile import Profile
+from harness.run.faults import FaultScheduler
+from harness.run.pow_chains import StoredChain, read_chains
+from harness.run.safety import SafetyCheck, check_pow_safety, check_safety
 from popbench.errors import HarnessError, NodeStartError
+from popbench.loop_exceptions import install_exception_counter, unexpected_exceptions
 from popbench.model.proof import HEAD as PROOF_HEAD
 from popbench.pow.block import PREFIX as POW_HEADER_PREFIX
-from popbench.loop_exceptions import install_exception_counter, unexpected_exceptions
 from popbench.wire import ItemKind
 from popbench.wire.status import AnyStatus, PowStatus, decode_status
 
@@ -313,7 +311,7 @@ class Run:
         try:
             await asyncio.wait_for(self._enough_blocks.wait(), remaining_s)  # never set without a block target
             self.data.notes.append("the window ended early: the PoW block target was reached")
-        except asyncio.TimeoutError:
+        except TimeoutError:
             pass
 
     async def _wait_tips_converge(self) -> None:
@@ -355,7 +353,7 @@ class Run:
         assert self.collector is not None
         try:
             await asyncio.wait_for(self.collector.sample(), STOP_GRACE_S)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             self.data.notes.append("the final status sample timed out")
         self.collector.close()
         self.data.samples = self.collector.samples

@@ -99,7 +99,7 @@ class CatchUp:
     def _snapshot_for(self, height: int) -> tuple[int, list[bytes]]:
         """Chunks of the state at the head; kept while asked for, so a joiner sees one consistent state."""
         cached = self._snapshot
-        if cached is not None and (height == cached[0] or height == 0 and cached[0] == self.node.ledger.height):
+        if cached is not None and (height == cached[0] or (height == 0 and cached[0] == self.node.ledger.height)):
             return cached
         data = self.node.ledger.state.encode_snapshot()
         chunks = [data[i : i + SNAPSHOT_CHUNK_BYTES] for i in range(0, len(data), SNAPSHOT_CHUNK_BYTES)] or [b""]

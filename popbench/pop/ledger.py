@@ -224,6 +224,6 @@ def items_of(record: CommittedBlock) -> list[PoolItem]:
     except ProtocolError as err:
         raise SyncError(f"block {record.block.height} carries a malformed item: {err}") from err
     return [
-        *(PoolItem(p.id, ItemKind.PROOF, p, raw) for p, raw in zip(proofs, record.proofs)),
-        *(PoolItem(t.id, ItemKind.TRANSFER, t, raw) for t, raw in zip(transfers, record.transfers)),
+        *(PoolItem(p.id, ItemKind.PROOF, p, raw) for p, raw in zip(proofs, record.proofs, strict=True)),
+        *(PoolItem(t.id, ItemKind.TRANSFER, t, raw) for t, raw in zip(transfers, record.transfers, strict=True)),
     ]

@@ -15,8 +15,8 @@ from popbench import crypto
 from popbench.client import NodeClient
 from popbench.errors import ConfigError, ConsensusError, ProtocolError, SyncError
 from popbench.genesis import Genesis
-from popbench.pop.ledger import CommittedBlock
 from popbench.net.peers import Address
+from popbench.pop.ledger import CommittedBlock
 from popbench.pop.state import State
 from popbench.store import Store, node_database
 from popbench.wire import BlockRequest, BlockResponse, Peers, PeersRequest, Role, SnapshotChunk, SnapshotRequest
@@ -104,7 +104,9 @@ def install_snapshot(store: Store, snapshot: Snapshot) -> None:
     store.replace_state(snapshot.height, block.hash, snapshot.raw_record, snapshot.state.rows(), block.state_root)
 
 
-async def join(genesis: Genesis, key: crypto.SigningKey, node_id: int, stake: int, bootstrap: Address, data_dir: Path) -> tuple[Snapshot, dict[int, Address]]:
+async def join(
+    genesis: Genesis, key: crypto.SigningKey, node_id: int, stake: int, bootstrap: Address, data_dir: Path
+) -> tuple[Snapshot, dict[int, Address]]:
     """Check the stake, sync a verified snapshot from ``bootstrap`` into ``data_dir``, return it and the peers."""
     check_stake(genesis, stake)
     client = await NodeClient.connect(*bootstrap, chain_id=genesis.chain_id, validators=genesis.public_keys,

@@ -55,7 +55,6 @@ from popbench.wire import PowBlock as PowBlockMessage
 from popbench.wire.status import PowStatus
 
 
-
 class PowNode(NodeBase):
     """One proof-of-work node: implements the hosts its connections, relay and miner talk to."""
 

@@ -19,7 +19,8 @@ from popbench.errors import ProtocolError
 from popbench.net.connection import Connection
 from popbench.pow.block import PowBlock
 from popbench.pow.chain import BlockTree
-from popbench.wire import DisconnectReason, PowAnnounce, PowBlock as PowBlockMessage, PowChain, PowGetBlock, PowGetChain
+from popbench.wire import DisconnectReason, PowAnnounce, PowChain, PowGetBlock, PowGetChain
+from popbench.wire import PowBlock as PowBlockMessage
 
 MAX_CHAIN_BLOCKS = 500  # blocks per POW_CHAIN answer
 MAX_CHAIN_BYTES = 4 * 1024 * 1024  # an answer stays well under the frame limit

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import struct
-from typing import Iterator
+from collections.abc import Iterator
 
 from popbench.errors import FrameTooLarge, ProtocolError
 from popbench.wire.messages import DECODERS, Message, decode_message

@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import operator
 import struct
-from typing import Any, Callable, ClassVar
+from collections.abc import Callable
+from typing import Any, ClassVar
 
 import orjson
 
@@ -46,9 +47,7 @@ class Message:
         raise NotImplementedError
 
     def __eq__(self, other: object) -> bool:
-        return type(self) is type(other) and all(
-            getattr(self, name) == getattr(other, name) for name in self.FIELDS
-        )
+        return type(self) is type(other) and all(getattr(self, name) == getattr(other, name) for name in self.FIELDS)
 
     def __hash__(self) -> int:
         return hash((type(self), *(repr(getattr(self, name)) for name in self.FIELDS)))
