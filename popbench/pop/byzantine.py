@@ -38,21 +38,25 @@ class SilentLeader(PbftEngine):
 class EquivocatingLeader(PbftEngine):
     def propose(self) -> None:
         items = self.host.mempool.oldest(self.batch_size)
-        for offset, link in enumerate(self.host.peers.validator_links()):  # type: ignore[attr-defined]
+        peers = [node for node in sorted(self.keys) if node != self.host.node_id]
+        for offset, peer in enumerate(peers):
             block, _ = self.host.ledger.build_block(self.view, self.host.node_id, items[offset % 2 :])
-            link.send(PrePrepare(self.view, self.height, block.encode()))
+            self.host.send_to(peer, PrePrepare(self.view, self.height, block.encode()))
 
 
 class InvalidProofLeader(PbftEngine):
     """Corrupts the payload of real proofs, which breaks their signatures but keeps them well formed.
 
     It gossips the forged proofs first, so honest validators see them, verify them and refuse them.
+    Transfers go into the block unchanged (with no proof in the pool, the block is simply valid).
     """
 
     def propose(self) -> None:
-        forged = [_forge(item) for item in self.host.mempool.oldest(self.batch_size)]
-        block, _ = self.host.ledger.build_block(self.view, self.host.node_id, forged)
-        self.host.broadcast(Gossip(ItemKind.PROOF, [item.raw for item in forged]))
+        items = [_forge(item) if item.kind == ItemKind.PROOF else item for item in self.host.mempool.oldest(self.batch_size)]
+        block, _ = self.host.ledger.build_block(self.view, self.host.node_id, items)
+        forged = [item.raw for item in items if item.kind == ItemKind.PROOF]
+        if forged:
+            self.host.broadcast(Gossip(ItemKind.PROOF, forged))
         self.host.broadcast(PrePrepare(self.view, self.height, block.encode()))
 
 
