@@ -5,7 +5,8 @@
   extends the agreed chain, names its view's leader as proposer, and lists each item once, every one
   submitted by a client and none committed before; and it carries a certificate of n - f valid
   COMMIT signatures.
-- Every honest ledger's head is the agreed block at its height (no commit bypasses the checker).
+- Every honest ledger's head is the agreed block at its height (no commit bypasses the checker), and
+  at the end its state has the root that block claims (a restarted node rebuilt it exactly).
 - Liveness (judged by the runner once the network is stable): every honest node commits again.
 Byzantine nodes' commits are not judged: their ledgers are theirs to corrupt.
 """
@@ -37,6 +38,7 @@ class Checker:
         self.proposed: set[bytes] = set()  # hashes of blocks a view's leader sent in a PRE-PREPARE
         self.chain: dict[int, tuple[bytes, int]] = {0: (GENESIS_HASH, -1)}  # height -> (hash, first committer)
         self.committed_items: set[bytes] = set()
+        self.state_roots: dict[int, bytes] = {}  # height -> the state root its agreed block claims
         self._certificates_checked: set[tuple[bytes, bytes]] = set()
         self._seen_pre_prepares: set[bytes] = set()
 
@@ -63,6 +65,7 @@ class Checker:
         else:
             self._check_validity(node, record)
             self.chain[block.height] = (block.hash, node)
+            self.state_roots[block.height] = block.state_root
             self.committed_items.update([*block.proof_ids, *block.transfer_ids])
         self._check_certificate(node, record)
 
@@ -110,3 +113,13 @@ class Checker:
                         f"HEAD: node {host.node_id} is at height {host.ledger.height} with head "
                         f"{short(host.ledger.head_hash)}, which no reported commit put there"
                     )
+
+    def check_state_roots(self, hosts: Iterable[SimHost]) -> None:
+        """Every honest ledger's state is the one its head block claims (a restart must rebuild it exactly)."""
+        for host in hosts:
+            claimed = self.state_roots.get(host.ledger.height)
+            if host.node_id in self.honest and claimed is not None and host.ledger.state.root() != claimed:
+                raise InvariantViolation(
+                    f"STATE: node {host.node_id}'s state at height {host.ledger.height} has root "
+                    f"{short(host.ledger.state.root())}, its block claims {short(claimed)}"
+                )

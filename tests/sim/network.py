@@ -253,6 +253,30 @@ class SimHost:
         self.engine = engine(self, NodeClock(network, node_id))
         self.catchup = CatchUp(self)
         self.peers = Peers(self)
+        self.up = True
+        self.incarnation = 0  # a message sent to an earlier incarnation is lost with its connection
+
+    def crash(self) -> None:
+        """The process dies: everything but the database is gone; messages to it are lost."""
+        self.engine.stop()
+        self.up = False
+        self.incarnation += 1
+        self.network.trace.add("CRASH", self.node_id, -1, f"at height {self.ledger.height}")
+
+    def restart(self) -> None:
+        """A new process on the same database: ledger, mempool, engine and catch-up start afresh."""
+        self.ledger = Ledger(self.genesis, self.store)
+        self.mempool = Mempool(self.genesis.params.mempool_limit)
+        self.admission = Admission(self.ledger, self.mempool, self.counters, self.broadcast)
+        self.engine = type(self.engine)(self, NodeClock(self.network, self.node_id))
+        self.catchup = CatchUp(self)
+        self.up = True
+        self.network.trace.add("RESTART", self.node_id, -1, f"from its database at height {self.ledger.height}")
+        self.engine.start()
+        for peer in self.network.node_ids:
+            if peer != self.node_id and self.network.hosts[peer].up:
+                self.link_established(peer)
+                self.network.hosts[peer].link_established(self.node_id)
 
     def link_established(self, peer: int) -> None:
         """As popbench.pop.node on a new validator link: ask the peer whether this node is behind."""
@@ -355,22 +379,26 @@ class SimNetwork:
             self.trace.add("dropped", src, dst, message)
             self._link_broke(src, dst)
             return
-        body, message_type = message.encode_body(), message.TYPE
+        body, message_type, incarnation = message.encode_body(), message.TYPE, self.hosts[dst].incarnation
 
         def deliver() -> None:
-            self._deliver(src, dst, message_type, body)
+            self._deliver(src, dst, message_type, body, incarnation)
 
         for delay_ns in delays:
             self.events.after_ns(delay_ns, deliver)
 
-    def _deliver(self, src: int, dst: int, message_type: int, body: bytes) -> None:
+    def _deliver(self, src: int, dst: int, message_type: int, body: bytes, incarnation: int) -> None:
         message = decode_message(message_type, body)
+        host = self.hosts[dst]
+        if not host.up or host.incarnation != incarnation:
+            self.trace.add("lost", src, dst, message)  # its connection died with the process
+            return
         if not self.adversary.link_up(src, dst):
             self.trace.add("lost", src, dst, message)
             self._link_broke(src, dst)
             return
         self.trace.add("delivered", src, dst, message)
-        self.hosts[dst].receive(src, message)
+        host.receive(src, message)
 
     def _link_broke(self, src: int, dst: int) -> None:
         """A lost message means a broken connection (TCP loses nothing else): it reconnects later."""
@@ -383,7 +411,7 @@ class SimNetwork:
 
     def _reconnect(self, pair: tuple[int, int]) -> None:
         low, high = pair
-        if not (self.adversary.link_up(low, high) and self.adversary.link_up(high, low)):
+        if not (self.adversary.link_up(low, high) and self.adversary.link_up(high, low) and self.hosts[low].up and self.hosts[high].up):
             self.events.after_ns(self.adversary.reconnect_delay_ns() or 0, lambda: self._reconnect(pair))
             return
         self._reconnecting.discard(pair)

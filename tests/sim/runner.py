@@ -20,16 +20,15 @@ from functools import cache
 
 from popbench import crypto
 from popbench.genesis import ChainParams, Genesis, make_genesis
-from popbench.kinds import ByzantineBehaviour, values
 from popbench.model.hashing import address_of
 from popbench.model.proof import Proof
 from popbench.model.transfer import Transfer
-from popbench.pop.byzantine import ENGINES
+from popbench.pop.pbft import PbftEngine
 from popbench.wire import ItemKind
 from tests.sim.byzantine import CONSENSUS_BEHAVIOURS, LEDGER_BEHAVIOURS, ByzantineHost
 from tests.sim.invariants import Checker, InvariantViolation
 from tests.sim.network import NS_PER_S, Adversary, EventQueue, SimHost, SimNetwork, virtual_wall_clock
-from tests.sim.scheduler import Chaos, RandomAdversary
+from tests.sim.scheduler import NS_PER_MS, Chaos, RandomAdversary
 
 SIM_PARAMS = ChainParams(batch_size=4, batch_interval_ms=20, view_timeout_ms=400, view_timeout_max_ms=3200,
                          min_work_bits=0, mempool_limit=1000)  # fmt: skip
@@ -37,6 +36,8 @@ LIVENESS_BOUND_S = 40.0  # virtual seconds after stabilisation for every honest 
 MAX_STEPS = 200_000  # events per schedule; more means something loops
 LOAD_INTERVAL_NS = NS_PER_S // 10  # once stable, clients submit an item this often (a steady benchmark load)
 MAX_CHAOS_ITEMS = 14
+WORKLOAD_ITEMS = MAX_CHAOS_ITEMS + round(LIVENESS_BOUND_S * NS_PER_S / LOAD_INTERVAL_NS) + 1
+RESTART_DOWN_NS = (50 * NS_PER_MS, 1500 * NS_PER_MS)
 FAMILIES = ("honest", "byzantine", "ledger", "node-faults")
 NODE_FAULT = "node:"  # a Byzantine node running one of the engines a real run's profile can select
 PACKAGE_P = 0.5  # chance that a Byzantine node gets one of the packages below rather than a random mix
@@ -54,6 +55,15 @@ class SimulationFailure(AssertionError):
 
 
 @dataclass(frozen=True)
+class Restart:
+    """Node ``node`` crashes at ``down_ns`` (losing everything but its database) and restarts at ``up_ns``."""
+
+    node: int
+    down_ns: int
+    up_ns: int
+
+
+@dataclass(frozen=True)
 class Schedule:
     """Everything about one run that is drawn before it starts."""
 
@@ -63,10 +73,12 @@ class Schedule:
     byzantine: dict[int, tuple[str, ...]]
     chaos: Chaos
     items: int  # submitted during the chaotic phase
+    restarts: tuple[Restart, ...] = ()
 
     def summary(self) -> str:
         faulty = ", ".join(f"{node}: {'+'.join(kinds)}" for node, kinds in sorted(self.byzantine.items())) or "none"
-        return f"n={self.n}, byzantine {{{faulty}}}, {self.items} items; {self.chaos.summary()}"
+        restarts = ", ".join(f"node {r.node} down {r.down_ns / 1e9:.2f}-{r.up_ns / 1e9:.2f}s" for r in self.restarts)
+        return f"n={self.n}, byzantine {{{faulty}}}, {self.items} items, restarts [{restarts}]; {self.chaos.summary()}"
 
     @property
     def replay_command(self) -> str:
@@ -83,10 +95,22 @@ def draw_schedule(rng: random.Random, seed: int, family: str) -> Schedule:
     faulty = 0 if family == "honest" else rng.randint(1, f)
     menu = sorted(LEDGER_BEHAVIOURS if family == "ledger" else CONSENSUS_BEHAVIOURS)
     if family == "node-faults":
-        menu = [NODE_FAULT + kind for kind in values(ByzantineBehaviour)]
+        menu = [NODE_FAULT + kind for kind in node_fault_engines()]
     byzantine = {node: _draw_behaviours(rng, menu, family) for node in sorted(rng.sample(range(n), faulty))}
     stable_at_ns = rng.randint(NS_PER_S // 2, 5 * NS_PER_S)
-    return Schedule(seed, family, n, byzantine, Chaos.draw(rng, n, stable_at_ns), rng.randint(4, MAX_CHAOS_ITEMS))
+    chaos, items = Chaos.draw(rng, n, stable_at_ns), rng.randint(4, MAX_CHAOS_ITEMS)
+    restarts = _draw_restarts(rng, n, stable_at_ns) if family == "honest" else ()  # drawn last: other families' seeds keep their meaning
+    return Schedule(seed, family, n, byzantine, chaos, items, restarts)
+
+
+def _draw_restarts(rng: random.Random, n: int, stable_at_ns: int) -> tuple[Restart, ...]:
+    """Up to f crash-restarts, of distinct nodes: a restarted node forgets its lock, so each counts as a fault."""
+    nodes = rng.sample(range(n), rng.choice((0, 0, rng.randint(1, (n - 1) // 3))))
+    restarts = []
+    for node in sorted(nodes):
+        down_ns = rng.randrange(0, stable_at_ns)
+        restarts.append(Restart(node, down_ns, min(down_ns + rng.randint(*RESTART_DOWN_NS), stable_at_ns)))
+    return tuple(restarts)
 
 
 def _draw_behaviours(rng: random.Random, menu: list[str], family: str) -> tuple[str, ...]:
@@ -98,6 +122,18 @@ def _draw_behaviours(rng: random.Random, menu: list[str], family: str) -> tuple[
     return tuple(sorted(rng.sample(menu, rng.randint(1, min(3, len(menu))))))
 
 
+def node_fault_engines() -> dict[str, type[PbftEngine]]:
+    """The faulty engines a profile can select, by name (popbench.pop.byzantine).
+
+    Imported here, not at the top, so the other families still run against an older tree (to replay a
+    finding on the engine it was found in).
+    """
+    from popbench.kinds import ByzantineBehaviour, values
+    from popbench.pop.byzantine import ENGINES
+
+    return {kind: ENGINES[ByzantineBehaviour(kind)] for kind in values(ByzantineBehaviour)}
+
+
 @cache
 def sim_genesis(n: int) -> tuple[Genesis, tuple[crypto.SigningKey, ...]]:
     genesis, keys = make_genesis(n, seed=f"popbench-sim-{n}", params=SIM_PARAMS)
@@ -105,15 +141,21 @@ def sim_genesis(n: int) -> tuple[Genesis, tuple[crypto.SigningKey, ...]]:
 
 
 @cache
-def workload(
-    n: int, count: int = MAX_CHAOS_ITEMS + round(LIVENESS_BOUND_S * NS_PER_S / LOAD_INTERVAL_NS) + 1
-) -> tuple[tuple[ItemKind, bytes], ...]:
-    """Items for the chain of ``n`` validators, made once per process: proofs and some transfers."""
+def workload(n: int, gapped: bool = False) -> tuple[tuple[ItemKind, bytes], ...]:
+    """Items for the chain of ``n`` validators, made once per process: proofs and some transfers.
+
+    ``gapped`` adds payments whose account nonce skips ahead: admission accepts them, execution skips
+    them (issue 9 item 2: a restarted node must re-apply such a block exactly as before).
+    """
     genesis, keys = sim_genesis(n)
     owner = crypto.derive_key("popbench-sim-owner", 0)
     items: list[tuple[ItemKind, bytes]] = []
-    for index in range(count):
-        if index % 4 == 3:  # a payment from validator 0's account, nonces in order
+    for index in range(WORKLOAD_ITEMS):
+        if gapped and index % 8 == 5:  # to an address no account holds yet: skipped, it must not create one
+            nobody = crypto.derive_key("popbench-sim-nobody", index).public_key
+            transfer = Transfer.create(keys[1], genesis.chain_id, address_of(nobody), 10, 1, 1_000 + index)
+            items.append((ItemKind.TRANSFER, transfer.encode()))
+        elif index % 4 == 3:  # a payment from validator 0's account, nonces in order
             transfer = Transfer.create(keys[0], genesis.chain_id, address_of(owner.public_key), 10, 1, index // 4)
             items.append((ItemKind.TRANSFER, transfer.encode()))
         else:
@@ -148,7 +190,7 @@ class World:
         if kinds is None:
             return SimHost(self.network, key, node)
         if kinds and kinds[0].startswith(NODE_FAULT):
-            return SimHost(self.network, key, node, ENGINES[ByzantineBehaviour(kinds[0].removeprefix(NODE_FAULT))])
+            return SimHost(self.network, key, node, node_fault_engines()[kinds[0].removeprefix(NODE_FAULT)])
         return ByzantineHost(self.network, key, node, kinds, self.rng)
 
     @property
@@ -160,17 +202,28 @@ class World:
 
     def submit_at(self, time_ns: int, node: int, item: tuple[ItemKind, bytes]) -> None:
         def submit() -> None:
-            self.network.trace.add("submit", node, -1, "client submits an item")
-            self.hosts[node].submit(*item)
+            target = self._up(node)
+            self.network.trace.add("submit", target, -1, "client submits an item")
+            self.hosts[target].submit(*item)
 
         self.network.events.at(time_ns, submit)
+
+    def crash_at(self, restart: Restart) -> None:
+        host = self.hosts[restart.node]
+        self.network.events.at(restart.down_ns, host.crash)
+        self.network.events.at(restart.up_ns, host.restart)
+
+    def _up(self, node: int) -> int:
+        """``node``, or if it is down the next honest node that is up (a client tries another validator)."""
+        candidates = [n for n in self.honest if self.hosts[n].up]
+        return node if self.hosts[node].up or not candidates else min(candidates, key=lambda n: (n - node) % len(self.hosts))
 
     def keep_submitting(self, start_ns: int, items: list[tuple[ItemKind, bytes]]) -> None:
         """A steady client: one item every ``LOAD_INTERVAL_NS`` to a random honest node, while items last."""
 
         def submit_next() -> None:
             if items:
-                node = self.rng.choice(self.honest)
+                node = self._up(self.rng.choice(self.honest))
                 self.network.trace.add("submit", node, -1, "client submits an item")
                 self.hosts[node].submit(*items.pop(0))
                 self.network.events.after_ns(LOAD_INTERVAL_NS, submit_next)
@@ -206,7 +259,7 @@ def run_schedule(seed: int, family: str = "byzantine") -> Outcome:
     rng = random.Random(seed)
     schedule = draw_schedule(rng, seed, family)
     genesis, keys = sim_genesis(schedule.n)
-    items = workload(schedule.n)
+    items = workload(schedule.n, gapped=family == "honest")
     chaotic, fresh = items[: schedule.items], items[schedule.items :]
     events = EventQueue()
     adversary = RandomAdversary(rng, schedule.chaos, lambda: events.now_ns)
@@ -235,6 +288,8 @@ def _run_phases(
     rng, stable_at_ns = world.rng, schedule.chaos.stable_at_ns
     for item in chaotic:
         world.submit_at(rng.randrange(0, stable_at_ns), rng.choice(world.honest), item)
+    for restart in schedule.restarts:
+        world.crash_at(restart)
     for host in world.hosts:
         host.start()
     world.run_until(stable_at_ns)
@@ -253,6 +308,7 @@ def check_liveness(world: World, stable_at_ns: int, fresh: tuple[tuple[ItemKind,
             f"LIVENESS: {LIVENESS_BOUND_S:.0f}s after the network stabilised, honest nodes {sorted(stuck)} "
             f"have not reached height {target}: {details}"
         )
+    world.checker.check_state_roots(world.hosts)
 
 
 def _engine_state(host: SimHost) -> str:
