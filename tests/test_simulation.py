@@ -80,7 +80,6 @@ def test_schedules_with_a_leader_that_lists_an_item_twice_commit_only_valid_bloc
     explore("ledger")
 
 
-@pytest.mark.xfail(strict=True, reason="sim_findings.md finding 7: invalid-proofs leader crashes on a transfer in its mempool")
 def test_schedules_with_the_node_faults_a_profile_can_select_keep_agreement_validity_and_liveness() -> None:
     explore("node-faults")
 
