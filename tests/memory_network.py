@@ -14,6 +14,7 @@ from pathlib import Path
 
 from popbench import crypto
 from popbench.counters import NodeCounters
+from popbench.errors import ConsensusError, SyncError
 from popbench.genesis import ChainParams, Genesis, make_genesis
 from popbench.kinds import ByzantineBehaviour
 from popbench.mempool import Mempool, PoolItem
@@ -22,7 +23,7 @@ from popbench.pop.byzantine import ENGINES
 from popbench.pop.ledger import CommittedBlock, Ledger
 from popbench.pop.pbft import PbftEngine
 from popbench.store import Store
-from popbench.wire import ItemKind, Message
+from popbench.wire import BlockResponse, ItemKind, Message
 
 OWNER = crypto.derive_key("memory-network-owner", 0)
 PARAMS = replace(ChainParams(), batch_size=8, batch_interval_ms=1, view_timeout_ms=1000)
@@ -163,8 +164,22 @@ class MemoryNetwork:
             envelope = ready[0]
             self.queue.remove(envelope)
             if keep(envelope):
-                self.engines[envelope.receiver].on_message(envelope.sender, envelope.message)
+                self._receive(envelope)
                 delivered += 1
+
+    def _receive(self, envelope: Envelope) -> None:
+        message = envelope.message
+        if isinstance(message, BlockResponse):  # catch-up: what popbench.pop.catchup does with it
+            host, engine = self.hosts[envelope.receiver], self.engines[envelope.receiver]
+            for data in message.blocks:
+                try:
+                    record = host.ledger.apply_committed(data)
+                except (ConsensusError, SyncError):
+                    return  # already applied (another peer's answer came first), as catch-up drops it
+                host.block_committed(record, record.certificate.view, 0.0)
+                engine.caught_up(record.certificate.view)
+            return
+        self.engines[envelope.receiver].on_message(envelope.sender, message)
 
     def heights(self) -> dict[int, int]:
         return {node: host.ledger.height for node, host in self.hosts.items()}

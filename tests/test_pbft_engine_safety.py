@@ -12,7 +12,7 @@ from pathlib import Path
 from popbench import crypto
 from popbench.model.block import Block, vote_message
 from popbench.pop.pbft_round import VoteBook, decode_votes, prepared_block_of, view_change_message
-from popbench.wire import Commit, NewView, Prepare, PrePrepare, ViewChange
+from popbench.wire import BlockResponse, Commit, NewView, Prepare, PrePrepare, ViewChange
 from tests.memory_network import Envelope, MemoryNetwork, leader_of
 
 L0, L1 = leader_of(0), leader_of(1)  # leaders of views 0 and 1 at height 1
@@ -237,3 +237,20 @@ def test_a_view_change_nobody_joins_is_sent_again_rather_than_run_ahead(tmp_path
     asked = [m.new_view for m in sent_of(net, ViewChange, alone)]
     assert asked == [1], asked  # one message, sent three times
     assert sum(1 for e in net.sent if e.sender == alone and type(e.message) is ViewChange) == 3 * 3
+
+
+def test_a_validator_still_changing_view_at_a_committed_height_is_sent_the_blocks(tmp_path: Path) -> None:
+    late = OTHERS[0]
+    net = MemoryNetwork(tmp_path)
+    net.give_items(8)
+    net.start()
+    net.deliver(keep=lambda e: e.receiver != late)  # it hears nothing of height 1 being decided
+    assert net.hosts[late].ledger.height == 0 and all(net.hosts[n].ledger.height == 1 for n in range(4) if n != late)
+    net.clock.advance(1.0)  # its timer: a VIEW-CHANGE at height 1, which the others have left
+    net.deliver()
+    assert net.hosts[late].ledger.height == 1
+    assert_agreement(net, list(range(4)))
+    pushes = [e for e in net.sent if type(e.message) is BlockResponse]
+    assert len(pushes) == 3  # each peer answered once
+    net.engines[L0].on_message(late, sent_of(net, ViewChange, late)[0])  # the same again, at once
+    assert len([e for e in net.sent if type(e.message) is BlockResponse]) == 3, "at most one push per view timeout"

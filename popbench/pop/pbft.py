@@ -22,6 +22,7 @@ from popbench.errors import ConsensusError, ProtocolError
 from popbench.genesis import Genesis
 from popbench.mempool import Mempool, PoolItem
 from popbench.model.block import Block, CommitCertificate, vote_message
+from popbench.pop.catchup import BLOCKS_PER_REQUEST, RESPONSE_BUDGET_BYTES
 from popbench.pop.clock import Clock, LoopClock, TimerHandle
 from popbench.pop.ledger import CommittedBlock, Ledger
 from popbench.pop.pbft_round import (
@@ -34,7 +35,7 @@ from popbench.pop.pbft_round import (
     highest_certificate,
     view_change_message,
 )
-from popbench.wire import Commit, ItemKind, Message, NewView, Prepare, PrePrepare, ViewChange
+from popbench.wire import BlockResponse, Commit, ItemKind, Message, NewView, Prepare, PrePrepare, ViewChange
 
 MAX_VIEWS_AHEAD = 16  # votes for views further ahead are dropped, bounding memory
 MAX_FUTURE_MESSAGES = 4096  # messages buffered for the next height
@@ -94,6 +95,7 @@ class PbftEngine:
         self._timer: TimerHandle | None = None
         self._propose_timer: TimerHandle | None = None
         self.proposals_refused: dict[str, int] = {}
+        self._helped_ns: dict[int, int] = {}  # validator -> when we last sent it blocks it had missed
         self.last_refusal = ""
 
     # -- who and when ----------------------------------------------------------------------------
@@ -135,8 +137,12 @@ class PbftEngine:
     def on_message(self, sender: int, message: Message) -> None:
         """A consensus message from the authenticated validator ``sender``."""
         height = getattr(message, "height", None)
-        if height is None or height < self.height:
-            return  # below the last checkpoint: no longer needed
+        if height is None:
+            return
+        if height < self.height:  # below the last checkpoint: no longer needed here
+            if type(message) is ViewChange:
+                self._help_lagging(sender, height)
+            return
         if height > self.height:
             self._hold_for_later(sender, height, message)
             return
@@ -149,6 +155,25 @@ class PbftEngine:
             self._on_view_change(sender, message)  # type: ignore[arg-type]
         elif kind is NewView:
             self._on_new_view(sender, message)  # type: ignore[arg-type]
+
+    def _help_lagging(self, sender: int, height: int) -> None:
+        """``sender`` still asks to change view at a height we committed: it missed the commit (lost
+        COMMITs, a broken link) and may hear nothing more of that height. Send it the committed blocks
+        from there, as a catch-up answer, at most once per base view timeout."""
+        now_ns = self.clock.now_ns()
+        last_ns = self._helped_ns.get(sender)
+        if last_ns is not None and now_ns - last_ns < self.base_timeout_s * 1e9:
+            return
+        self._helped_ns[sender] = now_ns
+        blocks: list[bytes] = []
+        budget = RESPONSE_BUDGET_BYTES
+        for record in self.host.ledger.committed_records(height, BLOCKS_PER_REQUEST):
+            budget -= len(record) + 4
+            if budget < 0 and blocks:
+                break
+            blocks.append(record)
+        if blocks:
+            self.host.send_to(sender, BlockResponse(blocks))
 
     def _hold_for_later(self, sender: int, height: int, message: Message) -> None:
         if height == self.height + 1 and len(self.future) < MAX_FUTURE_MESSAGES:
