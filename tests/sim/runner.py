@@ -4,8 +4,9 @@ A schedule has two phases. Until ``stable_at`` the adversary is loose (tests/sim
 clients submit the workload to honest nodes at random moments. At ``stable_at`` every partition has
 healed and the network turns synchronous, and every honest node must then commit beyond the highest
 height any honest node had reached, within ``LIVENESS_BOUND_S`` of virtual time, while clients keep
-submitting an item every ``LOAD_INTERVAL_NS``. Byzantine nodes (up to f) misbehave throughout.
-Agreement, validity and the heads are checked after every event. A failure raises
+submitting an item every ``LOAD_INTERVAL_NS``. Byzantine nodes (up to f) misbehave throughout; in
+the honest family up to f nodes instead crash and restart from their database. Agreement, validity
+and the heads are checked after every event, each honest state root at the end. A failure raises
 ``SimulationFailure`` naming the seed, the command that replays it and the last events.
 """
 
@@ -16,6 +17,7 @@ import shlex
 import traceback
 from collections.abc import Callable
 from dataclasses import dataclass
+from enum import StrEnum
 from functools import cache
 
 from popbench import crypto
@@ -38,7 +40,18 @@ LOAD_INTERVAL_NS = NS_PER_S // 10  # once stable, clients submit an item this of
 MAX_CHAOS_ITEMS = 14
 WORKLOAD_ITEMS = MAX_CHAOS_ITEMS + round(LIVENESS_BOUND_S * NS_PER_S / LOAD_INTERVAL_NS) + 1
 RESTART_DOWN_NS = (50 * NS_PER_MS, 1500 * NS_PER_MS)
-FAMILIES = ("honest", "byzantine", "ledger", "node-faults")
+
+
+class Family(StrEnum):
+    """What faults a schedule's validators have (the network is unreliable in every family)."""
+
+    HONEST = "honest"  # none Byzantine; up to f crash and restart
+    BYZANTINE = "byzantine"  # up to f with the behaviours of tests/sim/byzantine.py
+    LEDGER = "ledger"  # up to f leaders that list an item twice
+    NODE_FAULTS = "node-faults"  # up to f running an engine of popbench.pop.byzantine, as a profile selects
+
+
+FAMILIES = tuple(family.value for family in Family)
 NODE_FAULT = "node:"  # a Byzantine node running one of the engines a real run's profile can select
 PACKAGE_P = 0.5  # chance that a Byzantine node gets one of the packages below rather than a random mix
 PACKAGES = (
@@ -90,6 +103,7 @@ def draw_schedule(rng: random.Random, seed: int, family: str) -> Schedule:
     ledger (a leader listing an item twice) or node-faults (the engines of popbench.pop.byzantine)."""
     if family not in FAMILIES:
         raise ValueError(f"unknown family {family!r}; known: {', '.join(FAMILIES)}")
+    family = Family(family)
     n = 4 if rng.random() < 0.75 else rng.randint(5, 7)
     f = (n - 1) // 3
     faulty = 0 if family == "honest" else rng.randint(1, f)
