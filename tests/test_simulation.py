@@ -1,13 +1,15 @@
 """Deterministic simulation of the real PBFT engine under a seeded adversary (package tests/sim).
 
-The default run is a few thousand schedules in about a minute. Longer explorations:
+The default run is 2,800 schedules (honest 700, byzantine 1,500, ledger 300, node-faults 300) in about
+a minute on one core. Longer explorations (each family test runs its seeds one after another, so
+split a long run over cores by seed range):
 
-    POPBENCH_SIM_SCHEDULES=100000 .venv/bin/python -m pytest tests/test_simulation.py -m simulation -q
-    POPBENCH_SIM_SEED_BASE=5000000 POPBENCH_SIM_SCHEDULES=20000 ...   # another range of seeds
+    POPBENCH_SIM_SCHEDULES=100000 .venv/bin/python -m pytest tests/test_simulation.py -m simulation -q -s
+    POPBENCH_SIM_SCHEDULES=50000 POPBENCH_SIM_SEED_BASE=50000 .venv/bin/python -m pytest tests/test_simulation.py -k byzantine_replicas -q -s
 
-``POPBENCH_SIM_SCHEDULES`` is the number of schedules per family (honest, byzantine, ledger, node-faults) and
-``POPBENCH_SIM_SEED_BASE`` the first seed. A failing schedule names its seed and the command that
-replays it alone with its trace:
+``POPBENCH_SIM_SCHEDULES`` is the number of schedules per family and ``POPBENCH_SIM_SEED_BASE`` the
+first seed (0 by default). A failing family lists its failing seeds and the first one's report; any
+seed replays alone, with the trace of its last events:
 
     POPBENCH_SIM_SEED=1234 POPBENCH_SIM_FAMILY=byzantine .venv/bin/python -m pytest tests/test_simulation.py -k replay -q
 """
