@@ -254,3 +254,15 @@ def test_a_validator_still_changing_view_at_a_committed_height_is_sent_the_block
     assert len(pushes) == 3  # each peer answered once
     net.engines[L0].on_message(late, sent_of(net, ViewChange, late)[0])  # the same again, at once
     assert len([e for e in net.sent if type(e.message) is BlockResponse]) == 3, "at most one push per view timeout"
+
+
+def test_a_fresh_block_must_name_its_leader_as_proposer_and_its_view(tmp_path: Path) -> None:
+    net = MemoryNetwork(tmp_path)
+    items = net.give_items(8)
+    ledger = net.hosts[L0].ledger
+    for view, proposer, reason in ((0, OTHERS[0], "wrong-proposer"), (3, L0, "wrong-view")):
+        block, _ = ledger.build_block(view, proposer, items)
+        net.engines[L1].on_message(L0, PrePrepare(0, 1, block.encode()))
+        assert net.engines[L1].proposals_refused == {reason: 1}, reason
+        net.engines[L1].proposals_refused.clear()
+    assert not sent_of(net, Prepare, L1)

@@ -290,7 +290,7 @@ class PbftEngine:
         items = items if items is not None else self._items_for(block)
         if items is None:
             return
-        reason = self._proposal_fault(block, raw)
+        reason = self._proposal_fault(block, raw) or self._header_fault(current.view, leader, block, raw)
         if reason is not None:
             self._refuse(reason)
             return
@@ -318,6 +318,18 @@ class PbftEngine:
         locked = self.prepared
         if locked is not None and locked.proposal.block.hash != block.hash:
             return "conflicts-with-lock"
+        return None
+
+    def _header_fault(self, view: int, leader: int, block: Block, raw: bytes) -> str | None:
+        """A fresh block must name the view it is proposed in and its leader as proposer (who earns its
+        reward). A re-proposed block keeps its original header: it passes as the NEW-VIEW's obligation,
+        or as this node's own lock, whose certificate it has seen."""
+        if raw == self.required or (self.prepared is not None and raw == self.prepared.proposal.raw):
+            return None
+        if block.view != view:
+            return "wrong-view"
+        if block.proposer != leader:
+            return "wrong-proposer"
         return None
 
     def _refuse(self, reason: str) -> None:
