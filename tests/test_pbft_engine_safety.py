@@ -266,3 +266,23 @@ def test_a_fresh_block_must_name_its_leader_as_proposer_and_its_view(tmp_path: P
         assert net.engines[L1].proposals_refused == {reason: 1}, reason
         net.engines[L1].proposals_refused.clear()
     assert not sent_of(net, Prepare, L1)
+
+
+def test_a_leader_that_ignores_its_new_views_certificate_is_refused(tmp_path: Path) -> None:
+    net = MemoryNetwork(tmp_path)
+    items = net.give_items(8)
+    net.start()
+    # view 0: everyone but the next leader locks on B; no COMMIT flows
+    net.deliver(keep=lambda e: not is_commit(e) and (type(e.message) is not Prepare or e.receiver != L1))
+    certified = net.engines[L0].prepared
+    assert certified is not None
+    net.clock.advance(1.0)
+    net.deliver(keep=lambda e: not (type(e.message) is PrePrepare and e.sender == L1))  # its honest re-proposal is lost
+    fresh, _ = net.hosts[L1].ledger.build_block(1, L1, items[:4])  # a Byzantine leader's own choice instead
+    for replica in (n for n in range(4) if n != L1):
+        net.send(L1, replica, PrePrepare(1, 1, fresh.encode()))
+    net.deliver()
+    for replica in (n for n in range(4) if n != L1):
+        assert net.engines[replica].proposals_refused == {"ignores-new-view": 1}
+        assert net.hosts[replica].ledger.height == 0
+    assert not [m for n in range(4) for m in sent_of(net, Prepare, n) if m.block_hash == fresh.hash]
