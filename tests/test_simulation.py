@@ -1,8 +1,9 @@
 """Deterministic simulation of the real PBFT engine under a seeded adversary (package tests/sim).
 
-The default run is 2,800 schedules (honest 700, byzantine 1,500, ledger 300, node-faults 300) in about
-a minute on one core. Longer explorations (each family test runs its seeds one after another, so
-split a long run over cores by seed range):
+The default run is 2,800 schedules (honest 700, byzantine 1,400, ledger 200, node-faults 300, mixed
+200; ``Family`` in tests/sim/runner.py says what each runs) in about a minute on one core. Longer
+explorations (each family test runs its seeds one after another, so split a long run over cores by
+seed range):
 
     POPBENCH_SIM_SCHEDULES=100000 .venv/bin/python -m pytest tests/test_simulation.py -m simulation -q -s
     POPBENCH_SIM_SCHEDULES=50000 POPBENCH_SIM_SEED_BASE=50000 .venv/bin/python -m pytest tests/test_simulation.py -k byzantine_replicas -q -s
@@ -43,7 +44,7 @@ from tests.sim.scheduler import NS_PER_MS, ScriptedAdversary
 
 pytestmark = [pytest.mark.simulation, pytest.mark.timeout(1800)]
 
-SCHEDULES = {"honest": 700, "byzantine": 1500, "ledger": 300, "node-faults": 300}  # per family: ~1 minute in all
+SCHEDULES = {"honest": 700, "byzantine": 1400, "ledger": 200, "node-faults": 300, "mixed": 200}  # ~1 minute in all
 SEED_BASE = int(os.environ.get("POPBENCH_SIM_SEED_BASE", "0"))
 FAILURES_LISTED = 20
 
@@ -84,6 +85,10 @@ def test_schedules_with_a_leader_that_lists_an_item_twice_commit_only_valid_bloc
 
 def test_schedules_with_the_node_faults_a_profile_can_select_keep_agreement_validity_and_liveness() -> None:
     explore("node-faults")
+
+
+def test_schedules_with_a_byzantine_replica_and_a_restarted_one_keep_agreement_validity_and_liveness() -> None:
+    explore("mixed")
 
 
 @pytest.mark.skipif("POPBENCH_SIM_SEED" not in os.environ, reason="set POPBENCH_SIM_SEED (and POPBENCH_SIM_FAMILY) to replay one schedule")

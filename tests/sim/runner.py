@@ -49,6 +49,7 @@ class Family(StrEnum):
     BYZANTINE = "byzantine"  # up to f with the behaviours of tests/sim/byzantine.py
     LEDGER = "ledger"  # up to f leaders that list an item twice
     NODE_FAULTS = "node-faults"  # up to f running an engine of popbench.pop.byzantine, as a profile selects
+    MIXED = "mixed"  # n = 7: one Byzantine as in BYZANTINE and one honest node that crashes and restarts
 
 
 FAMILIES = tuple(family.value for family in Family)
@@ -99,37 +100,42 @@ class Schedule:
 
 
 def draw_schedule(rng: random.Random, seed: int, family: str) -> Schedule:
-    """The schedule of ``seed`` in ``family``: honest (network faults only), byzantine (tests/sim/byzantine.py),
-    ledger (a leader listing an item twice) or node-faults (the engines of popbench.pop.byzantine)."""
+    """The schedule of ``seed`` in ``family`` (see ``Family``)."""
     if family not in FAMILIES:
         raise ValueError(f"unknown family {family!r}; known: {', '.join(FAMILIES)}")
     family = Family(family)
     n = 4 if rng.random() < 0.75 else rng.randint(5, 7)
+    n = 7 if family == Family.MIXED else n  # f = 2: room for a Byzantine node and a restarted one
     f = (n - 1) // 3
-    faulty = 0 if family == "honest" else rng.randint(1, f)
+    faulty = 0 if family == Family.HONEST else 1 if family == Family.MIXED else rng.randint(1, f)
     menu = sorted(LEDGER_BEHAVIOURS if family == "ledger" else CONSENSUS_BEHAVIOURS)
     if family == "node-faults":
         menu = [NODE_FAULT + kind for kind in node_fault_engines()]
     byzantine = {node: _draw_behaviours(rng, menu, family) for node in sorted(rng.sample(range(n), faulty))}
     stable_at_ns = rng.randint(NS_PER_S // 2, 5 * NS_PER_S)
     chaos, items = Chaos.draw(rng, n, stable_at_ns), rng.randint(4, MAX_CHAOS_ITEMS)
-    restarts = _draw_restarts(rng, n, stable_at_ns) if family == "honest" else ()  # drawn last: other families' seeds keep their meaning
+    restarts: tuple[Restart, ...] = ()  # drawn last: the other families' seeds keep their meaning
+    if family == Family.HONEST:
+        restarts = _draw_restarts(rng, n, stable_at_ns)
+    elif family == Family.MIXED:
+        restarts = (_restart(rng, rng.choice([node for node in range(n) if node not in byzantine]), stable_at_ns),)
     return Schedule(seed, family, n, byzantine, chaos, items, restarts)
 
 
 def _draw_restarts(rng: random.Random, n: int, stable_at_ns: int) -> tuple[Restart, ...]:
     """Up to f crash-restarts, of distinct nodes: a restarted node forgets its lock, so each counts as a fault."""
     nodes = rng.sample(range(n), rng.choice((0, 0, rng.randint(1, (n - 1) // 3))))
-    restarts = []
-    for node in sorted(nodes):
-        down_ns = rng.randrange(0, stable_at_ns)
-        restarts.append(Restart(node, down_ns, min(down_ns + rng.randint(*RESTART_DOWN_NS), stable_at_ns)))
-    return tuple(restarts)
+    return tuple(_restart(rng, node, stable_at_ns) for node in sorted(nodes))
 
 
-def _draw_behaviours(rng: random.Random, menu: list[str], family: str) -> tuple[str, ...]:
+def _restart(rng: random.Random, node: int, stable_at_ns: int) -> Restart:
+    down_ns = rng.randrange(0, stable_at_ns)
+    return Restart(node, down_ns, min(down_ns + rng.randint(*RESTART_DOWN_NS), stable_at_ns))
+
+
+def _draw_behaviours(rng: random.Random, menu: list[str], family: Family) -> tuple[str, ...]:
     """One to three behaviours; in the byzantine family often a known-potent package (Jepsen's nemesis packages)."""
-    if family == "byzantine" and rng.random() < PACKAGE_P:
+    if family in (Family.BYZANTINE, Family.MIXED) and rng.random() < PACKAGE_P:
         return rng.choice(PACKAGES)
     if family == "node-faults":
         return (rng.choice(menu),)
@@ -273,7 +279,7 @@ def run_schedule(seed: int, family: str = "byzantine") -> Outcome:
     rng = random.Random(seed)
     schedule = draw_schedule(rng, seed, family)
     genesis, keys = sim_genesis(schedule.n)
-    items = workload(schedule.n, gapped=family == "honest")
+    items = workload(schedule.n, gapped=family in (Family.HONEST, Family.MIXED))
     chaotic, fresh = items[: schedule.items], items[schedule.items :]
     events = EventQueue()
     adversary = RandomAdversary(rng, schedule.chaos, lambda: events.now_ns)
