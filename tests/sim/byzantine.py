@@ -266,6 +266,16 @@ class ForgedNewView(Behaviour):
         self.host.send_raw_to_all(NewView(new_view, engine.height, bodies))
 
 
+class EquivocatingNewView(ForgedNewView):
+    """As the rightful new leader, the honest NEW-VIEW to some peers and a cherry-picked one to others,
+    so they disagree on what the view must re-propose."""
+
+    def rewrite(self, dst: int, message: Message) -> list[Message]:
+        if isinstance(message, NewView) and self.rng.random() < 0.5:
+            return [message]
+        return super().rewrite(dst, message)
+
+
 class Replays(Behaviour):
     """Sends one of its own earlier messages again, to a peer chosen at random."""
 
@@ -288,4 +298,7 @@ CONSENSUS_BEHAVIOURS: dict[str, Callable[[ByzantineHost], Behaviour]] = {
     "replay": Replays,
 }
 LEDGER_BEHAVIOURS: dict[str, Callable[[ByzantineHost], Behaviour]] = {"duplicate-items": DuplicateItems}
-BEHAVIOURS = {**CONSENSUS_BEHAVIOURS, **LEDGER_BEHAVIOURS}
+# Added after the byzantine family's seeds were first reported: only the mixed family draws them, so
+# those seeds keep replaying the same schedules.
+LATER_BEHAVIOURS: dict[str, Callable[[ByzantineHost], Behaviour]] = {"equivocate-new-view": EquivocatingNewView}
+BEHAVIOURS = {**CONSENSUS_BEHAVIOURS, **LEDGER_BEHAVIOURS, **LATER_BEHAVIOURS}

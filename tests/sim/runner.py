@@ -27,7 +27,7 @@ from popbench.model.proof import Proof
 from popbench.model.transfer import Transfer
 from popbench.pop.pbft import PbftEngine
 from popbench.wire import ItemKind
-from tests.sim.byzantine import CONSENSUS_BEHAVIOURS, LEDGER_BEHAVIOURS, ByzantineHost
+from tests.sim.byzantine import CONSENSUS_BEHAVIOURS, LATER_BEHAVIOURS, LEDGER_BEHAVIOURS, ByzantineHost
 from tests.sim.invariants import Checker, InvariantViolation
 from tests.sim.network import NS_PER_S, Adversary, EventQueue, SimHost, SimNetwork, virtual_wall_clock
 from tests.sim.scheduler import NS_PER_MS, Chaos, RandomAdversary
@@ -61,6 +61,7 @@ PACKAGES = (
     ("amnesia", "equivocate-votes"),
     ("equivocate-proposals", "forged-new-view"),
 )
+LATER_PACKAGES = (("amnesia", "equivocate-new-view", "equivocate-proposals"),)  # the mixed family's alone
 REPLAY_COMMAND = "POPBENCH_SIM_SEED={seed} POPBENCH_SIM_FAMILY={family} .venv/bin/python -m pytest tests/test_simulation.py -k replay -q"
 
 
@@ -109,6 +110,8 @@ def draw_schedule(rng: random.Random, seed: int, family: str) -> Schedule:
     f = (n - 1) // 3
     faulty = 0 if family == Family.HONEST else 1 if family == Family.MIXED else rng.randint(1, f)
     menu = sorted(LEDGER_BEHAVIOURS if family == "ledger" else CONSENSUS_BEHAVIOURS)
+    if family == Family.MIXED:
+        menu = sorted({**CONSENSUS_BEHAVIOURS, **LATER_BEHAVIOURS})
     if family == "node-faults":
         menu = [NODE_FAULT + kind for kind in node_fault_engines()]
     byzantine = {node: _draw_behaviours(rng, menu, family) for node in sorted(rng.sample(range(n), faulty))}
@@ -135,8 +138,10 @@ def _restart(rng: random.Random, node: int, stable_at_ns: int) -> Restart:
 
 def _draw_behaviours(rng: random.Random, menu: list[str], family: Family) -> tuple[str, ...]:
     """One to three behaviours; in the byzantine family often a known-potent package (Jepsen's nemesis packages)."""
-    if family in (Family.BYZANTINE, Family.MIXED) and rng.random() < PACKAGE_P:
+    if family == Family.BYZANTINE and rng.random() < PACKAGE_P:
         return rng.choice(PACKAGES)
+    if family == Family.MIXED and rng.random() < PACKAGE_P:
+        return rng.choice(PACKAGES + LATER_PACKAGES)
     if family == "node-faults":
         return (rng.choice(menu),)
     return tuple(sorted(rng.sample(menu, rng.randint(1, min(3, len(menu))))))
