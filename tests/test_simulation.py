@@ -1,6 +1,6 @@
 """Deterministic simulation of the real PBFT engine under a seeded adversary (package tests/sim).
 
-The default run is 2,800 schedules (honest 700, byzantine 1,400, ledger 200, node-faults 300, mixed
+The default run is 2,500 schedules (honest 600, byzantine 1,200, ledger 200, node-faults 300, mixed
 200; ``Family`` in tests/sim/runner.py says what each runs) in about a minute on one core. Longer
 explorations (each family test runs its seeds one after another, so split a long run over cores by
 seed range):
@@ -44,7 +44,7 @@ from tests.sim.scheduler import NS_PER_MS, ScriptedAdversary
 
 pytestmark = [pytest.mark.simulation, pytest.mark.timeout(1800)]
 
-SCHEDULES = {"honest": 700, "byzantine": 1400, "ledger": 200, "node-faults": 300, "mixed": 200}  # ~1 minute in all
+SCHEDULES = {"honest": 600, "byzantine": 1200, "ledger": 200, "node-faults": 300, "mixed": 200}  # ~1 minute in all
 SEED_BASE = int(os.environ.get("POPBENCH_SIM_SEED_BASE", "0"))
 FAILURES_LISTED = 20
 
