@@ -257,7 +257,8 @@ def _node_3_cut_off(now_ns: int, src: int, dst: int, message: Message) -> bool:
 
 
 @pytest.mark.xfail(
-    strict=True, reason="sim_findings.md observation 4: a node behind by more than one block catches up only from later traffic"
+    strict=True,
+    reason="sim_findings.md 4 and 12: after a reconnect catch-up fetches one block; an idle node behind by more waits for traffic",
 )
 def test_a_node_cut_off_for_several_blocks_catches_up_after_the_load_stops() -> None:
     """Node 3 is cut off while the others commit three blocks, then its links come back (as node.py

@@ -213,6 +213,32 @@ class DuplicateItems(Behaviour):
         return [PrePrepare(message.view, message.height, forged.encode())]
 
 
+class MisattributedProposal(Behaviour):
+    """As leader, proposes its block under another validator's id (who then gets the block reward and fees)."""
+
+    def __init__(self, host: ByzantineHost) -> None:
+        super().__init__(host)
+        self.forged: dict[bytes, bytes] = {}  # the block it built -> the one it sends instead, the same to all
+
+    def rewrite(self, dst: int, message: Message) -> list[Message]:
+        if not isinstance(message, PrePrepare):
+            return [message]
+        if message.block not in self.forged:
+            self.forged[message.block] = self._forge(message.block) or message.block
+        return [PrePrepare(message.view, message.height, self.forged[message.block])]
+
+    def _forge(self, raw: bytes) -> bytes | None:
+        block, ledger = Block.decode(raw), self.host.ledger
+        items = [self.host.mempool.get(item_id) for item_id in [*block.proof_ids, *block.transfer_ids]]
+        if block.proposer != self.host.node_id or block.height != ledger.height + 1 or any(item is None for item in items):
+            return None
+        other = self.rng.choice([node for node in sorted(self.host.genesis.public_keys) if node != self.host.node_id])
+        forged, _ = ledger.build_block(block.view, other, items)  # type: ignore[arg-type]
+        forged.timestamp_ns = block.timestamp_ns
+        forged._hash = None
+        return forged.encode()
+
+
 class StaleViewChanges(Behaviour):
     """Replays its old VIEW-CHANGEs, asks for views already past, claims prepared blocks it cannot prove."""
 
@@ -300,5 +326,8 @@ CONSENSUS_BEHAVIOURS: dict[str, Callable[[ByzantineHost], Behaviour]] = {
 LEDGER_BEHAVIOURS: dict[str, Callable[[ByzantineHost], Behaviour]] = {"duplicate-items": DuplicateItems}
 # Added after the byzantine family's seeds were first reported: only the mixed family draws them, so
 # those seeds keep replaying the same schedules.
-LATER_BEHAVIOURS: dict[str, Callable[[ByzantineHost], Behaviour]] = {"equivocate-new-view": EquivocatingNewView}
+LATER_BEHAVIOURS: dict[str, Callable[[ByzantineHost], Behaviour]] = {
+    "equivocate-new-view": EquivocatingNewView,
+    "misattributed-proposal": MisattributedProposal,
+}
 BEHAVIOURS = {**CONSENSUS_BEHAVIOURS, **LEDGER_BEHAVIOURS, **LATER_BEHAVIOURS}

@@ -2,9 +2,10 @@
 
 - Agreement: no two honest nodes commit different blocks at one height.
 - Validity: an honest node commits only a block the leader of some view sent in a PRE-PREPARE, that
-  extends the agreed chain and lists each item once, every one submitted by a client and none
-  committed before; and it carries a certificate of n - f valid COMMIT signatures. (Its ``proposer``
-  field need only name a validator: docs/protocol.md, "Timestamp and proposer".)
+  extends the agreed chain, names the leader of its header's view as proposer (a re-proposed block
+  keeps its header, so this holds for it too; the engine checks it since 01e3a4f), and lists each
+  item once, every one submitted by a client and none committed before; and it carries a
+  certificate of n - f valid COMMIT signatures.
 - Every honest ledger's head is the agreed block at its height (no commit bypasses the checker), and
   at the end its state has the root that block claims (a restarted node rebuilt it exactly).
 - Liveness (judged by the runner once the network is stable): every honest node commits again.
@@ -78,6 +79,9 @@ class Checker:
             raise InvariantViolation(f"VALIDITY: {where} that does not extend the agreed block at height {block.height - 1}")
         if block.hash not in self.proposed:
             raise InvariantViolation(f"VALIDITY: {where} that no leader proposed")
+        leader = self.genesis.leader_for_view(block.view + block.height)
+        if block.proposer != leader:
+            raise InvariantViolation(f"VALIDITY: {where} naming proposer {block.proposer}; view {block.view}'s leader is {leader}")
         ids = [*block.proof_ids, *block.transfer_ids]
         if len(set(ids)) != len(ids):
             raise InvariantViolation(f"VALIDITY: {where} that lists {len(ids) - len(set(ids))} item(s) twice")
