@@ -75,8 +75,10 @@ class CatchUp:
             self.node.block_committed(record, record.certificate.view, None)
         if applied_view is not None:
             self.node.engine.caught_up(applied_view)
-            if len(message.blocks) >= BLOCKS_PER_REQUEST:
-                self.request(conn.peer_id)
+            # Ask again until an answer brings nothing new: a reply to the one-block probe a new link
+            # sends, or one cut by the size budget, says nothing about how far behind this node still is,
+            # and an idle network sends no later traffic that would tell it.
+            self.request(conn.peer_id)
 
     # -- serving -----------------------------------------------------------------------------------
     def on_block_request(self, conn: Connection, message: BlockRequest) -> None:
