@@ -124,7 +124,11 @@ def test_a_byzantine_leader_causes_a_view_change_and_no_conflicting_commits(clus
         client = await cluster.client(honest[0])
         await submit_all(client, make_proofs(cluster, 50))
         statuses = await cluster.wait_until(all_committed(50, honest), TIMEOUT_S, honest, "honest nodes commit after the fault")
-        assert all(statuses[n].counters.view_changes >= 1 for n in honest)  # type: ignore[union-attr]
+        # The view had to change for anything to commit. A commit needs n - f = 3 COMMITs, so at least two
+        # honest nodes entered the new view; the third may have received those COMMITs before the NEW-VIEW
+        # and caught up on the committed block instead of entering the view itself.
+        changed = {n: statuses[n].counters.view_changes for n in honest}  # type: ignore[union-attr]
+        assert sum(1 for count in changed.values() if count >= 1) >= 2, f"view changes per honest node: {changed}"
         if fault == "invalid-proofs":
             assert any(statuses[n].counters.items_rejected.get("BAD_SIGNATURE", 0) > 0 for n in honest)  # type: ignore[union-attr]
         client.close()
