@@ -85,7 +85,9 @@ class Genesis:
             raise ConfigError("validator ids and keys must be unique", key="validators")
         for v in self.validators:
             if v.stake < self.params.min_stake:
-                raise ConfigError(f"stake {v.stake} of validator {v.node_id} is below the minimum {self.params.min_stake}", key="validators")
+                raise ConfigError(
+                    f"stake {v.stake} of validator {v.node_id} is below the minimum {self.params.min_stake}", key="validators"
+                )
 
     # -- identity ----------------------------------------------------------------------------------
     def to_json_dict(self) -> dict[str, Any]:
@@ -135,7 +137,7 @@ class Genesis:
         total = sum(stakes)
         schedule = []
         for _ in range(total):
-            current = [c + s for c, s in zip(current, stakes)]
+            current = [c + s for c, s in zip(current, stakes, strict=True)]
             chosen = max(range(self.n), key=lambda i: (current[i], -i))
             current[chosen] -= total
             schedule.append(self.validators[chosen].node_id)
@@ -179,7 +181,9 @@ def genesis_from_dict(data: Any, source: str) -> Genesis:
     validators = tuple(_validator(entry, i, source) for i, entry in enumerate(_list(data, "validators", source)))
     if not isinstance(data.get("balances", {}), dict):
         raise ConfigError("must be an object of address: amount", key="balances", source=source)
-    balances = {_hex(k, f"balances.{k}", source, 20): _int(v, f"balances.{k}", source, MAX_AMOUNT) for k, v in data.get("balances", {}).items()}
+    balances = {
+        _hex(k, f"balances.{k}", source, 20): _int(v, f"balances.{k}", source, MAX_AMOUNT) for k, v in data.get("balances", {}).items()
+    }
     try:
         return Genesis(_chain_name(data.get("chain_name", "popbench"), source), validators, balances, params)
     except ConfigError as err:

@@ -103,7 +103,10 @@ def test_equivocating_votes_count_once_and_honest_nodes_commit_one_block(tmp_pat
     net.start()
     net.deliver()
     honest = [node for node in range(4) if node != byzantine]
-    assert all(net.hosts[node].ledger.height == 1 for node in honest), (net.heights(), {n: (e.view, e.prepared and e.prepared.view, e.proposals_refused) for n, e in net.engines.items()})
+    assert all(net.hosts[node].ledger.height == 1 for node in honest), (
+        net.heights(),
+        {n: (e.view, e.prepared and e.prepared.view, e.proposals_refused) for n, e in net.engines.items()},
+    )
     assert_agreement(net, honest)
     assert sum(net.hosts[node].counters.equivocations_seen for node in honest) >= 1  # the peer that got both
 

@@ -13,14 +13,14 @@ from collections.abc import Callable
 from typing import Any
 
 from popbench import crypto
-from popbench.pop.admission import Admission
-from popbench.pop.catchup import CatchUp
-from popbench.pop.byzantine import engine_for
-from popbench.node_base import NodeBase
-from popbench.node_config import NodeConfig, Reporter
-from popbench.pop.ledger import CommittedBlock, Ledger
 from popbench.mempool import Mempool
 from popbench.net.connection import Connection
+from popbench.node_base import NodeBase
+from popbench.node_config import NodeConfig, Reporter
+from popbench.pop.admission import Admission
+from popbench.pop.byzantine import engine_for
+from popbench.pop.catchup import CatchUp
+from popbench.pop.ledger import CommittedBlock, Ledger
 from popbench.pop.status import pop_node_status
 from popbench.wire import (
     TOPIC_COMMITS,
@@ -52,6 +52,8 @@ from popbench.wire import (
 from popbench.wire.status import PopStatus
 
 CONSENSUS_MESSAGES = (PrePrepare, Prepare, Commit, ViewChange, NewView)
+
+
 class Node(NodeBase):
     """One validator (or follower): implements the hosts the connections and the engine talk to."""
 
@@ -192,10 +194,6 @@ class Node(NodeBase):
     # -- peers and discovery -------------------------------------------------------------------------
 
 
-
-
-
-
 async def serve(config: NodeConfig, stop: asyncio.Event, report: Reporter | None = None) -> Node:
     """Run a node until ``stop`` is set; returns the stopped node (its counters stay readable)."""
     node = Node(config, report)
@@ -205,4 +203,3 @@ async def serve(config: NodeConfig, stop: asyncio.Event, report: Reporter | None
     finally:
         await node.stop()
     return node
-

@@ -285,7 +285,9 @@ class PbftEngine:
                     self.host.request_items(node, kind, wanted)
         return None
 
-    def _accept_proposal(self, current: Round, leader: int, raw: bytes, block: Block | None = None, items: list[PoolItem] | None = None) -> None:
+    def _accept_proposal(
+        self, current: Round, leader: int, raw: bytes, block: Block | None = None, items: list[PoolItem] | None = None
+    ) -> None:
         block = block or Block.decode(raw)
         items = items if items is not None else self._items_for(block)
         if items is None:

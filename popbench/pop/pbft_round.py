@@ -163,7 +163,9 @@ def prepared_block_of(vc: ViewChange, chain_id: bytes, keys: Mapping[int, bytes]
     return block if len(votes) >= quorum else None
 
 
-def highest_certificate(view_changes: list[ViewChange], chain_id: bytes, keys: Mapping[int, bytes], quorum: int, verify: Verify) -> ViewChange | None:
+def highest_certificate(
+    view_changes: list[ViewChange], chain_id: bytes, keys: Mapping[int, bytes], quorum: int, verify: Verify
+) -> ViewChange | None:
     """The view change carrying the highest-view valid prepared certificate, if any carries one.
 
     Two valid certificates of one view name the same block (their quorums share an honest voter, who
@@ -178,7 +180,9 @@ def highest_certificate(view_changes: list[ViewChange], chain_id: bytes, keys: M
     return best
 
 
-def highest_prepared(view_changes: list[ViewChange], chain_id: bytes, keys: Mapping[int, bytes], quorum: int, verify: Verify) -> tuple[int, bytes] | None:
+def highest_prepared(
+    view_changes: list[ViewChange], chain_id: bytes, keys: Mapping[int, bytes], quorum: int, verify: Verify
+) -> tuple[int, bytes] | None:
     """(view, block bytes) of the highest-view valid prepared certificate among ``view_changes``."""
     best = highest_certificate(view_changes, chain_id, keys, quorum, verify)
     return (best.prepared_view, best.prepared_block) if best is not None else None
