@@ -7,8 +7,9 @@ import signal
 import stat
 import subprocess
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import pytest
 
@@ -23,6 +24,7 @@ from tests.cluster import POPBENCH, _listening_socket
 pytestmark = pytest.mark.timeout(180)
 COMMAND_TIMEOUT_S = 60
 COMMIT_TIMEOUT_S = 60.0
+T = TypeVar("T")
 
 
 def run_genesis(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
@@ -114,10 +116,12 @@ async def _submit_and_see_committed(genesis_path: Path, chain_id: bytes, port: i
         assert (status.node_id, status.role) == (0, "validator")
         committed: asyncio.Future[Committed] = asyncio.get_running_loop().create_future()
         result: asyncio.Future[SubmitResult] = asyncio.get_running_loop().create_future()
-        client.on_committed = lambda note: committed.done() or committed.set_result(note)
-        client.on_result = lambda answer: result.done() or result.set_result(answer)
+        client.on_committed = first_into(committed)
+        client.on_result = first_into(result)
         client.subscribe(TOPIC_COMMITS)
-        proof = Proof.create(crypto.derive_key("genesis-command-test", 0), chain_id, b"by hand", genesis.params.min_work_bits, 1, time.time_ns())
+        proof = Proof.create(
+            crypto.derive_key("genesis-command-test", 0), chain_id, b"by hand", genesis.params.min_work_bits, 1, time.time_ns()
+        )
         client.submit(1, ItemKind.PROOF, proof.encode())
         answer = await asyncio.wait_for(result, COMMIT_TIMEOUT_S)
         assert (answer.reason, answer.item_id) == (RejectReason.ACCEPTED, proof.id)
@@ -125,6 +129,16 @@ async def _submit_and_see_committed(genesis_path: Path, chain_id: bytes, port: i
         assert note.proof_ids == [proof.id]
     finally:
         client.close()
+
+
+def first_into(future: asyncio.Future[T]) -> Callable[[T], None]:
+    """A callback that resolves ``future`` with the first value it is given and ignores the rest."""
+
+    def resolve(value: T) -> None:
+        if not future.done():
+            future.set_result(value)
+
+    return resolve
 
 
 async def _connect_with_deadline(port: int, chain_id: bytes, validators: dict[int, bytes]) -> NodeClient:
