@@ -7,11 +7,9 @@ constant so the same sweep renders the same bytes.
 
 from __future__ import annotations
 
-import io
 import math
 import statistics
 
-import matplotlib
 import numpy as np
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
@@ -20,6 +18,7 @@ from harness.capacity.model import CostModel, effective_utilisation, predict_cap
 from harness.capacity.search import SizeCapacity
 from harness.capacity.store import Point, Sweep
 from harness.kinds import WorkloadMode
+from harness.report import html_plots
 
 FIGURE_SIZE_IN = (7.5, 4.3)
 SVG_SALT = "popbench-capacity"  # a constant salt: the same sweep renders the same SVG ids
@@ -28,12 +27,7 @@ MODEL_GRID_POINTS = 60
 
 
 def figure_svg(figure: Figure) -> str:
-    """The figure as an ``<svg>`` element (no XML prolog, so it can sit inside HTML)."""
-    buffer = io.StringIO()
-    with matplotlib.rc_context({"svg.fonttype": "none", "svg.hashsalt": SVG_SALT}):
-        figure.savefig(buffer, format="svg", metadata={"Date": None}, bbox_inches="tight")
-    text = buffer.getvalue()
-    return text[text.index("<svg") :]
+    return html_plots.figure_svg(figure, SVG_SALT)
 
 
 def throughput_latency_svg(sweep: Sweep) -> str:

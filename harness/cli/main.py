@@ -6,12 +6,21 @@ import sys
 
 import click
 
+from harness.cli import commands as cli_commands
 from popbench import __version__
 from popbench.errors import PopbenchError
 
 
 class PopbenchGroup(click.Group):
-    """Turns any PopbenchError escaping a command into a one-line message and exit status 2."""
+    """Loads each command's module when the command is used (harness/cli/commands.py), and turns any
+    PopbenchError escaping a command into a one-line message and exit status 2."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return cli_commands.command_names()
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        cli_commands.load_command(self, cmd_name)
+        return super().get_command(ctx, cmd_name)
 
     def invoke(self, ctx: click.Context) -> object:
         try:
@@ -25,13 +34,3 @@ class PopbenchGroup(click.Group):
 @click.version_option(__version__, prog_name="popbench")
 def main() -> None:
     """popbench: benchmark real Proof-of-Proof (PBFT) and proof-of-work networks on one host."""
-
-
-def _register_commands() -> None:
-    # Each module adds its own commands; importing here keeps start-up of `--help` cheap and in one place.
-    from harness.cli import commands as cli_commands
-
-    cli_commands.register(main)
-
-
-_register_commands()

@@ -19,7 +19,6 @@ from collections.abc import Sequence
 from enum import StrEnum
 
 import msgspec
-from scipy import stats as scipy_stats  # type: ignore[import-untyped]
 
 from popbench.errors import HarnessError
 
@@ -144,6 +143,8 @@ def mann_whitney(base: Sequence[float], new: Sequence[float], alpha: float = ALP
     if smallest >= alpha:
         return UTestResult(method=PValueMethod.NONE, p_value=None, u_statistic=None, smallest_p=smallest, alpha=alpha)
     method = _choose_method(before, after)
+    from scipy import stats as scipy_stats  # type: ignore[import-untyped]  # heavy: loaded only to test
+
     result = scipy_stats.mannwhitneyu(before, after, alternative="two-sided", method=_scipy_method(method, before, after))
     return UTestResult(method=method, p_value=float(result.pvalue), u_statistic=float(result.statistic), smallest_p=smallest, alpha=alpha)
 
@@ -158,6 +159,8 @@ def _choose_method(before: list[float], after: list[float]) -> PValueMethod:
 
 
 def _scipy_method(method: PValueMethod, before: list[float], after: list[float]) -> object:
+    from scipy import stats as scipy_stats  # heavy: loaded only to test
+
     if method is PValueMethod.PERMUTATION:
         # n_resamples at least the number of distinct splits makes scipy enumerate them all: exact, no randomness
         return scipy_stats.PermutationMethod(n_resamples=math.comb(len(before) + len(after), len(before)))

@@ -10,11 +10,23 @@ from __future__ import annotations
 import html
 from collections.abc import Iterable, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from harness.report import html_plots as plots
 from harness.report import render
-from harness.report.html_data import RunSeries, load_series
+from harness.report.html_data import Marks, RunSeries, load_series
 from harness.report.schema import AnyScore, Report, Score, ScoreV1
+
+if TYPE_CHECKING:
+    from types import ModuleType
+
+
+def _plots() -> ModuleType:
+    """The figure module, imported on first use: matplotlib (and numpy) load only when a page is drawn,
+    after the run, so the node processes forked before it never carry them."""
+    from harness.report import html_plots
+
+    return html_plots
+
 
 HTML_NAME = "report.html"
 STYLE = """
@@ -133,13 +145,13 @@ def notes_section(report: Report, series: RunSeries) -> str:
 
 
 # -- figures -------------------------------------------------------------------------------------------
-def marks(report: Report, series: RunSeries) -> plots.Marks:
+def marks(report: Report, series: RunSeries) -> Marks:
     views = series.resources.view_changes_at_s if series.resources else []
     service = report.metrics.service
     if service is not None:
-        return plots.Marks((service.steady_start_s, service.steady_end_s), [(s.start_s, s.length_s) for s in service.stalls], views)
+        return Marks((service.steady_start_s, service.steady_end_s), [(s.start_s, s.length_s) for s in service.stalls], views)
     run = report.profile.run
-    return plots.Marks((run.warmup_s, run.duration_s - run.cooldown_s), [], views)
+    return Marks((run.warmup_s, run.duration_s - run.cooldown_s), [], views)
 
 
 def timeline_figure(report: Report, series: RunSeries) -> str:
@@ -154,7 +166,7 @@ def timeline_figure(report: Report, series: RunSeries) -> str:
     caption = (f"Timeline, from {source}: {shows}. The steady window is shaded green, stalls (no commit for longer than "
                f"the stall threshold) red, view changes dotted purple. Stalls: {stall_text}. "
                f"View changes seen at {len(shown.view_changes)} samples.")  # fmt: skip
-    return figure("timeline", plots.timeline_svg(series.per_second, shown, series.resources), caption)
+    return figure("timeline", _plots().timeline_svg(series.per_second, shown, series.resources), caption)
 
 
 def resources_figure(report: Report, series: RunSeries) -> str:
@@ -162,7 +174,7 @@ def resources_figure(report: Report, series: RunSeries) -> str:
         return ""
     caption = ("Per-node CPU (% of one core, since the previous status sample) and memory (USS, MiB, where the sample "
                "read it): the average node and the busiest or largest one, at each status sample.")  # fmt: skip
-    return figure("resources", plots.resources_svg(series.resources, marks(report, series)), caption)
+    return figure("resources", _plots().resources_svg(series.resources, marks(report, series)), caption)
 
 
 def latency_figure(report: Report, series: RunSeries) -> str:
@@ -174,7 +186,7 @@ def latency_figure(report: Report, series: RunSeries) -> str:
     caption = (f"Latency CDF over the {curve.due:,} valid items due in the steady window: {len(curve.latencies_ms):,} committed "
                f"({curve.committed_share:.1%}); {within / max(1, curve.due):.1%} within L = {slo.latency_ms:g} ms "
                f"(required {slo.within_share:.0%}). Items that never committed are misses: the curve stops short of 1 by their share.")  # fmt: skip
-    return figure("latency-cdf", plots.latency_cdf_svg(curve, slo.latency_ms, slo.within_share), caption)
+    return figure("latency-cdf", _plots().latency_cdf_svg(curve, slo.latency_ms, slo.within_share), caption)
 
 
 def propagation_figures(series: RunSeries) -> str:
@@ -189,8 +201,8 @@ def propagation_figures(series: RunSeries) -> str:
     forks = sum(prop.forks_by_height.values())
     fork_caption = (f"Fork count: {forks} {'block was' if forks == 1 else 'blocks were'} stored beyond one per height "
                     "(stale blocks), by height.")  # fmt: skip
-    forks_figure = figure("forks", plots.forks_svg(prop.forks_by_height), fork_caption)
-    return figure("propagation-cdf", plots.propagation_cdf_svg(prop), caption) + forks_figure
+    forks_figure = figure("forks", _plots().forks_svg(prop.forks_by_height), fork_caption)
+    return figure("propagation-cdf", _plots().propagation_cdf_svg(prop), caption) + forks_figure
 
 
 def figures_section(report: Report, series: RunSeries) -> str:

@@ -215,3 +215,12 @@ def forks_by_height(chains: dict[int, StoredChain]) -> dict[int, int]:
     """Per height above genesis: the distinct blocks any node stored there, less the one that can stay."""
     blocks_at = Counter(height for height, _ in {(entry[1], h) for chain in chains.values() for h, entry in chain.blocks.items()})
     return {height: count - 1 for height, count in sorted(blocks_at.items()) if height > 0}
+
+
+@dataclass(frozen=True)
+class Marks:
+    """What the timeline marks on every panel: the steady window, stalls and view changes (s after the window start)."""
+
+    steady: tuple[float, float] | None = None
+    stalls: list[tuple[float, float]] = field(default_factory=list)  # (start, length)
+    view_changes: list[float] = field(default_factory=list)

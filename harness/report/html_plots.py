@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import io
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
 from functools import partial
 
 import matplotlib
@@ -17,7 +16,7 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
-from harness.report.html_data import BlockPropagation, LatencyCurve, NodeResources, PerSecond
+from harness.report.html_data import BlockPropagation, LatencyCurve, Marks, NodeResources, PerSecond
 
 WIDE_IN, TALL_IN = 9.0, 3.0  # one panel; stacked figures add TALL_IN per panel
 SVG_SALT = "popbench-report"
@@ -25,19 +24,11 @@ STALL_COLOUR, VIEW_CHANGE_COLOUR, STEADY_COLOUR = "#d62728", "#9467bd", "#2ca02c
 SHARE_LABELS = {0.5: "50 % of nodes", 0.9: "90 % of nodes", 1.0: "all nodes"}
 
 
-@dataclass(frozen=True)
-class Marks:
-    """What the timeline marks on every panel: the steady window, stalls and view changes (s after the window start)."""
-
-    steady: tuple[float, float] | None = None
-    stalls: list[tuple[float, float]] = field(default_factory=list)  # (start, length)
-    view_changes: list[float] = field(default_factory=list)
-
-
-def figure_svg(figure: Figure) -> str:
-    """The figure as an ``<svg>`` element (no XML prolog, so it sits inside HTML)."""
+def figure_svg(figure: Figure, salt: str = SVG_SALT) -> str:
+    """The figure as an ``<svg>`` element (no XML prolog, so it sits inside HTML); ids salted with a
+    constant so the same data renders the same bytes."""
     buffer = io.StringIO()
-    with matplotlib.rc_context({"svg.fonttype": "none", "svg.hashsalt": SVG_SALT}):
+    with matplotlib.rc_context({"svg.fonttype": "none", "svg.hashsalt": salt}):
         figure.savefig(buffer, format="svg", metadata={"Date": None}, bbox_inches="tight")
     text = buffer.getvalue()
     return text[text.index("<svg") :]
