@@ -289,3 +289,15 @@ def test_a_leader_that_ignores_its_new_views_certificate_is_refused(tmp_path: Pa
         assert net.engines[replica].proposals_refused == {"ignores-new-view": 1}
         assert net.hosts[replica].ledger.height == 0
     assert not [m for n in range(4) for m in sent_of(net, Prepare, n) if m.block_hash == fresh.hash]
+
+
+def test_a_view_change_whose_prepared_block_does_not_decode_is_a_protocol_error(tmp_path: Path) -> None:
+    """A Byzantine validator's malformed certificate is counted and dropped; it never raises in the engine."""
+    net = MemoryNetwork(tmp_path)
+    net.start()
+    receiver, sender = OTHERS[0], OTHERS[1]
+    garbage = ViewChange(1, 1, sender, 0, b"\x01not a block", b"", bytes(64))
+    before = net.hosts[receiver].counters.protocol_errors
+    net.engines[receiver].on_message(sender, garbage)
+    assert net.hosts[receiver].counters.protocol_errors == before + 1
+    assert sender not in net.engines[receiver].view_changes.get(1, {})

@@ -486,7 +486,12 @@ class PbftEngine:
     def _on_view_change(self, sender: int, vc: ViewChange) -> None:
         if vc.voter != sender or vc.new_view <= self.view or vc.new_view > self.view + MAX_VIEWS_AHEAD:
             return
-        if not self.host.verify(self.keys[sender], view_change_message(self.chain_id, vc), vc.signature):
+        try:
+            signed = view_change_message(self.chain_id, vc)
+        except ProtocolError:  # its prepared block does not decode: the sender's fault, not ours
+            self.host.counters.protocol_errors += 1
+            return
+        if not self.host.verify(self.keys[sender], signed, vc.signature):
             self.host.counters.protocol_errors += 1
             return
         self._record_view_change(vc)
