@@ -132,7 +132,7 @@ def v2_report(run_dir: Path, made: list[ProofRecord] | None = None) -> Report:
     findings, and this directory's files."""
     stored = load_report(FIXTURES / "report_v1_smoke.json")
     steady = SteadyWindow(ORIGIN_NS + 2_000_000_000, ORIGIN_NS + 9_000_000_000)
-    inputs = ServiceInputs(origin_ns=ORIGIN_NS, steady=steady, latency_target_ms=stored.profile.slo.latency_ms, stall_threshold_s=2.0,
+    inputs = ServiceInputs(origin_ns=ORIGIN_NS, steady=steady, latency_target_ms=stored.profile.slo.latency_ms, stall_threshold_s=2.0, expected_commit_s=0.0,
                            intended_edges=[], down_spans={}, light_load_below_per_s=None, has_load=True)  # fmt: skip
     metrics = msgspec.structs.replace(stored.metrics, service=service(made or records(), [], inputs))
     files = Files(records=["records-0.bin"], logs="logs/", genesis="genesis.json", timeline="timeline.jsonl")

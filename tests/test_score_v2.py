@@ -286,6 +286,20 @@ def test_a_gap_with_an_item_waiting_is_a_stall_and_an_idle_gap_is_not() -> None:
     assert find_stalls(commits, window, 2.0, pending_since(stuck)) == [(int(6e9), pytest.approx(4.05)), (int(10.05e9), pytest.approx(3.95))]
 
 
+def test_a_pow_pipeline_still_filling_is_not_a_stall_but_a_stuck_one_is() -> None:
+    """The CI failure of stop 14: 300 ms blocks, 6 confirmations, the steady window opening 1 s into the
+    load; the first items (due from 0 s) were confirmed only at 4.4 s. Timed from the window's start that
+    is a 3.4 s gap over a 3 s threshold; an item is not overdue before (k + 1) intervals = 2.1 s. (A dead
+    network in a window this short is no stall then; its delivery of 0 grades it F, fell_behind.)"""
+    window = SteadyWindow(int(1e9), int(4.5e9))
+    filling = [_record(t / 20, 4.4 + t / 20) for t in range(40)]
+    commits = sorted(r.commit_ns for r in filling if window.holds(r.commit_ns))
+    assert find_stalls(commits, window, 3.0, pending_since(filling)) == [(int(1e9), pytest.approx(3.4))]
+    assert find_stalls(commits, window, 3.0, pending_since(filling, int(2.1e9))) == []
+    stuck = [_record(t / 20, None) for t in range(200)]  # nothing confirmed at all in a 10 s window
+    assert find_stalls([], SteadyWindow(int(1e9), int(10e9)), 3.0, pending_since(stuck, int(2.1e9))) == [(int(2.1e9), pytest.approx(7.9))]
+
+
 def test_nothing_committed_in_the_window_is_one_whole_stall() -> None:
     window = SteadyWindow(0, int(10e9))
     dead = [_record(t / 10, None) for t in range(100)]

@@ -79,7 +79,7 @@ def _service(data: RunData, records: list[ProofRecord], steady: tp.SteadyWindow 
     end_ns = data.phases.get(RunPhase.STOPPING) or data.window[1]
     inputs = ServiceInputs(
         origin_ns=data.window[0], steady=steady, latency_target_ms=profile.slo.latency_ms,
-        stall_threshold_s=stall_threshold_s(data), intended_edges=data.intended_edges,
+        stall_threshold_s=stall_threshold_s(data), expected_commit_s=expected_commit_s(data), intended_edges=data.intended_edges,
         down_spans=planned_down_spans(data.faults_applied, end_ns),
         light_load_below_per_s=_light_load_below(data, throughput), has_load=bool(records) and profile.workload.rate > 0,
     )  # fmt: skip
@@ -91,6 +91,16 @@ def stall_threshold_s(data: RunData) -> float:
     if data.profile.network.consensus == "pow":
         return POW_STALL_INTERVALS * data.profile.miners.block_interval_ms / 1000
     return data.profile.consensus.view_timeout_ms / 1000
+
+
+def expected_commit_s(data: RunData) -> float:
+    """How long a healthy network takes to commit an item, in expectation: a waiting item counts toward a
+    stall only after it. PoW: (k + 1) target intervals, mined into a block and then k blocks on top
+    (7 x 300 ms = 2.1 s in a test profile whose steady window opens 1 s in). PoP: 0; a round is far
+    shorter than the view timeout the stall threshold already is."""
+    if data.profile.network.consensus == "pow":
+        return (POW_CONFIRMATIONS + 1) * data.profile.miners.block_interval_ms / 1000
+    return 0.0
 
 
 def _light_load_below(data: RunData, throughput: Throughput | None) -> float | None:

@@ -32,6 +32,7 @@ class ServiceInputs:
     steady: SteadyWindow
     latency_target_ms: float
     stall_threshold_s: float
+    expected_commit_s: float  # how long a healthy network takes to commit an item (PoW: k + 1 intervals); see pending_since
     intended_edges: Sequence[tuple[int, int]]
     down_spans: dict[int, list[tuple[int, int]]]  # node -> [from_ns, to_ns) spans a planned kill kept it down
     light_load_below_per_s: float | None  # None: light load does not apply (PoW, or no ceiling)
@@ -46,7 +47,7 @@ def service(records: list[ProofRecord], samples: list[Sample], inputs: ServiceIn
     in_window = sum(1 for r in due if r.commit_ns and r.commit_ns < steady.end_ns + target_ns)
     p99_ns, unbounded = p99_with_misses(latencies, len(due))
     source, commits = commit_events(records, samples, steady, inputs.has_load)
-    waiting = pending_since(records) if source == CommitSource.RECORDS else None
+    waiting = pending_since(records, int(inputs.expected_commit_s * 1e9)) if source == CommitSource.RECORDS else None
     stalls = find_stalls(commits, steady, inputs.stall_threshold_s, waiting) if source != CommitSource.NONE else []
     stalled_s = sum((length for _, length in stalls), 0.0)
     offered_per_s = sum(1 for r in records if steady.holds(r.due_ns)) / steady.seconds
@@ -59,7 +60,7 @@ def service(records: list[ProofRecord], samples: list[Sample], inputs: ServiceIn
         p99_all_ms=p99_ns / 1e6 if p99_ns is not None else None, p99_unbounded=unbounded,
         committed_in_window=in_window, delivery=in_window / len(due) if due else None,
         commits_seen=sum(1 for r in records if r.expect == Expect.COMMIT and r.commit_ns and steady.holds(r.commit_ns)),
-        commit_source=source, stall_threshold_s=inputs.stall_threshold_s,
+        commit_source=source, stall_threshold_s=inputs.stall_threshold_s, expected_commit_s=inputs.expected_commit_s,
         stalls=[Stall(start_s=_offset_s(start, inputs.origin_ns), length_s=length) for start, length in stalls],
         stalled_s=stalled_s, stalled_share=min(1.0, stalled_s / steady.seconds) if source != CommitSource.NONE else None,
         least_links_share=least[0] if least else None,
@@ -116,9 +117,15 @@ def find_stalls(commits_ns: Iterable[int], steady: SteadyWindow, threshold_s: fl
     return stalls
 
 
-def pending_since(records: list[ProofRecord]) -> PendingSince:
-    """For a gap (a, b) with no commit: from when a valid item was waiting in it, i.e. the earliest due
-    time of an item due before b and not committed before b, but no earlier than a; None if none was."""
+def pending_since(records: list[ProofRecord], expected_commit_ns: int = 0) -> PendingSince:
+    """For a gap (a, b) with no commit: from when a valid item was waiting in it and overdue, i.e. the
+    earliest (due time + ``expected_commit_ns``) of an item due before b and not committed before b, but
+    no earlier than a; None if none was.
+
+    ``expected_commit_ns`` is how long a healthy network takes to commit an item (PoW: mined into a block,
+    then k blocks on top). Without it a PoW run whose steady window opens before the first items could be
+    confirmed counts the pipeline filling as a stall; in steady state the oldest waiting item is older
+    than that, so it changes nothing there."""
     valid = sorted((r.due_ns, r.commit_ns) for r in records if r.expect == Expect.COMMIT)
 
     def since(a: int, b: int) -> int | None:
@@ -126,7 +133,7 @@ def pending_since(records: list[ProofRecord]) -> PendingSince:
             if due_ns >= b:
                 return None
             if commit_ns == 0 or commit_ns >= b:
-                return max(a, due_ns)
+                return max(a, due_ns + expected_commit_ns)
         return None
 
     return since
