@@ -120,7 +120,7 @@ class Service(Record, frozen=True, kw_only=True):
     commits_seen: int  # valid items (any due time) whose commit was seen inside the steady window
     commit_source: CommitSource
     stall_threshold_s: float  # PoP: consensus.view_timeout_ms; PoW: 10 target block intervals
-    expected_commit_s: float = 0.0  # a waiting item counts toward a stall only this long after its due time (PoW: k + 1 target intervals; PoP: 0)
+    expected_commit_s: float = 0.0  # a waiting item counts toward a stall this long after its due (PoW: k + 1 intervals)
     stalls: list[Stall]
     stalled_s: float
     stalled_share: float | None  # stalled_s / steady window length; None when commit_source is none
