@@ -216,6 +216,14 @@ class Cost(Record, frozen=True, kw_only=True):
     messages_per_block: float | None
     messages_per_block_by_type: dict[str, float]
 
+    @property
+    def load_cpu_ms_per_proof(self) -> float | None:
+        """The load generator's CPU-ms per committed proof: the covariate of the adjusted node CPU figure
+        (docs/regression.md). Derived from two stored fields, so reports of any version have it."""
+        if not self.proofs_committed or not self.load_processes_measured:
+            return None
+        return self.load_cpu_s * 1e3 / self.proofs_committed
+
 
 # -- stability -----------------------------------------------------------------------------------------
 class Stability(Record, frozen=True, kw_only=True):

@@ -53,9 +53,16 @@ class FigureSpec(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_onl
             raise ConfigError(f"need 0 <= threshold ({self.threshold_percent}) <= fallback ({self.fallback_percent})", key=self.name)
 
 
-# CPU per proof: well under the slowdowns worth catching (issue 12: a 9-10 % slowdown separated the builds
-# cleanly) and above the 1-2 % run-to-run spread expected of a kernel CPU account (docs/regression.md).
-CPU_THRESHOLD_PERCENT = 3.0
+# Raw kernel CPU per proof moved with the run's messaging cost (see ADJUSTED_FIGURES): 2.0-3.2 ms per
+# proof over 20 ci runs in 22 minutes on the 2-core host (CV 12.7 %), the harness's 0.16-0.30 ms (CV 18 %),
+# and their medians of 5 differed by up to 16 % and 27 % in A/A draws. Node CPU still gates, far
+# above that, as the backstop for what the adjustment cannot see: a slowdown that also slows the load
+# generator (the frame codec both use) is partly adjusted away. The harness's CPU is shown, not gating.
+CPU_THRESHOLD_PERCENT = 30.0
+HARNESS_CPU_THRESHOLD_PERCENT = 30.0
+# Node CPU per proof adjusted for the run's messaging cost: 1.4-2.7 % spread (75 runs, three sessions),
+# so 3 % is above the noise and well under the 5-10 % slowdowns worth catching (docs/regression.md).
+ADJUSTED_CPU_THRESHOLD_PERCENT = 3.0
 # Work counters are exact counts of what the protocol did; any real change is a change of the code.
 COUNTER_THRESHOLD_PERCENT = 2.0
 # Latency quantiles of a whole run move 5-7 % between identical runs on a shared host.
@@ -77,7 +84,10 @@ LOWER, HIGHER = Direction.LOWER_IS_BETTER, Direction.HIGHER_IS_BETTER
 WATCHED_FIGURES: tuple[FigureSpec, ...] = (
     _spec("node_cpu_ms_per_proof", "node CPU-ms per committed proof", "ms", LOWER, FigureKind.CPU, CPU_THRESHOLD_PERCENT),
     _spec("node_cpu_ms_per_block", "node CPU-ms per block", "ms", LOWER, FigureKind.CPU, CPU_THRESHOLD_PERCENT),
-    _spec("harness_cpu_ms_per_proof", "harness CPU-ms per proof", "ms", LOWER, FigureKind.CPU, CPU_THRESHOLD_PERCENT),
+    _spec("harness_cpu_ms_per_proof", "harness CPU-ms per proof", "ms", LOWER, FigureKind.CPU, HARNESS_CPU_THRESHOLD_PERCENT,
+          gating=False),
+    _spec("load_cpu_ms_per_proof", "load generator CPU-ms per proof", "ms", LOWER, FigureKind.CPU, HARNESS_CPU_THRESHOLD_PERCENT,
+          gating=False),
     _spec("frames_per_proof", "frames per proof", "frames", LOWER, FigureKind.COUNTER, COUNTER_THRESHOLD_PERCENT),
     _spec("bytes_per_proof", "bytes per proof", "bytes", LOWER, FigureKind.COUNTER, COUNTER_THRESHOLD_PERCENT),
     _spec("verifications_per_proof", "verifications per proof", "verifications", LOWER, FigureKind.COUNTER, COUNTER_THRESHOLD_PERCENT),
@@ -103,6 +113,7 @@ REPORT_FIELDS: dict[str, tuple[str, ...]] = {
     "node_cpu_ms_per_proof": ("metrics", "cost", "node_cpu_ms_per_proof"),
     "node_cpu_ms_per_block": ("metrics", "cost", "node_cpu_ms_per_block"),
     "harness_cpu_ms_per_proof": ("metrics", "cost", "harness_cpu_ms_per_proof"),
+    "load_cpu_ms_per_proof": ("metrics", "cost", "load_cpu_ms_per_proof"),
     "frames_per_proof": ("metrics", "work", "frames_per_proof"),
     "bytes_per_proof": ("metrics", "work", "bytes_per_proof"),
     "verifications_per_proof": ("metrics", "work", "verifications_per_proof"),
@@ -111,3 +122,27 @@ REPORT_FIELDS: dict[str, tuple[str, ...]] = {
     "commit_latency_p99_ms": ("metrics", "throughput", "commit_latency", "p99_ms"),
     "committed_per_s": ("metrics", "throughput", "committed_per_s"),
 }
+
+
+class AdjustedFigure(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    """A figure compared after adjusting it for a covariate measured in the same runs (analysis of
+    covariance, ``stats.adjust_for_covariate``): ``figure`` and ``covariate`` name watched figures, and
+    ``spec`` is how the adjusted figure is judged. It exists only in a comparison, never in one run."""
+
+    spec: FigureSpec
+    figure: str
+    covariate: str
+
+
+# Node CPU per proof moves with the run's messaging cost: how many messages each wakeup of an event loop
+# handles, which varies from run to run on a few shared cores. The load generator pays the same cost and
+# does little else, so its CPU per proof measures it: on the 2-core host node = 0.92 + 9.2 x load ms per
+# proof across 55 ci runs of two sessions (r = 0.98-0.99). Compared at a common load cost, node CPU per
+# proof varies 1.4-2.7 % instead of up to 12.7 % (docs/regression.md).
+ADJUSTED_FIGURES: tuple[AdjustedFigure, ...] = (
+    AdjustedFigure(
+        spec=_spec("node_cpu_ms_per_proof_adjusted", "node CPU-ms per proof at a common messaging cost", "ms", LOWER, FigureKind.CPU,
+                   ADJUSTED_CPU_THRESHOLD_PERCENT),
+        figure="node_cpu_ms_per_proof", covariate="load_cpu_ms_per_proof",
+    ),
+)  # fmt: skip

@@ -174,3 +174,42 @@ def worse_percent(change: MedianChange, higher_is_better: bool) -> float:
         grew = change.new_median > change.base_median
         return math.inf if grew != higher_is_better else -math.inf
     return -change.percent if higher_is_better else change.percent
+
+
+# -- adjusting for a covariate --------------------------------------------------------------------------
+class CovariateAdjustment(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    """Each run's figure moved along a common slope to the pooled covariate mean (analysis of covariance
+    with one covariate). ``slope`` is the within-side least-squares slope of figure on covariate, pooled
+    over both sides, so a difference between the sides does not enter it."""
+
+    slope: float
+    covariate_mean: float
+    base: list[float]
+    new: list[float]
+
+
+def adjust_for_covariate(base: Sequence[tuple[float, float]], new: Sequence[tuple[float, float]]) -> CovariateAdjustment:
+    """``base`` and ``new`` are (covariate, figure) per run. Each figure becomes
+    ``figure - slope * (covariate - pooled covariate mean)``: what the run would have measured at the
+    common covariate. With no spread in the covariate the slope is 0 and nothing moves."""
+    sides = [_checked_pairs(base, "BASE"), _checked_pairs(new, "NEW")]
+    slope = _within_slope(sides)
+    mean_x = statistics.fmean(x for side in sides for x, _ in side)
+    moved = [[y - slope * (x - mean_x) for x, y in side] for side in sides]
+    return CovariateAdjustment(slope=slope, covariate_mean=mean_x, base=moved[0], new=moved[1])
+
+
+def _within_slope(sides: list[list[tuple[float, float]]]) -> float:
+    """The least-squares slope of y on x with each side centred on its own means (0 when x never varies)."""
+    sxx = sxy = 0.0
+    for side in sides:
+        mean_x, mean_y = statistics.fmean(x for x, _ in side), statistics.fmean(y for _, y in side)
+        sxx += sum((x - mean_x) ** 2 for x, _ in side)
+        sxy += sum((x - mean_x) * (y - mean_y) for x, y in side)
+    return sxy / sxx if sxx > 0 else 0.0
+
+
+def _checked_pairs(pairs: Sequence[tuple[float, float]], side: str) -> list[tuple[float, float]]:
+    xs = check_samples([x for x, _ in pairs], f"{side} covariate")
+    ys = check_samples([y for _, y in pairs], side)
+    return list(zip(xs, ys, strict=True))

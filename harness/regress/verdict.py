@@ -15,8 +15,18 @@ from enum import IntEnum, StrEnum
 import msgspec
 import orjson
 
-from harness.regress.figures import WATCHED_FIGURES, Direction, FigureSpec
-from harness.regress.stats import ALPHA, PValueMethod, Spread, UTestResult, mann_whitney, median_change, spread, worse_percent
+from harness.regress.figures import ADJUSTED_FIGURES, WATCHED_FIGURES, AdjustedFigure, Direction, FigureSpec
+from harness.regress.stats import (
+    ALPHA,
+    PValueMethod,
+    Spread,
+    UTestResult,
+    adjust_for_covariate,
+    mann_whitney,
+    median_change,
+    spread,
+    worse_percent,
+)
 from popbench.errors import HarnessError
 
 
@@ -161,6 +171,8 @@ class FigureComparison(msgspec.Struct, frozen=True, forbid_unknown_fields=True, 
     verdict: Verdict
     regression: bool
     why: str
+    covariate: str | None = None  # an adjusted figure: the watched figure it was adjusted for
+    covariate_slope: float | None = None  # and the common slope it was moved along (figure units per covariate unit)
 
     @property
     def p_value(self) -> float | None:
@@ -256,10 +268,11 @@ def compare_repeat_sets(
     force: bool = False,
     fail_on_fallback: bool = False,
     labels: tuple[str, str] = ("BASE", "NEW"),
+    adjusted: Sequence[AdjustedFigure] = ADJUSTED_FIGURES,
 ) -> Comparison:
-    """Every spec'd figure both sides measured, the like-for-like check and the exit status: 2 when the
-    sides are not like for like (unless ``force``), else 1 when a gating figure regressed, else 0.
-    ``fail_on_fallback``: see :func:`compare_figure`."""
+    """Every spec'd figure both sides measured, then every adjusted figure, the like-for-like check and
+    the exit status: 2 when the sides are not like for like (unless ``force``), else 1 when a gating
+    figure regressed, else 0. ``fail_on_fallback``: see :func:`compare_figure`."""
     figures, skipped = [], []
     for spec in specs:
         missing = _missing_side(spec.name, base.samples, new.samples, labels)
@@ -267,11 +280,42 @@ def compare_repeat_sets(
             skipped.append(SkippedFigure(name=spec.name, reason=missing))
         else:
             figures.append(compare_figure(spec, base.samples[spec.name], new.samples[spec.name], alpha, fail_on_fallback=fail_on_fallback))
+    for wanted in adjusted:
+        why_not = _unpaired_reason(wanted, (base, new), labels)
+        if why_not:
+            skipped.append(SkippedFigure(name=wanted.spec.name, reason=why_not))
+        else:
+            figures.append(compare_adjusted(wanted, _paired(wanted, base), _paired(wanted, new), alpha, fail_on_fallback=fail_on_fallback))
     mismatches = check_like_for_like(base.metadata, new.metadata)
     return Comparison(
         base_label=labels[0], new_label=labels[1], base_metadata=base.metadata, new_metadata=new.metadata, alpha=alpha,
         figures=figures, skipped=skipped, mismatches=mismatches, forced=force, exit_status=exit_status(figures, mismatches, force),
     )  # fmt: skip
+
+
+def compare_adjusted(wanted: AdjustedFigure, base: Sequence[tuple[float, float]], new: Sequence[tuple[float, float]],
+                     alpha: float = ALPHA, *, fail_on_fallback: bool = False) -> FigureComparison:  # fmt: skip
+    """One adjusted figure: (covariate, figure) per run on each side, moved to the pooled covariate mean
+    along the common slope, then judged as any figure is (the test, the threshold, the verdict)."""
+    moved = adjust_for_covariate(base, new)
+    judged = compare_figure(wanted.spec, moved.base, moved.new, alpha, fail_on_fallback=fail_on_fallback)
+    why = f"{judged.why}; adjusted to {wanted.covariate} = {moved.covariate_mean:.4g} along a slope of {moved.slope:.3g}"
+    return msgspec.structs.replace(judged, why=why, covariate=wanted.covariate, covariate_slope=moved.slope)
+
+
+def _paired(wanted: AdjustedFigure, side: RepeatSet) -> list[tuple[float, float]]:
+    """(covariate, figure) run by run; empty unless every run of the side measured both."""
+    xs, ys = side.samples.get(wanted.covariate, []), side.samples.get(wanted.figure, [])
+    return list(zip(xs, ys, strict=True)) if len(xs) == len(ys) == len(side.run_ids) else []
+
+
+def _unpaired_reason(wanted: AdjustedFigure, sides: tuple[RepeatSet, RepeatSet], labels: tuple[str, str]) -> str:
+    """Why the adjusted figure cannot be formed: a side lacks a run's value of the figure or of its
+    covariate, so the two cannot be paired run by run (a baseline saved before the covariate was watched)."""
+    short = [label for label, side in zip(labels, sides, strict=True) if not _paired(wanted, side)]
+    if not short:
+        return ""
+    return f"{wanted.figure} and {wanted.covariate} not measured in every run of {' and '.join(short)}: they cannot be paired"
 
 
 def _missing_side(name: str, base: Mapping[str, list[float]], new: Mapping[str, list[float]], labels: tuple[str, str]) -> str:
