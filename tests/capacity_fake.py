@@ -37,7 +37,8 @@ class FakeNetwork:
     """A Runner. ``calls`` lists every run it performed; ``interrupt_after`` raises KeyboardInterrupt (Ctrl-C)
     instead of the run after that many; ``broken_from_nodes`` fails every run at that size or above;
     ``crashing_repeat`` crashes a node in every open-loop run with that repeat index; ``stalling_probe``
-    makes every closed-loop probe stall for half its window."""
+    makes every closed-loop probe stall for half its window; ``silent_probe_from_nodes`` makes the
+    closed-loop probe commit nothing at that size or above (starved by its own load) while open-loop runs work."""
 
     scale: float = 4000.0
     noise: float = 0.02
@@ -49,6 +50,7 @@ class FakeNetwork:
     broken_from_nodes: int | None = None
     crashing_repeat: int | None = None
     stalling_probe: bool = False
+    silent_probe_from_nodes: int | None = None
     calls: list[RunKey] = field(default_factory=list)
 
     def capacity(self, nodes: int) -> float:
@@ -62,6 +64,9 @@ class FakeNetwork:
         self.clock.now_s += self.run_s
         if self.broken_from_nodes is not None and nodes >= self.broken_from_nodes:
             return failed_outcome(key, "nodes never came up", wall_s=self.run_s)
+        if mode is WorkloadMode.CLOSED and self.silent_probe_from_nodes is not None and nodes >= self.silent_probe_from_nodes:
+            return RunOutcome(key=key, offered_per_s=rate, committed_per_s=0.0, p99_ms=None, within_target_share=0.0, stalled_share=1.0,
+                              links_up_min_share=0.0, crashed_nodes=0, wall_s=self.run_s)  # fmt: skip
         draw = random.Random(f"{self.seed}/{nodes}/{rate}/{mode.value}/{repeat_index}")
         capacity = self.capacity(nodes) * (1 + draw.uniform(-self.noise, self.noise))
         offered = capacity * 1.05 if mode is WorkloadMode.CLOSED else rate

@@ -101,6 +101,25 @@ def test_held_out_capacity_is_predicted_with_the_utilisation_of_the_small_sizes(
     assert at_median.held_out[0].capacity_error_percent is not None and abs(at_median.held_out[0].capacity_error_percent) > 1.0
 
 
+def test_sizes_bound_by_something_other_than_cpu_are_named() -> None:
+    """Issue 13's sweep: at N = 100 CPU per proof came out as predicted, but the p99 target capped the
+    rate at a tenth of the CPU-bound capacity; N = 150 sustained no rate at all."""
+    cores, utilisation, batch = 2.0, 0.6, 100.0
+    observations = [Observation(nodes=n, proofs_per_block=b, cpu_ms_per_proof=TRUE_COEFFICIENTS.cpu_ms_per_proof(n, b))
+                    for n in [*SMALL_SIZES, 100] for b in [30.0, 100.0, 300.0]]  # fmt: skip
+    capacities = {n: cores * 1000 * utilisation / TRUE_COEFFICIENTS.cpu_ms_per_proof(n, batch) for n in SMALL_SIZES}
+    capacities[100] = 0.1 * cores * 1000 * utilisation / TRUE_COEFFICIENTS.cpu_ms_per_proof(100, batch)
+    measured = MeasuredCapacities(per_size=capacities, cores=cores, proofs_per_block=batch, none_sustained=[150])
+    validation = validate_held_out(observations, fit_max_nodes=64, measured=measured)
+    at_100, at_150 = validation.not_cpu_bound
+    assert at_100.startswith("N = 100: CPU per proof") and "10.0x below the CPU-bound prediction" in at_100
+    assert at_150.startswith("N = 150: no rate sustained within the service level, where the CPU-bound model predicts")
+    honest = validate_held_out(observations, fit_max_nodes=64, measured=MeasuredCapacities(
+        per_size={**capacities, 100: cores * 1000 * utilisation / TRUE_COEFFICIENTS.cpu_ms_per_proof(100, batch)}, cores=cores,
+        proofs_per_block=batch))  # fmt: skip
+    assert honest.not_cpu_bound == []  # CPU-bound as modelled: nothing to say
+
+
 def test_a_linear_protocol_fits_without_a_quadratic_term() -> None:
     linear_truth = Coefficients(a_ms_per_proof_per_node=0.1, b_ms_per_block_per_node2=0.0, c_ms_per_block_per_node=3.0, d_ms_per_block=4.0)
     model = fit_cost_model(synthetic(linear_truth, SMALL_SIZES, noise=0.0), growth=VoteGrowth.LINEAR)

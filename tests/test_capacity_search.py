@@ -120,6 +120,20 @@ def test_a_failed_probe_says_why() -> None:
     assert findings.capacities[0].status is SizeStatus.FOUND
 
 
+def test_a_probe_that_committed_nothing_hands_over_to_open_loop_runs_from_the_smaller_size() -> None:
+    """The real sweep of issue 13: at N = 150 and 200 the closed loop's 2,400 items in flight starved the
+    nodes into committing nothing; lower open-loop rates decide, starting where N = 100 was sustained."""
+    fake = FakeNetwork(noise=0.0, silent_probe_from_nodes=100)
+    findings = search(fake, SearchPlan(sizes=[40, 100]))
+    smaller, larger = findings.capacities
+    assert smaller.status is larger.status is SizeStatus.FOUND
+    assert larger.sustained_rate_per_s is not None and larger.failed_rate_per_s is not None
+    assert larger.sustained_rate_per_s <= fake.capacity(100) * (1 + ROUNDING) < larger.failed_rate_per_s * (1 + ROUNDING)
+    first_open = next(key for key in fake.calls if key.nodes == 100 and key.mode is WorkloadMode.OPEN)
+    assert first_open.rate_per_s == smaller.sustained_rate_per_s
+    assert "the probe committed nothing, so the open-loop runs started at" in larger.note and "N = 40" in larger.note
+
+
 def test_a_probe_that_stalled_but_committed_lets_the_open_loop_runs_decide() -> None:
     capacity = search(FakeNetwork(stalling_probe=True), SearchPlan(sizes=[10])).capacities[0]
     assert capacity.status is SizeStatus.FOUND

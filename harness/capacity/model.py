@@ -140,6 +140,7 @@ class MeasuredCapacities(CapacityRecord, frozen=True, kw_only=True):
     per_size: dict[int, float]
     cores: float
     proofs_per_block: float | None = None
+    none_sustained: list[int] = msgspec.field(default_factory=list)  # sizes whose search sustained no rate at all
 
 
 class Validation(CapacityRecord, frozen=True, kw_only=True):
@@ -147,6 +148,9 @@ class Validation(CapacityRecord, frozen=True, kw_only=True):
     model: CostModel
     utilisation: float | None  # fitted on the small sizes' capacities, when capacities were given
     held_out: list[HeldOut]
+    # where the CPU-bound capacity prediction is not the binding limit: a held-out size measured far
+    # below it, or one that sustained no rate at all (then it has no CPU observation to tabulate)
+    not_cpu_bound: list[str] = msgspec.field(default_factory=list)
 
 
 # -- observations ----------------------------------------------------------------------------------
@@ -306,7 +310,32 @@ def validate_held_out(observations: list[Observation], fit_max_nodes: int, growt
     utilisation = effective_utilisation(model, small, measured.cores, measured.proofs_per_block) if measured and small else None
     held_out = [held_out_error(model, [o for o in observations if o.nodes == nodes], measured, utilisation)
                 for nodes in sorted({o.nodes for o in observations if o.nodes > fit_max_nodes})]  # fmt: skip
-    return Validation(fit_max_nodes=fit_max_nodes, model=model, utilisation=utilisation, held_out=held_out)
+    notes = [note for note in map(_slower_than_cpu, held_out) if note]
+    if measured and utilisation:
+        notes += [_nothing_sustained(model, nodes, measured, utilisation) for nodes in measured.none_sustained if nodes > fit_max_nodes]
+    return Validation(fit_max_nodes=fit_max_nodes, model=model, utilisation=utilisation, held_out=held_out, not_cpu_bound=notes)
+
+
+# A held-out size measured at under 1 / this of its CPU-bound capacity prediction is bound by something else.
+NOT_CPU_BOUND_FACTOR = 2.0
+
+
+def _slower_than_cpu(held: HeldOut) -> str:
+    predicted, measured = held.predicted_capacity_per_s, held.measured_capacity_per_s
+    if predicted is None or not measured or predicted.low < NOT_CPU_BOUND_FACTOR * measured:
+        return ""
+    cpu = "within" if held.within_band else "outside"
+    return (f"N = {held.nodes}: CPU per proof {cpu} the predicted band, but the capacity measured ({measured:.3g}/s) is "
+            f"{predicted.value / measured:.1f}x below the CPU-bound prediction ({predicted.value:.3g}/s): a limit the model "
+            f"does not have binds here (see why the rates above it failed)")  # fmt: skip
+
+
+def _nothing_sustained(model: CostModel, nodes: int, measured: MeasuredCapacities, utilisation: float) -> str:
+    predicted = predict_capacity(model, nodes, measured.cores, measured.proofs_per_block, utilisation)
+    return (
+        f"N = {nodes}: no rate sustained within the service level, where the CPU-bound model predicts "
+        f"{predicted.value:.3g}/s [{predicted.low:.3g}, {predicted.high:.3g}]: a limit the model does not have binds here"
+    )
 
 
 def held_out_error(

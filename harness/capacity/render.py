@@ -98,7 +98,11 @@ def terminal_report(sweep: Sweep, plans: list[DeploymentPlan] | None = None, val
                 _text_table(*findings_rows(sweep)), "\n".join(largest_lines(sweep.findings.largest)),
                 "\n".join(model_lines(sweep))]  # fmt: skip
     if validation is not None:
-        sections.append(f"held-out validation (fitted on N <= {validation.fit_max_nodes}):\n" + _text_table(*validation_rows(validation)))
+        sections.append(
+            f"held-out validation (fitted on N <= {validation.fit_max_nodes}):\n"
+            + _text_table(*validation_rows(validation))
+            + "".join(f"\n  {note}" for note in validation.not_cpu_bound)
+        )
     sections.extend("\n".join(plan_lines(plan)) for plan in plans or [])
     return "\n\n".join(s for s in sections if s)
 
@@ -123,7 +127,11 @@ def html_page(sweep: Sweep, cores: float, plans: list[DeploymentPlan] | None = N
             _figure("Capacity against size, with the fitted model", capacity_svg(sweep, cores)),
             "<h2>Cost model</h2>", _pre(model_lines(sweep))]  # fmt: skip
     if validation is not None:
-        body += [f"<h2>Held-out validation (fitted on N &le; {validation.fit_max_nodes})</h2>", _table(*validation_rows(validation))]
+        body += [
+            f"<h2>Held-out validation (fitted on N &le; {validation.fit_max_nodes})</h2>",
+            _table(*validation_rows(validation)),
+            *(f"<p>{html.escape(note)}</p>" for note in validation.not_cpu_bound),
+        ]
     if plans:
         body += ["<h2>Planner</h2>", *(_pre(plan_lines(plan)) for plan in plans)]
     body += ["<h2>Every point</h2>", _table(*points_rows(sweep))]

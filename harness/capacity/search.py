@@ -236,7 +236,8 @@ class CapacitySearch:
         """Capacity at every size (smallest first), then the largest size for the target rate, if any."""
         findings = Findings()
         for nodes in sorted(set(self.plan.sizes)):
-            findings = Findings(capacities=[*findings.capacities, self.capacity_of(nodes)])
+            smaller = findings.capacities[-1] if findings.capacities else None
+            findings = Findings(capacities=[*findings.capacities, self.capacity_of(nodes, smaller)])
             self.runs.save_findings(findings)
         largest = self.largest_size(self.plan.target_rate_per_s, findings.capacities) if self.plan.target_rate_per_s else None
         stopped = next((c.note for c in findings.capacities if c.status is SizeStatus.BUDGET), None)
@@ -247,26 +248,31 @@ class CapacitySearch:
         return findings
 
     # -- one size -----------------------------------------------------------------------------------
-    def capacity_of(self, nodes: int) -> SizeCapacity:
-        """The highest rate ``nodes`` validators sustain: probe, bracket, bisect."""
+    def capacity_of(self, nodes: int, smaller: SizeCapacity | None = None) -> SizeCapacity:
+        """The highest rate ``nodes`` validators sustain: probe, bracket, bisect. ``smaller`` is the
+        next smaller size's finding, where the open-loop runs start when the probe committed nothing."""
         bracket = Bracket(nodes)
         try:
-            return self._search_size(bracket)
+            return self._search_size(bracket, smaller)
         except BudgetExhausted as stop:
             return bracket.finding(SizeStatus.BUDGET, note=str(stop))
 
-    def _search_size(self, bracket: Bracket) -> SizeCapacity:
+    def _search_size(self, bracket: Bracket, smaller: SizeCapacity | None) -> SizeCapacity:
         if self.plan.rates:
             return self._grid(bracket)
         probe = self.record(RunKey(nodes=bracket.nodes, rate_per_s=round_rate(self.plan.probe_rate_per_s), mode=WorkloadMode.CLOSED))
         bracket.probe_committed_per_s = probe.outcome.committed_per_s
-        if Shortfall.FAILED in probe.verdict.shortfalls or probe.outcome.committed_per_s <= 0:
-            why = probe.verdict.why_not or ["the closed-loop probe committed nothing"]
+        if Shortfall.FAILED in probe.verdict.shortfalls:
             return SizeCapacity(nodes=bracket.nodes, status=SizeStatus.PROBE_FAILED, probe_committed_per_s=probe.outcome.committed_per_s,
-                                sustained_rate_per_s=None, p99_ms_at_sustained=None, failed_rate_per_s=None, why_not_above=why, rates_tried=0)  # fmt: skip
-        # A saturated network may stall or crash where a lower rate would not: the open-loop runs decide.
+                                sustained_rate_per_s=None, p99_ms_at_sustained=None, failed_rate_per_s=None,
+                                why_not_above=probe.verdict.why_not, rates_tried=0)  # fmt: skip
+        # A saturated network may stall, crash or commit nothing where a lower rate would not: the open-loop runs decide.
         probe_note = "; ".join(f"probe: {why}" for why in probe.verdict.why_not)
-        start = max(self.plan.start_fraction * probe.outcome.committed_per_s, self.plan.min_rate_per_s)
+        if probe.outcome.committed_per_s > 0:
+            start = max(self.plan.start_fraction * probe.outcome.committed_per_s, self.plan.min_rate_per_s)
+        else:
+            start, origin = self._start_without_probe(smaller)
+            probe_note = _join(probe_note, f"the probe committed nothing, so the open-loop runs started at {start:g}/s ({origin})")
         self._bracket(bracket, round_rate(start))
         if bracket.low is None:
             lowest = bracket.high.rate_per_s if bracket.high else start
@@ -276,6 +282,14 @@ class CapacitySearch:
         if bracket.high is None:
             return bracket.finding(SizeStatus.NO_UPPER, note=_join("every rate tried was sustained: a lower bound only", probe_note))
         return self._bisect(bracket, probe_note)
+
+    def _start_without_probe(self, smaller: SizeCapacity | None) -> tuple[float, str]:
+        """Where the open-loop runs start when the closed-loop probe committed nothing (a closed loop of
+        thousands in flight can starve a large network into silence): the next smaller size's highest
+        sustained rate, since capacity falls with N, else the plan's lowest rate."""
+        if smaller is not None and smaller.sustained_rate_per_s:
+            return max(smaller.sustained_rate_per_s, self.plan.min_rate_per_s), f"what N = {smaller.nodes} sustained"
+        return self.plan.min_rate_per_s, "the lowest rate of the plan"
 
     def _grid(self, bracket: Bracket) -> SizeCapacity:
         """Every listed rate, lowest first: no probe, no bisection; the answer is as fine as the list."""

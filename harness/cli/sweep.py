@@ -178,6 +178,7 @@ def _validation(sweep: Sweep, cores: int, fit_max_nodes: int | None) -> Validati
         per_size={c.nodes: c.sustained_rate_per_s for c in sweep.findings.capacities
                   if c.status in MEASURED_STATUSES and c.sustained_rate_per_s is not None},
         cores=cores,
+        none_sustained=[c.nodes for c in sweep.findings.capacities if c.status is SizeStatus.NONE_SUSTAINED],
     )  # fmt: skip
     observations = observations_from_runs(sweep.records())
     if not any(o.nodes > fit_max_nodes for o in observations):
