@@ -21,8 +21,10 @@ def test_the_table_shows_each_figure_its_verdict_and_the_outcome() -> None:
     assert "main -> pr-42" in text
     cpu_line = next(line for line in text.splitlines() if line.startswith("node CPU-ms per committed proof"))
     assert "4.5" in cpu_line and "4.97" in cpu_line and "+10.44 %" in cpu_line and "0.00794" in cpu_line
-    assert "▲ slower REGRESSION" in cpu_line
-    assert text.splitlines()[-1] == "exit 1: significant regression: node CPU-ms per committed proof"
+    assert "no significant change" in cpu_line and "30 %" in cpu_line  # the raw figure only backstops
+    adjusted_line = next(line for line in text.splitlines() if line.startswith("node CPU-ms per proof at a common messaging cost"))
+    assert "▲ slower REGRESSION" in adjusted_line and "3 %" in adjusted_line
+    assert text.splitlines()[-1] == "exit 1: significant regression: node CPU-ms per proof at a common messaging cost"
 
 
 def test_the_table_lists_mismatches_when_not_like_for_like() -> None:
@@ -35,17 +37,19 @@ def test_the_table_lists_mismatches_when_not_like_for_like() -> None:
 def test_json_carries_every_figure_the_exit_status_and_the_regressions() -> None:
     data = orjson.loads(render_json(regressed()))
     assert data["exit_status"] == 1
-    assert data["regressions"] == ["node_cpu_ms_per_proof"]
+    assert data["regressions"] == ["node_cpu_ms_per_proof_adjusted"]
     cpu = next(figure for figure in data["figures"] if figure["name"] == "node_cpu_ms_per_proof")
-    assert cpu["verdict"] == "slower" and cpu["u_test"]["method"] == "exact"
+    assert cpu["verdict"] == "no significant change" and cpu["u_test"]["method"] == "exact"
     assert cpu["new_samples"] == SLOWER_CPU["node_cpu_ms_per_proof"]
+    adjusted = next(figure for figure in data["figures"] if figure["name"] == "node_cpu_ms_per_proof_adjusted")
+    assert adjusted["verdict"] == "slower" and adjusted["covariate"] == "load_cpu_ms_per_proof" and adjusted["covariate_slope"] > 0
     assert data["new_metadata"]["profile"] == "ci"
 
 
 def test_markdown_is_a_table_with_the_outcome_first() -> None:
     markdown = render_markdown(regressed())
     lines = markdown.splitlines()
-    assert lines[0] == "### popbench compare: ❌ exit 1: significant regression: node CPU-ms per committed proof"
+    assert lines[0] == "### popbench compare: ❌ exit 1: significant regression: node CPU-ms per proof at a common messaging cost"
     header = next(index for index, line in enumerate(lines) if line.startswith("| figure"))
     assert lines[header + 1].startswith("|---|---|---:")
     assert any(line.startswith("| node CPU-ms per committed proof |") for line in lines)
