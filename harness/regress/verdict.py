@@ -281,11 +281,11 @@ def compare_repeat_sets(
         else:
             figures.append(compare_figure(spec, base.samples[spec.name], new.samples[spec.name], alpha, fail_on_fallback=fail_on_fallback))
     for wanted in adjusted:
-        why_not = _unpaired_reason(wanted, (base, new), labels)
-        if why_not:
-            skipped.append(SkippedFigure(name=wanted.spec.name, reason=why_not))
+        base_pairs, new_pairs = _paired(wanted, base), _paired(wanted, new)
+        if base_pairs and new_pairs:
+            figures.append(compare_adjusted(wanted, base_pairs, new_pairs, alpha, fail_on_fallback=fail_on_fallback))
         else:
-            figures.append(compare_adjusted(wanted, _paired(wanted, base), _paired(wanted, new), alpha, fail_on_fallback=fail_on_fallback))
+            skipped.append(SkippedFigure(name=wanted.spec.name, reason=_unpaired_reason(wanted, (base_pairs, new_pairs), labels)))
     mismatches = check_like_for_like(base.metadata, new.metadata)
     return Comparison(
         base_label=labels[0], new_label=labels[1], base_metadata=base.metadata, new_metadata=new.metadata, alpha=alpha,
@@ -309,12 +309,11 @@ def _paired(wanted: AdjustedFigure, side: RepeatSet) -> list[tuple[float, float]
     return list(zip(xs, ys, strict=True)) if len(xs) == len(ys) == len(side.run_ids) else []
 
 
-def _unpaired_reason(wanted: AdjustedFigure, sides: tuple[RepeatSet, RepeatSet], labels: tuple[str, str]) -> str:
+def _unpaired_reason(wanted: AdjustedFigure, pairs: tuple[list[tuple[float, float]], list[tuple[float, float]]],
+                     labels: tuple[str, str]) -> str:  # fmt: skip
     """Why the adjusted figure cannot be formed: a side lacks a run's value of the figure or of its
     covariate, so the two cannot be paired run by run (a baseline saved before the covariate was watched)."""
-    short = [label for label, side in zip(labels, sides, strict=True) if not _paired(wanted, side)]
-    if not short:
-        return ""
+    short = [label for label, side in zip(labels, pairs, strict=True) if not side]
     return f"{wanted.figure} and {wanted.covariate} not measured in every run of {' and '.join(short)}: they cannot be paired"
 
 

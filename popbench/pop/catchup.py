@@ -21,6 +21,19 @@ SNAPSHOT_CHUNK_BYTES = 1 << 20
 RESPONSE_BUDGET_BYTES = MAX_FRAME_BYTES // 2
 
 
+def blocks_answer(ledger: Ledger, from_height: int, count: int) -> list[bytes]:
+    """Committed blocks from ``from_height`` for a BlockResponse: at most BLOCKS_PER_REQUEST, and no more
+    than fit RESPONSE_BUDGET_BYTES (always at least one, so a large block still travels)."""
+    budget = RESPONSE_BUDGET_BYTES
+    chosen: list[bytes] = []
+    for record in ledger.committed_records(from_height, min(count, BLOCKS_PER_REQUEST)):
+        budget -= len(record) + 4
+        if budget < 0 and chosen:
+            break
+        chosen.append(record)
+    return chosen
+
+
 class CaughtUpListener(Protocol):
     """The consensus engine, told when blocks from a peer moved the head (popbench.pop.pbft.PbftEngine)."""
 
@@ -82,16 +95,7 @@ class CatchUp:
 
     # -- serving -----------------------------------------------------------------------------------
     def on_block_request(self, conn: Connection, message: BlockRequest) -> None:
-        count = min(message.count, BLOCKS_PER_REQUEST)
-        records = self.node.ledger.committed_records(message.from_height, count)
-        budget = RESPONSE_BUDGET_BYTES
-        chosen: list[bytes] = []
-        for record in records:
-            budget -= len(record) + 4
-            if budget < 0 and chosen:
-                break
-            chosen.append(record)
-        conn.send(BlockResponse(chosen))
+        conn.send(BlockResponse(blocks_answer(self.node.ledger, message.from_height, message.count)))
 
     def on_snapshot_request(self, conn: Connection, message: SnapshotRequest) -> None:
         height, chunks = self._snapshot_for(message.height)

@@ -22,7 +22,7 @@ from popbench.errors import ConsensusError, ProtocolError
 from popbench.genesis import Genesis
 from popbench.mempool import Mempool, PoolItem
 from popbench.model.block import Block, CommitCertificate, vote_message
-from popbench.pop.catchup import BLOCKS_PER_REQUEST, RESPONSE_BUDGET_BYTES
+from popbench.pop.catchup import BLOCKS_PER_REQUEST, blocks_answer
 from popbench.pop.clock import Clock, LoopClock, TimerHandle
 from popbench.pop.ledger import CommittedBlock, Ledger
 from popbench.pop.pbft_round import (
@@ -165,13 +165,7 @@ class PbftEngine:
         if last_ns is not None and now_ns - last_ns < self.base_timeout_s * 1e9:
             return
         self._helped_ns[sender] = now_ns
-        blocks: list[bytes] = []
-        budget = RESPONSE_BUDGET_BYTES
-        for record in self.host.ledger.committed_records(height, BLOCKS_PER_REQUEST):
-            budget -= len(record) + 4
-            if budget < 0 and blocks:
-                break
-            blocks.append(record)
+        blocks = blocks_answer(self.host.ledger, height, BLOCKS_PER_REQUEST)
         if blocks:
             self.host.send_to(sender, BlockResponse(blocks))
 
