@@ -25,7 +25,7 @@ from popbench.client import NodeClient
 from popbench.errors import ClientError
 from popbench.genesis import ChainParams, make_genesis, write_genesis, write_keys
 from popbench.store import node_database
-from popbench.wire.status import AnyStatus
+from popbench.wire.status import AnyStatus, PowStatus
 
 POPBENCH = str(Path(sys.executable).with_name("popbench"))
 POLL_S = 0.1
@@ -172,10 +172,15 @@ def _listening_socket() -> socket.socket:
 
 
 def _brief(statuses: Statuses) -> str:
-    return ", ".join(
-        f"{node}: " + ("down" if s is None else f"h={s.height} v={s.view} peers={s.peers} mempool={s.mempool}")
-        for node, s in statuses.items()
-    )
+    return ", ".join(f"{node}: " + ("down" if s is None else _brief_one(s)) for node, s in statuses.items())
+
+
+def _brief_one(status: AnyStatus) -> str:
+    """Height, view, peers, mempool; for a PoW node also its tip, total work and reorgs, what its waits are about."""
+    line = f"h={status.height} v={status.view} peers={status.peers} mempool={status.mempool}"
+    if isinstance(status, PowStatus):
+        line += f" tip={status.pow.tip_hash[:8]} work=2^{status.pow.total_work_log2} reorgs={status.pow.reorgs}"
+    return line
 
 
 def chains_agree(paths: list[Path]) -> tuple[bool, int]:

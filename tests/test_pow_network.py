@@ -105,8 +105,10 @@ def test_split_halves_join_on_the_heavier_chain_and_losing_transfers_return_to_m
         apart = await cluster.wait_until(a_heavier, TIMEOUT_S, [0, 2], "half A clearly heavier")
         assert all(status is not None and status.peers == 1 for status in (await cluster.statuses(half_a + half_b)).values())
         cluster.start(4)
-        joined = await cluster.wait_until(lambda s: same_tip(s) and all(pow_field(s[n], "reorgs") >= 1 for n in half_b),
-                                          TIMEOUT_S, what="one tip everywhere after the bridge")  # fmt: skip
+        # two waits, so a failure says which half of the claim did not happen (CI once timed out on both at once)
+        await cluster.wait_until(lambda s: all(pow_field(s[n], "reorgs") >= 1 for n in half_b),
+                                 TIMEOUT_S, what="half B reorganised onto half A's chain after the bridge")  # fmt: skip
+        joined = await cluster.wait_until(same_tip, TIMEOUT_S, what="one tip everywhere after the bridge")
         return joined, tip_of(apart[2]) or ""
 
     joined, losing_tip = asyncio.run(scenario())
