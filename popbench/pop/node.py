@@ -13,6 +13,7 @@ from collections.abc import Callable
 from typing import Any
 
 from popbench import crypto
+from popbench.events import EventLog, events_path
 from popbench.mempool import Mempool
 from popbench.net.connection import Connection
 from popbench.node_base import NodeBase
@@ -63,6 +64,8 @@ class Node(NodeBase):
         self.mempool = Mempool(self.genesis.params.mempool_limit)
         self.admission = Admission(self.ledger, self.mempool, self.counters, self.peers.broadcast)
         self.engine = engine_for(config.byzantine, self, config.role)
+        self.events = EventLog(events_path(config.data_dir, config.node_id))
+        self.engine.events = self.events
         self.catchup = CatchUp(self)
         self.subscribers: set[Connection] = set()
         self.round_times_s: list[float] = []
@@ -78,6 +81,7 @@ class Node(NodeBase):
     async def stop(self) -> None:
         self.engine.stop()
         await self._close_network_and_store()
+        self.events.close()
 
     # -- ConnectionHost ----------------------------------------------------------------------------
     def connection_established(self, conn: Connection) -> bool:

@@ -19,6 +19,7 @@ from typing import Protocol
 from popbench import crypto
 from popbench.counters import NodeCounters
 from popbench.errors import ConsensusError, ProtocolError
+from popbench.events import EventSink, NoEvents
 from popbench.genesis import Genesis
 from popbench.mempool import Mempool, PoolItem
 from popbench.model.block import Block, CommitCertificate, vote_message
@@ -97,6 +98,7 @@ class PbftEngine:
         self.proposals_refused: dict[str, int] = {}
         self._helped_ns: dict[int, int] = {}  # validator -> when we last sent it blocks it had missed
         self.last_refusal = ""
+        self.events: EventSink = NoEvents()  # the node gives it its log (popbench/events.py)
 
     # -- who and when ----------------------------------------------------------------------------
     def leader(self, view: int | None = None) -> int:
@@ -330,6 +332,7 @@ class PbftEngine:
 
     def _refuse(self, reason: str) -> None:
         self.proposals_refused[reason] = self.proposals_refused.get(reason, 0) + 1
+        self.events.emit("proposal-refused", height=self.height, view=self.view, reason=reason)
 
     # -- PREPARE and COMMIT ------------------------------------------------------------------------
     def _send_vote(self, current: Round, kind: type[Prepare]) -> None:
@@ -409,6 +412,8 @@ class PbftEngine:
         certificate = CommitCertificate(current.view, sorted(votes.items())[: self.quorum])
         record = self.host.ledger.commit(proposal.block, certificate, proposal.items, proposal.post)
         round_s = (self.clock.now_ns() - self.round_started_ns) / 1e9
+        self.events.emit("commit", height=self.height, view=current.view, round_ms=round(round_s * 1000, 3),
+                         items=len(proposal.items))  # fmt: skip
         self.host.block_committed(record, current.view, round_s)
         self.next_height(current.view)
 
@@ -443,6 +448,17 @@ class PbftEngine:
         if self._timer is None:
             self._timer = self.clock.call_later(self._timeout_s(), self._timed_out)
 
+    def _restart_timer(self) -> None:
+        """A node that asks for a view gives that view a whole timeout to bring its NEW-VIEW (Castro-Liskov
+        §4.5.2). Without this, a node that joined others' VIEW-CHANGEs (f+1 of them) just before its own
+        timer fired took that old timer for the new view's failure, asked for the view after it and
+        refused the NEW-VIEW arriving a moment later: one vote short of every quorum, with one validator
+        of four down the network stalled for 14 s of backed-off timeouts (issue 20)."""
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        self._ensure_timer()
+
     def _timed_out(self) -> None:
         """Ask for the next view; or, while too few have asked for the one we asked for, ask for it again.
 
@@ -453,6 +469,8 @@ class PbftEngine:
         self._timer = None
         self.failed_views += 1
         target = self.vc_target
+        self.events.emit("timer-fired", height=self.height, view=self.view, asked_for=target,
+                         failed_views=self.failed_views, mempool=len(self.host.mempool))  # fmt: skip
         if target is not None and self._asking_for_at_least(target) < self.quorum:
             self.host.broadcast(self.view_changes[target][self.host.node_id])  # it may have been lost
         else:
@@ -470,10 +488,13 @@ class PbftEngine:
             return
         self.vc_target = new_view
         self._cancel_propose_timer()
+        self._restart_timer()
         lock = self.prepared
         block, votes = (lock.proposal.raw, lock.encoded_votes()) if lock else (b"", b"")
         unsigned = ViewChange(new_view, self.height, self.host.node_id, lock.view if lock else 0, block, votes, bytes(64))
         unsigned.signature = self.host.key.sign(view_change_message(self.chain_id, unsigned))
+        self.events.emit("view-change-sent", height=self.height, view=self.view, new_view=new_view,
+                         prepared_view=lock.view if lock else None)  # fmt: skip
         self.host.broadcast(unsigned)
         self._record_view_change(unsigned)
 
@@ -488,6 +509,8 @@ class PbftEngine:
         if not self.host.verify(self.keys[sender], signed, vc.signature):
             self.host.counters.protocol_errors += 1
             return
+        self.events.emit("view-change-received", height=self.height, view=self.view, sender=sender,
+                         new_view=vc.new_view)  # fmt: skip
         self._record_view_change(vc)
         self._join_if_f_plus_one()
 
@@ -518,6 +541,7 @@ class PbftEngine:
             self._send_view_change(new_view)  # the new leader must itself be in the view change
             return
         self.new_view_sent.add(new_view)
+        self.events.emit("new-view-sent", height=self.height, new_view=new_view, voters=sorted(votes))
         bodies = [vc.encode_body() for vc in votes.values()]
         self.host.broadcast(NewView(new_view, self.height, bodies))
         best = highest_certificate(list(votes.values()), self.chain_id, self.keys, self.quorum, self.host.verify)
@@ -527,12 +551,16 @@ class PbftEngine:
         if message.new_view <= self.view or sender != self.genesis.leader_for_view(message.new_view + self.height):
             return
         if self.vc_target is not None and message.new_view < self.vc_target:
+            self.events.emit("new-view-ignored", height=self.height, new_view=message.new_view, sender=sender,
+                             asked_for=self.vc_target)  # fmt: skip
             return  # our VIEW-CHANGE for a later view is out; locking below it would make it a lie
         try:
             changes = check_new_view_quorum(message.view_changes, message.new_view, self.height,
                                             self.chain_id, self.keys, self.quorum, self.host.verify)  # fmt: skip
-        except (ConsensusError, ProtocolError):
+        except (ConsensusError, ProtocolError) as err:
             self.host.counters.protocol_errors += 1
+            self.events.emit("new-view-refused", height=self.height, new_view=message.new_view, sender=sender,
+                             reason=str(err))  # fmt: skip
             return
         best = highest_certificate(changes, self.chain_id, self.keys, self.quorum, self.host.verify)
         self._enter_view(message.new_view, best)
@@ -547,6 +575,8 @@ class PbftEngine:
         self.required_from = sorted(decode_votes(justified.prepared_votes)) if justified is not None else []
         self.entered_by_new_view = True
         self.host.counters.view_changes += 1
+        self.events.emit("view-entered", height=self.height, view=view, leader=self.leader(),
+                         carries_lock=self.required is not None)  # fmt: skip
         for old in [v for v in self.rounds if v < view]:
             del self.rounds[old]
         self.round_started_ns = self.clock.now_ns()
@@ -562,4 +592,5 @@ class PbftEngine:
     def caught_up(self, committed_view: int) -> None:
         """The node applied blocks from a peer: drop this height's state and move on."""
         if self.host.ledger.height + 1 != self.height:
+            self.events.emit("caught-up", height=self.host.ledger.height, view=committed_view)
             self.next_height(committed_view)
