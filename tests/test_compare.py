@@ -114,3 +114,38 @@ def test_baseline_save_list_and_compare_by_name_with_markdown_in_the_step_summar
     assert summary.read_text() == done.output  # the same Markdown went to the job's summary page
     unknown = popbench("compare", "--baselines-dir", str(baselines), "nosuch", str(run))
     assert unknown.exit_code == 2 and "no such baseline" in unknown.output and "main" in unknown.output
+
+
+def checkout(root: Path) -> Path:
+    """A checkout's root as the baselines finder knows it: a directory holding pyproject.toml."""
+    root.mkdir(parents=True)
+    (root / "pyproject.toml").write_text("[project]\nname = 'x'\n")
+    return root
+
+
+def test_a_baseline_saved_at_the_root_is_found_from_a_subdirectory(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("POPBENCH_BASELINES", raising=False)
+    root = checkout(tmp_path / "repo")
+    run = write_run(root / "reports" / "main-run")
+    monkeypatch.chdir(root)
+    saved = popbench("baseline", "save", "main", str(run))
+    assert saved.exit_code == 0, saved.output
+    assert (root / "reports" / "baselines" / "main" / "baseline.json").is_file()
+    deeper = root / "harness" / "cli"
+    deeper.mkdir(parents=True)
+    monkeypatch.chdir(deeper)  # a CI step that runs in a subdirectory of the checkout
+    done = popbench("compare", "--baseline", "main", str(run))
+    assert "no such baseline" not in done.output and "baseline main ->" in done.output, done.output
+    assert popbench("baseline", "list").output.startswith("main")
+
+
+def test_the_environment_and_the_option_say_where_baselines_live(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    root, elsewhere = checkout(tmp_path / "repo"), tmp_path / "shared-baselines"
+    run = write_run(root / "run")
+    monkeypatch.chdir(root)
+    monkeypatch.setenv("POPBENCH_BASELINES", str(elsewhere))
+    assert popbench("baseline", "save", "main", str(run)).exit_code == 0
+    assert (elsewhere / "main" / "baseline.json").is_file() and not (root / "reports").exists()
+    assert "no baselines under" in popbench("baseline", "list", "--baselines-dir", str(tmp_path / "other")).output  # the option wins
+    monkeypatch.delenv("POPBENCH_BASELINES")
+    assert popbench("baseline", "list").output == f"no baselines under {root / 'reports' / 'baselines'}\n"

@@ -11,7 +11,9 @@ import pytest
 from harness.regress.baselines import (
     BASELINE_SCHEMA_VERSION,
     RunSample,
+    checkout_root,
     collect_repeat_set,
+    default_baselines_dir,
     list_baselines,
     load_baseline,
     make_baseline,
@@ -145,3 +147,17 @@ def test_save_named_baseline_reads_a_directory_of_runs(tmp_path: Path) -> None:
     assert load_baseline(path).samples == {"node_cpu_ms_per_proof": [4.5, 4.6, 4.4]}
     with pytest.raises(HarnessError, match="run reader"):
         save_named_baseline("main", runs, directory=baselines)
+
+
+def test_the_checkout_root_is_the_nearest_directory_holding_git_or_pyproject(tmp_path: Path) -> None:
+    (tmp_path / "repo" / ".git").mkdir(parents=True)
+    (tmp_path / "repo" / "a" / "b").mkdir(parents=True)
+    assert checkout_root(tmp_path / "repo" / "a" / "b") == (tmp_path / "repo").resolve()
+    assert default_baselines_dir(tmp_path / "repo" / "a", environ={}) == (tmp_path / "repo").resolve() / "reports" / "baselines"
+    assert default_baselines_dir(tmp_path / "repo", environ={"POPBENCH_BASELINES": "/x/y"}) == Path("/x/y")
+
+
+def test_outside_any_checkout_baselines_live_under_the_working_directory(tmp_path: Path) -> None:
+    if any((parent / marker).exists() for parent in tmp_path.resolve().parents for marker in (".git", "pyproject.toml")):
+        pytest.skip("the temporary directory lies inside a checkout")
+    assert checkout_root(tmp_path) == tmp_path.resolve()

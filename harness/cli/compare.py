@@ -11,12 +11,17 @@ from pathlib import Path
 
 import click
 
-from harness.regress.baselines import BASELINES_DIR, list_baselines, make_baseline, save_baseline
+from harness.regress.baselines import BASELINES_ENV, default_baselines_dir, list_baselines, make_baseline, save_baseline
 from harness.regress.figures import WATCHED_FIGURES
 from harness.regress.render import append_step_summary, render_json, render_markdown, render_table
 from harness.regress.stats import ALPHA
 from harness.regress.verdict import compare_repeat_sets
 from harness.report.compare import LoadedSide, load_runs, load_side
+
+BASELINES_DIR_HELP = (
+    f"Where baselines live (default: ${BASELINES_ENV}, else reports/baselines at the root of the checkout holding the working directory)."
+)
+baselines_dir_option = click.option("--baselines-dir", type=click.Path(file_okay=False, path_type=Path), help=BASELINES_DIR_HELP)
 
 
 def register(group: click.Group) -> None:
@@ -32,10 +37,10 @@ def register(group: click.Group) -> None:
 @click.option("--markdown", is_flag=True, help="Print it as GitHub-flavoured Markdown.")
 @click.option("--fail-on-fallback", is_flag=True, help="Also fail on a fixed-tolerance verdict (too few repeats for a test).")
 @click.option("--alpha", type=float, default=ALPHA, show_default=True, help="Significance level of the Mann-Whitney U test.")
-@click.option("--baselines-dir", type=click.Path(path_type=Path), default=BASELINES_DIR, show_default=True)
+@baselines_dir_option
 def compare_command(
     sides: tuple[str, ...], baseline_name: str | None, force: bool, as_json: bool, markdown: bool, fail_on_fallback: bool,
-    alpha: float, baselines_dir: Path,
+    alpha: float, baselines_dir: Path | None,
 ) -> None:  # fmt: skip
     """Compare NEW with BASE, each a run directory, a directory of repeats or a baseline name.
 
@@ -78,15 +83,15 @@ def _notes(base: LoadedSide, new: LoadedSide) -> list[str]:
 # -- baselines ---------------------------------------------------------------------------------------
 @click.group("baseline")
 def baseline_group() -> None:
-    """Save a repeat set as a named baseline, or list the saved ones (reports/baselines/)."""
+    """Save a repeat set as a named baseline, or list the saved ones (reports/baselines/ at the checkout's root)."""
 
 
 @baseline_group.command("save")
 @click.argument("name")
 @click.argument("directory", type=click.Path(exists=True, file_okay=False, path_type=Path))
 @click.option("--note", default="", help="A line kept with the baseline (why it was taken).")
-@click.option("--baselines-dir", type=click.Path(path_type=Path), default=BASELINES_DIR, show_default=True)
-def baseline_save(name: str, directory: Path, note: str, baselines_dir: Path) -> None:
+@baselines_dir_option
+def baseline_save(name: str, directory: Path, note: str, baselines_dir: Path | None) -> None:
     """Save the complete runs under DIRECTORY (a run or a repeat set) as baseline NAME."""
     side = load_runs(directory)
     for why in side.left_out:
@@ -96,11 +101,12 @@ def baseline_save(name: str, directory: Path, note: str, baselines_dir: Path) ->
 
 
 @baseline_group.command("list")
-@click.option("--baselines-dir", type=click.Path(path_type=Path), default=BASELINES_DIR, show_default=True)
-def baseline_list(baselines_dir: Path) -> None:
+@baselines_dir_option
+def baseline_list(baselines_dir: Path | None) -> None:
     """The saved baselines: name, runs, profile, commit, when."""
-    found = list_baselines(baselines_dir)
+    directory = baselines_dir or default_baselines_dir()
+    found = list_baselines(directory)
     if not found:
-        click.echo(f"no baselines under {baselines_dir}")
+        click.echo(f"no baselines under {directory}")
     for info in found:
         click.echo(f"{info.name:<24} {info.runs:>3} runs  {info.profile:<16} {(info.git_commit or '?')[:12]:<12} {info.created_at}")

@@ -1,5 +1,7 @@
 """Named baselines: a repeat set saved as one small, versioned, text JSON file under
-``reports/baselines/<name>/baseline.json`` (tracked in git), loaded back by name or path, listed.
+``reports/baselines/<name>/baseline.json`` at the checkout's root (tracked in git), loaded back by name
+or path, listed. The directory is ``$POPBENCH_BASELINES`` when set, else found from the working
+directory (:func:`default_baselines_dir`), so a CI step finds the baseline from anywhere in the checkout.
 
 A baseline keeps only what a comparison needs: per watched figure one value per run, the units they were
 measured in, the :class:`~harness.regress.verdict.RunMetadata`, and the run ids. Raw records stay in the
@@ -27,7 +29,9 @@ from harness.regress.verdict import RepeatSet, RunMetadata, check_like_for_like
 from popbench.errors import ConfigError, HarnessError
 
 BASELINE_SCHEMA_VERSION = 1
-BASELINES_DIR = Path("reports") / "baselines"  # relative to the working directory, like the run reports
+BASELINES_ENV = "POPBENCH_BASELINES"  # overrides where baselines live (a path, relative to the working directory)
+BASELINES_SUBDIR = Path("reports") / "baselines"  # under the checkout's root
+CHECKOUT_MARKERS = (".git", "pyproject.toml")  # what marks a checkout's root (.git is a file in a worktree)
 BASELINE_FILE = "baseline.json"
 RUN_REPORT_FILE = "report.json"  # what marks a directory as one run
 NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
@@ -77,8 +81,27 @@ def check_name(name: str) -> str:
     return name
 
 
-def baseline_path(name: str, directory: Path = BASELINES_DIR) -> Path:
-    return directory / check_name(name) / BASELINE_FILE
+def baseline_path(name: str, directory: Path | None = None) -> Path:
+    return (directory or default_baselines_dir()) / check_name(name) / BASELINE_FILE
+
+
+# -- where baselines live -----------------------------------------------------------------------------
+def checkout_root(start: Path | None = None) -> Path:
+    """The nearest directory at or above ``start`` (default: the working directory) that holds .git or
+    pyproject.toml; ``start`` itself when none does (outside any checkout)."""
+    here = (start or Path.cwd()).resolve()
+    for directory in (here, *here.parents):
+        if any((directory / marker).exists() for marker in CHECKOUT_MARKERS):
+            return directory
+    return here
+
+
+def default_baselines_dir(start: Path | None = None, environ: Mapping[str, str] | None = None) -> Path:
+    """``$POPBENCH_BASELINES`` when set, else ``reports/baselines`` at the root of the checkout holding
+    ``start``: a baseline is committed once at the root and must be found whichever directory a CI step
+    (or a developer) runs in, which a path relative to the working directory is not."""
+    override = (os.environ if environ is None else environ).get(BASELINES_ENV)
+    return Path(override) if override else checkout_root(start) / BASELINES_SUBDIR
 
 
 # -- repeat sets from run directories -----------------------------------------------------------------
@@ -140,8 +163,9 @@ def make_baseline(name: str, repeat_set: RepeatSet, specs: Sequence[FigureSpec] 
     )  # fmt: skip
 
 
-def save_baseline(baseline: Baseline, directory: Path = BASELINES_DIR) -> Path:
-    """Write ``<directory>/<name>/baseline.json`` atomically (a reader never sees half a file)."""
+def save_baseline(baseline: Baseline, directory: Path | None = None) -> Path:
+    """Write ``<directory>/<name>/baseline.json`` atomically (a reader never sees half a file); the
+    directory defaults to :func:`default_baselines_dir`."""
     path = baseline_path(baseline.name, directory)
     path.parent.mkdir(parents=True, exist_ok=True)
     scratch = path.with_suffix(".json.tmp")
@@ -150,7 +174,7 @@ def save_baseline(baseline: Baseline, directory: Path = BASELINES_DIR) -> Path:
     return path
 
 
-def resolve_baseline(name_or_path: str | Path, directory: Path = BASELINES_DIR) -> Path:
+def resolve_baseline(name_or_path: str | Path, directory: Path | None = None) -> Path:
     """A path to a baseline file: an existing file, a directory holding one, or a name under ``directory``."""
     candidate = Path(name_or_path)
     if candidate.is_file():
@@ -160,7 +184,8 @@ def resolve_baseline(name_or_path: str | Path, directory: Path = BASELINES_DIR) 
     return baseline_path(str(name_or_path), directory)
 
 
-def load_baseline(name_or_path: str | Path, directory: Path = BASELINES_DIR) -> Baseline:
+def load_baseline(name_or_path: str | Path, directory: Path | None = None) -> Baseline:
+    directory = directory or default_baselines_dir()
     path = resolve_baseline(name_or_path, directory)
     try:
         data = orjson.loads(path.read_bytes())
@@ -192,8 +217,10 @@ def _upgrade(data: dict[str, Any], source: str) -> dict[str, Any]:
     return data
 
 
-def list_baselines(directory: Path = BASELINES_DIR) -> list[BaselineInfo]:
-    """Every readable baseline under ``directory``, by name; unreadable ones are left out."""
+def list_baselines(directory: Path | None = None) -> list[BaselineInfo]:
+    """Every readable baseline under ``directory`` (default: :func:`default_baselines_dir`), by name;
+    unreadable ones are left out."""
+    directory = directory or default_baselines_dir()
     found = []
     for path in sorted(directory.glob(f"*/{BASELINE_FILE}")) if directory.is_dir() else []:
         try:
@@ -217,7 +244,7 @@ def units_changed(baseline: Baseline, specs: Mapping[str, FigureSpec]) -> list[s
 
 
 def save_named_baseline(
-    name: str, source: RepeatSet | Path, read_run: RunReader | None = None, *, directory: Path = BASELINES_DIR, note: str = ""
+    name: str, source: RepeatSet | Path, read_run: RunReader | None = None, *, directory: Path | None = None, note: str = ""
 ) -> Path:
     """``popbench baseline save NAME DIR`` in one call: ``source`` is a repeat set, or a directory of runs
     read with ``read_run``."""

@@ -16,7 +16,6 @@ import orjson
 
 from harness.regress.baselines import (
     BASELINE_FILE,
-    BASELINES_DIR,
     RunSample,
     load_baseline,
     repeat_set_from_runs,
@@ -104,9 +103,10 @@ def load_runs(directory: Path) -> LoadedSide:
     return LoadedSide(label=str(directory), repeat_set=repeat_set_from_runs(samples), run_dirs=included, left_out=left_out)
 
 
-def load_side(name_or_path: str, baselines_dir: Path = BASELINES_DIR) -> LoadedSide:
+def load_side(name_or_path: str, baselines_dir: Path | None = None) -> LoadedSide:
     """A side of ``popbench compare``: a run directory or report.json, a directory of repeats, a baseline
-    file or a directory holding one, or the name of a baseline saved under ``baselines_dir``."""
+    file or a directory holding one, or the name of a baseline saved under ``baselines_dir`` (default:
+    ``default_baselines_dir()``, the checkout's reports/baselines)."""
     path = Path(name_or_path)
     is_baseline = (path.is_file() and path.name == BASELINE_FILE) or (path.is_dir() and (path / BASELINE_FILE).is_file())
     if path.exists() and not is_baseline:
