@@ -1,7 +1,8 @@
 """`popbench compare` and `popbench baseline` through the real CLI, on stored reports: a report read as a
-RunSample, the like-for-like refusal (exit 2, --force compares), a run against itself (exit 0), a
-regression beyond the fixed 1-vs-1 tolerance (exit 1), baselines saved, listed and compared by name,
-JSON, Markdown and $GITHUB_STEP_SUMMARY output. A real repeat set is in tests/test_repeat_run.py."""
+RunSample, the like-for-like refusal (exit 2, --force compares), too few runs for a test (exit 3,
+inconclusive, unless accepted), a regression beyond the fixed tolerance (exit 1 however few the runs),
+5 against 5 (exit 1 on a regression, 0 A/A), baselines saved, listed and compared by name, JSON, Markdown
+and $GITHUB_STEP_SUMMARY output. A real repeat set is in tests/test_repeat_run.py."""
 
 from __future__ import annotations
 
@@ -51,11 +52,12 @@ def test_a_stored_report_reads_as_a_run_sample_with_its_figures_and_metadata() -
     assert meta.profile_digest and len(meta.profile_digest) == 16
 
 
-def test_a_run_against_itself_exits_0(tmp_path: Path) -> None:
+def test_a_run_against_itself_is_inconclusive_not_a_pass(tmp_path: Path) -> None:
     run = write_run(tmp_path / "run")
     done = popbench("compare", str(run), str(run))
-    assert done.exit_code == 0, done.output
-    assert "too few samples" in done.output and "exit 0: no significant regression" in done.output
+    assert done.exit_code == 3, done.output
+    assert "too few samples INCONCLUSIVE" in done.output and "no significant regression" not in done.output
+    assert done.output.splitlines()[-1].startswith("exit 3: inconclusive: 1 vs 1 runs cannot reach p < 0.05")
 
 
 def test_runs_that_differ_in_nodes_are_refused_with_exit_2_unless_forced(tmp_path: Path) -> None:
@@ -64,19 +66,70 @@ def test_runs_that_differ_in_nodes_are_refused_with_exit_2_unless_forced(tmp_pat
     refused = popbench("compare", str(base), str(new))
     assert refused.exit_code == 2, refused.output
     assert "not like for like: nodes: 4 vs 8 (cost per proof grows with the number of nodes" in refused.output
-    forced = popbench("compare", "--force", str(base), str(new))
+    forced = popbench("compare", "--force", "--accept-inconclusive", str(base), str(new))
     assert forced.exit_code == 0, forced.output
     assert "forced past like-for-like mismatches" in forced.output and "frames per proof" in forced.output
 
 
-def test_one_run_against_one_judges_by_the_fixed_tolerance_and_fails_only_when_asked(tmp_path: Path) -> None:
+def test_one_run_against_one_fails_on_a_change_beyond_the_fixed_tolerance(tmp_path: Path) -> None:
     base = write_run(tmp_path / "base")
     heavier = write_run(tmp_path / "new", {("metrics", "work", "frames_per_proof"): 6.976878612716763 * 1.2})
-    shown = popbench("compare", str(base), str(heavier))
-    assert shown.exit_code == 0 and "slower (fixed tolerance)" in shown.output, shown.output
-    failed = popbench("compare", "--fail-on-fallback", str(base), str(heavier))
+    failed = popbench("compare", "--accept-inconclusive", str(base), str(heavier))  # what is untested cannot hide it
     assert failed.exit_code == 1, failed.output
-    assert "exit 1: significant regression: frames per proof" in failed.output
+    assert "slower (fixed tolerance) REGRESSION" in failed.output
+    assert failed.output.splitlines()[-1] == "exit 1: significant regression: frames per proof"
+
+
+FRAMES = ("metrics", "work", "frames_per_proof")
+P50 = ("metrics", "throughput", "commit_latency", "p50_ms")
+P99 = ("metrics", "throughput", "commit_latency", "p99_ms")
+
+
+def write_set(directory: Path, runs: int, scale: dict[tuple[str, ...], float] | None = None) -> Path:
+    """``runs`` run directories whose exact counters and latencies spread a little from run to run, each
+    figure at ``path`` multiplied by ``scale[path]`` (a change of the code)."""
+    report = orjson.loads(SMOKE_V1.read_bytes())
+    for index in range(runs):
+        edits = {}
+        for path in (FRAMES, P50, P99):
+            value = report
+            for key in path:
+                value = value[key]
+            edits[path] = value * (1 + index * 0.002) * (scale or {}).get(path, 1.0)
+        write_run(directory / f"run-{index + 1}", edits)
+    return directory
+
+
+def test_three_runs_a_side_are_inconclusive_exit_3_and_no_tick(tmp_path: Path) -> None:
+    base, new = write_set(tmp_path / "base", 3), write_set(tmp_path / "new", 3, {FRAMES: 1.01})
+    summary = tmp_path / "step-summary.md"
+    done = popbench("compare", str(base), str(new), env={"GITHUB_STEP_SUMMARY": str(summary)})
+    assert done.exit_code == 3, done.output
+    last = done.output.splitlines()[-1]
+    assert last.startswith("exit 3: inconclusive: 3 vs 3 runs cannot reach p < 0.05 (the smallest possible p is 0.1)")
+    assert "run at least 4 a side (popbench run --repeat 4), or pass --accept-inconclusive" in last
+    markdown = summary.read_text()
+    assert markdown.startswith("### popbench compare: ❔ exit 3: inconclusive") and "✅" not in markdown
+    accepted = popbench("compare", "--accept-inconclusive", "--markdown", str(base), str(new))
+    assert accepted.exit_code == 0, accepted.output
+    assert accepted.output.startswith("### popbench compare: ❔ exit 0: inconclusive (accepted with --accept-inconclusive): 3 vs 3")
+    assert "✅" not in accepted.output and "no significant regression" not in accepted.output
+
+
+def test_few_runs_with_a_giant_change_fail_with_exit_1(tmp_path: Path) -> None:
+    base, new = write_set(tmp_path / "base", 3), write_set(tmp_path / "new", 3, {P99: 676.0})  # +67,500 %: smoke against pow
+    done = popbench("compare", "--json", str(base), str(new))
+    assert done.exit_code == 1, done.output
+    result = orjson.loads(done.stdout)
+    assert result["outcome"] == "significant regression" and result["regressions"] == ["commit_latency_p99_ms"]
+    p99 = next(f for f in result["figures"] if f["name"] == "commit_latency_p99_ms")
+    assert p99["basis"] == "fixed tolerance" and p99["verdict"] == "slower" and p99["change_percent"] > 60_000
+
+
+def test_five_runs_a_side_of_the_same_code_pass_with_exit_0(tmp_path: Path) -> None:
+    done = popbench("compare", "--markdown", str(write_set(tmp_path / "base", 5)), str(write_set(tmp_path / "new", 5)))
+    assert done.exit_code == 0, done.output
+    assert done.output.startswith("### popbench compare: ✅ exit 0: no significant regression")
 
 
 def test_five_runs_a_side_flag_a_significant_regression_with_exit_1(tmp_path: Path) -> None:
@@ -109,8 +162,8 @@ def test_baseline_save_list_and_compare_by_name_with_markdown_in_the_step_summar
     summary = tmp_path / "step-summary.md"
     done = popbench("compare", "--baseline", "main", "--markdown", "--baselines-dir", str(baselines), str(run),
                     env={"GITHUB_STEP_SUMMARY": str(summary)})  # fmt: skip
-    assert done.exit_code == 0, done.output
-    assert done.output.startswith("### popbench compare: ✅ exit 0") and "| frames per proof | frames |" in done.output
+    assert done.exit_code == 3, done.output  # one run a side: inconclusive
+    assert done.output.startswith("### popbench compare: ❔ exit 3") and "| frames per proof | frames |" in done.output
     assert summary.read_text() == done.output  # the same Markdown went to the job's summary page
     unknown = popbench("compare", "--baselines-dir", str(baselines), "nosuch", str(run))
     assert unknown.exit_code == 2 and "no such baseline" in unknown.output and "main" in unknown.output

@@ -56,6 +56,19 @@ def test_markdown_is_a_table_with_the_outcome_first() -> None:
     assert markdown.endswith("\n")
 
 
+def test_an_inconclusive_comparison_has_its_own_mark_never_the_tick() -> None:
+    three = repeat_set({name: values[:3] for name, values in STEADY.items()})
+    for accepted in (False, True):
+        comparison = compare_repeat_sets(three, three, accept_inconclusive=accepted)
+        title = render_markdown(comparison).splitlines()[0]
+        assert title.startswith(f"### popbench compare: ❔ exit {0 if accepted else 3}: inconclusive") and "✅" not in render_markdown(
+            comparison
+        )
+        assert "INCONCLUSIVE" in render_table(comparison)
+    assert orjson.loads(render_json(comparison))["inconclusive"] == [f.name for f in comparison.figures if f.gating]
+    assert render_markdown(compare_repeat_sets(repeat_set(STEADY), repeat_set(STEADY))).startswith("### popbench compare: ✅ exit 0")
+
+
 def test_the_step_summary_is_appended_only_when_the_variable_is_set(tmp_path: Path) -> None:
     summary = tmp_path / "summary.md"
     summary.write_text("# earlier step\n")

@@ -17,6 +17,7 @@ from harness.regress.stats import (
     mann_whitney,
     median_change,
     smallest_p_value,
+    smallest_useful_repeats,
     spread,
     worse_percent,
 )
@@ -77,6 +78,15 @@ def test_smallest_two_sided_p_values_decide_which_sizes_can_be_tested() -> None:
     assert smallest_p_value(3, 3) == pytest.approx(0.1)
     assert [can_reach(k, k, ALPHA) for k in (1, 2, 3, 4, 5)] == [False, False, False, True, True]
     assert not can_reach(3, 4) and can_reach(3, 5)  # 2/35 = 0.057, 2/56 = 0.036
+
+
+def test_the_smallest_useful_repeat_count_is_the_first_k_whose_k_vs_k_test_can_reach_alpha() -> None:
+    assert smallest_useful_repeats() == 4  # 3 vs 3: at best p = 0.1
+    for alpha in (0.2, 0.05, 0.01, 0.001):
+        k = smallest_useful_repeats(alpha)
+        assert can_reach(k, k, alpha) and not can_reach(k - 1, k - 1, alpha)
+    with pytest.raises(HarnessError, match="alpha"):
+        smallest_useful_repeats(0.0)
 
 
 def test_clearly_separated_5_vs_5_has_the_smallest_exact_p() -> None:
@@ -166,8 +176,8 @@ def test_one_against_one_falls_back_to_the_fixed_tolerance_and_says_so() -> None
     assert within.tolerance_percent == CPU.fallback_percent == 9.0
     assert "too few samples for a test (1 vs 1" in within.why and "fixed 9 % tolerance" in within.why
     assert beyond.verdict is Verdict.SLOWER and beyond.basis is Basis.FIXED_TOLERANCE
-    assert not beyond.regression  # no test found it: shown, not failed ...
-    assert compare_figure(CPU, [10.0], [12.0], fail_on_fallback=True).regression  # ... unless asked
+    assert beyond.regression and not beyond.inconclusive  # beyond the tolerance no test is needed to fail it
+    assert within.inconclusive and not within.regression  # within it nothing can be concluded
 
 
 def test_a_spec_whose_threshold_exceeds_its_fallback_is_refused() -> None:

@@ -5,10 +5,12 @@ from __future__ import annotations
 import dataclasses
 
 import msgspec
+import pytest
 
 from harness.regress.verdict import (
     LIKE_FOR_LIKE_REASONS,
     ExitStatus,
+    Outcome,
     RepeatSet,
     RunMetadata,
     Verdict,
@@ -96,13 +98,46 @@ def test_figures_missing_on_either_side_are_skipped_with_the_side_named() -> Non
     assert "commit_latency_p99_ms" not in {figure.name for figure in comparison.figures}
 
 
-def test_single_runs_compare_by_the_fixed_tolerance_and_do_not_fail_unless_asked() -> None:
-    one = {name: values[:1] for name, values in STEADY.items()}
-    worse = {**one, "node_cpu_ms_per_proof": [one["node_cpu_ms_per_proof"][0] * 1.5]}  # beyond the adjusted figure's 9 % tolerance
-    single = RepeatSet(metadata=METADATA, run_ids=["run-0"], samples=one)
-    single_worse = RepeatSet(metadata=METADATA, run_ids=["run-1"], samples=worse)
-    assert compare_repeat_sets(single, single_worse).exit_status is ExitStatus.OK
-    assert compare_repeat_sets(single, single_worse, fail_on_fallback=True).exit_status is ExitStatus.REGRESSION
+def first(samples: dict[str, list[float]], runs: int) -> RepeatSet:
+    """The first ``runs`` runs of a set of samples."""
+    return RepeatSet(metadata=METADATA, run_ids=RUN_IDS[:runs], samples={name: values[:runs] for name, values in samples.items()})
+
+
+def scaled(samples: dict[str, list[float]], name: str, factor: float) -> dict[str, list[float]]:
+    return {**samples, name: [value * factor for value in samples[name]]}
+
+
+def test_single_runs_are_inconclusive_unless_a_figure_moved_beyond_its_fixed_tolerance() -> None:
+    one = first(STEADY, 1)
+    worse = first(scaled(STEADY, "node_cpu_ms_per_proof", 1.5), 1)  # +50 %: within raw CPU's 90 %, beyond the adjusted 9 %
+    same = compare_repeat_sets(one, one)
+    assert (same.outcome, same.exit_status) == (Outcome.INCONCLUSIVE, ExitStatus.INCONCLUSIVE)
+    assert {f.name for f in same.inconclusive} == {f.name for f in same.figures if f.gating}
+    accepted = compare_repeat_sets(one, one, accept_inconclusive=True)
+    assert (accepted.outcome, accepted.exit_status) == (Outcome.INCONCLUSIVE, ExitStatus.OK)
+    beyond = compare_repeat_sets(one, worse, accept_inconclusive=True)
+    assert (beyond.outcome, beyond.exit_status) == (Outcome.REGRESSION, ExitStatus.REGRESSION)
+    assert [f.name for f in beyond.regressions] == [ADJUSTED]
+
+
+@pytest.mark.parametrize(("runs", "outcome"), [(3, Outcome.INCONCLUSIVE), (4, Outcome.PASS), (5, Outcome.PASS)])
+def test_a_a_comparisons_pass_from_the_smallest_useful_repeat_count_on(runs: int, outcome: Outcome) -> None:
+    assert compare_repeat_sets(first(STEADY, runs), first(STEADY, runs)).outcome is outcome
+
+
+def test_three_against_three_is_inconclusive_within_the_tolerance_and_fails_beyond_it() -> None:
+    five_percent = scaled(STEADY, "node_cpu_ms_per_proof", 1.05)  # real, but no test of 3 vs 3 can see it
+    assert compare_repeat_sets(first(STEADY, 3), first(five_percent, 3)).exit_status is ExitStatus.INCONCLUSIVE
+    assert compare_repeat_sets(first(STEADY, 5), first(five_percent, 5)).exit_status is ExitStatus.REGRESSION
+    assert compare_repeat_sets(first(STEADY, 3), first(SLOWER_CPU, 3)).exit_status is ExitStatus.REGRESSION  # +10 % > 9 %
+
+
+def test_nothing_gating_compared_is_inconclusive_and_a_mismatch_outranks_it() -> None:
+    shown_only = {"committed_per_s": STEADY["committed_per_s"]}
+    assert compare_repeat_sets(repeat_set(shown_only), repeat_set(shown_only)).outcome is Outcome.INCONCLUSIVE
+    other = msgspec.structs.replace(METADATA, nodes=8)
+    assert compare_repeat_sets(first(STEADY, 1), first(STEADY, 1), force=False).outcome is Outcome.INCONCLUSIVE
+    assert compare_repeat_sets(first(STEADY, 1), RepeatSet(metadata=other, run_ids=["x"], samples={})).outcome is Outcome.NOT_LIKE_FOR_LIKE
 
 
 def test_the_plan_digest_ignores_where_the_profile_came_from_but_not_its_settings() -> None:

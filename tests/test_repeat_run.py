@@ -10,7 +10,9 @@ from pathlib import Path
 
 import orjson
 import pytest
+from click.testing import CliRunner
 
+from harness.cli.main import main
 from harness.regress.figures import WATCHED_FIGURES
 from harness.report.compare import load_runs, read_run
 from harness.run.repeat import RepeatRun, run_repeats
@@ -64,9 +66,22 @@ def test_pyperf_reads_the_suite_and_the_set_compares_equal_to_itself(repeat_set:
     assert stats.returncode == 0, stats.stderr
     assert "node_cpu_ms_per_proof" in stats.stdout and "Total number of values: 2" in stats.stdout, stats.stdout
     compared = subprocess.run(popbench("compare", str(directory), str(directory)), capture_output=True, text=True, timeout=60)
-    assert compared.returncode == 0, compared.stdout + compared.stderr
-    assert "exit 0: no significant regression" in compared.stdout
+    assert compared.returncode == 3, compared.stdout + compared.stderr  # 2 vs 2: no test can judge it
+    assert "exit 3: inconclusive: 2 vs 2 runs cannot reach p < 0.05" in compared.stdout
     assert len(load_runs(directory).repeat_set.run_ids) == 2
+
+
+@pytest.mark.parametrize(
+    ("args", "warned"), [(["--repeat", "3"], True), (["--repeat", "1"], True), (["--repeat", "4"], False), ([], False)]
+)
+def test_a_repeat_count_too_small_for_compare_is_warned_about_before_any_run(args: list[str], warned: bool) -> None:
+    # a profile that does not exist stops the command right after the warning, before anything is forked
+    done = CliRunner().invoke(main, ["run", *args, "--profile", "no-such-profile"])
+    assert done.exit_code == 2
+    warning = "is below 4, the fewest runs a side with which popbench compare's test (two-sided Mann-Whitney U) can reach p < 0.05"
+    assert (warning in done.output) is warned, done.output
+    if args == ["--repeat", "3"]:
+        assert "3 vs 3 can do no better than p = 0.1, so a comparison of this set will be inconclusive (exit 3)" in done.output
 
 
 # -- the loop's stopping rule (no processes: the run is a stand-in that records what it was asked) ----

@@ -1,7 +1,9 @@
 """`popbench compare BASE NEW` and `popbench baseline save|list`: the regression check (docs/regression.md).
 
 Exit status of `popbench compare`: 0 no significant regression; 1 a gating figure is significantly worse
-beyond its threshold; 2 the two sides are not like for like (unless --force), or bad input.
+beyond its threshold, or (too few runs for a test) beyond its fixed tolerance; 2 the two sides are not like
+for like (unless --force), or bad input; 3 inconclusive: a gating figure could not be tested with these
+sample sizes and moved within its fixed tolerance (0 with --accept-inconclusive, still saying so).
 """
 
 from __future__ import annotations
@@ -35,11 +37,12 @@ def register(group: click.Group) -> None:
 @click.option("--force", is_flag=True, help="Compare even when the two sides are not like for like.")
 @click.option("--json", "as_json", is_flag=True, help="Print the whole comparison as JSON.")
 @click.option("--markdown", is_flag=True, help="Print it as GitHub-flavoured Markdown.")
-@click.option("--fail-on-fallback", is_flag=True, help="Also fail on a fixed-tolerance verdict (too few repeats for a test).")
+@click.option("--accept-inconclusive", is_flag=True,
+              help="Exit 0, not 3, when too few runs for a test left a gating figure untested (the outcome still says inconclusive).")  # fmt: skip
 @click.option("--alpha", type=float, default=ALPHA, show_default=True, help="Significance level of the Mann-Whitney U test.")
 @baselines_dir_option
 def compare_command(
-    sides: tuple[str, ...], baseline_name: str | None, force: bool, as_json: bool, markdown: bool, fail_on_fallback: bool,
+    sides: tuple[str, ...], baseline_name: str | None, force: bool, as_json: bool, markdown: bool, accept_inconclusive: bool,
     alpha: float, baselines_dir: Path | None,
 ) -> None:  # fmt: skip
     """Compare NEW with BASE, each a run directory, a directory of repeats or a baseline name.
@@ -53,7 +56,7 @@ def compare_command(
     for note in _notes(base, new):
         click.echo(f"note: {note}", err=True)
     comparison = compare_repeat_sets(base.repeat_set, new.repeat_set, WATCHED_FIGURES, alpha=alpha, force=force,
-                                     fail_on_fallback=fail_on_fallback, labels=(base.label, new.label))  # fmt: skip
+                                     accept_inconclusive=accept_inconclusive, labels=(base.label, new.label))  # fmt: skip
     if as_json:
         sys.stdout.buffer.write(render_json(comparison))
         sys.stdout.flush()

@@ -16,6 +16,7 @@ from typing import Any
 
 import click
 import uvloop
+from click.core import ParameterSource
 
 from harness.kinds import Topology
 from harness.metrics import assemble as metrics
@@ -24,6 +25,7 @@ from harness.metrics.timeline import write_timeline
 from harness.profile import Profile, apply_overrides, list_profiles, load_profile, scaling_note
 from harness.regress.pyperf_export import PyperfExport
 from harness.regress.render import append_step_summary, render_spread_table
+from harness.regress.stats import ALPHA, smallest_p_value, smallest_useful_repeats
 from harness.report import html, render
 from harness.report.build import build_report, load_report, write_report
 from harness.report.compare import write_repeat_files
@@ -73,6 +75,9 @@ def register(group: click.Group) -> None:
 )
 def run_command(profile_name: str, output: Path | None, min_score: float | None, repeats: int, **overrides: Any) -> None:
     """Fork a real network on this host, load it, measure it, score it, and write a report."""
+    warning = repeat_warning(repeats, click.get_current_context().get_parameter_source("repeats"))
+    if warning:
+        click.echo(f"warning: {warning}", err=True)
     loaded = load_profile(profile_name)
     profile = apply_overrides(loaded, **overrides)
     note = scaling_note(loaded.run, profile.run)
@@ -89,6 +94,19 @@ def run_command(profile_name: str, output: Path | None, min_score: float | None,
     click.echo(render.console(report))
     click.echo(f"\nreport: {run_dir / 'report.json'}  summary: {run_dir / 'summary.md'}  page: {run_dir / html.HTML_NAME}")
     sys.exit(_exit_status(report, data, profile, min_score))
+
+
+def repeat_warning(repeats: int, source: ParameterSource | None) -> str | None:
+    """What a user asking for a repeat set too small for ``popbench compare`` to judge must hear before
+    the runs, not after: below the smallest useful count every comparison of it is inconclusive. Only
+    when --repeat was given: the default single run is not meant as a repeat set."""
+    needed = smallest_useful_repeats(ALPHA)
+    if source is not ParameterSource.COMMANDLINE or repeats >= needed:
+        return None
+    return (f"--repeat {repeats} is below {needed}, the fewest runs a side with which popbench compare's test "
+            f"(two-sided Mann-Whitney U) can reach p < {ALPHA:g}: {repeats} vs {repeats} can do no better than "
+            f"p = {smallest_p_value(repeats, repeats):.2g}, so a comparison of this set will be inconclusive "
+            f"(exit 3) unless a figure moves beyond its fixed tolerance")  # fmt: skip
 
 
 async def _execute(profile: Profile, run_dir: Path, run_id: str) -> RunData:

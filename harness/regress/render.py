@@ -15,8 +15,8 @@ import orjson
 from tabulate import tabulate
 
 from harness.regress.figures import WATCHED_FIGURES, FigureSpec
-from harness.regress.stats import spread
-from harness.regress.verdict import Basis, Comparison, ExitStatus, FigureComparison, RepeatSet, Verdict
+from harness.regress.stats import smallest_useful_repeats, spread
+from harness.regress.verdict import Basis, Comparison, FigureComparison, Outcome, RepeatSet, Verdict
 
 STEP_SUMMARY_ENV = "GITHUB_STEP_SUMMARY"
 COMPARISON_HEADERS = ("figure", "unit", "base median", "new median", "change", "p", "threshold", "verdict")
@@ -28,10 +28,18 @@ VERDICT_MARKS: dict[Verdict, str] = {
     Verdict.NO_CHANGE: "no significant change",
     Verdict.TOO_FEW_SAMPLES: "too few samples",
 }
-EXIT_MEANINGS: dict[ExitStatus, str] = {
-    ExitStatus.OK: "no significant regression",
-    ExitStatus.REGRESSION: "significant regression",
-    ExitStatus.NOT_LIKE_FOR_LIKE: "not like for like (use --force to compare anyway)",
+OUTCOME_MEANINGS: dict[Outcome, str] = {
+    Outcome.PASS: "no significant regression",
+    Outcome.REGRESSION: "significant regression",
+    Outcome.NOT_LIKE_FOR_LIKE: "not like for like (use --force to compare anyway)",
+    Outcome.INCONCLUSIVE: "inconclusive",
+}
+# Markdown's mark of each outcome: only a pass gets the tick; inconclusive has its own, whatever the exit status
+OUTCOME_ICONS: dict[Outcome, str] = {
+    Outcome.PASS: "✅",
+    Outcome.REGRESSION: "❌",
+    Outcome.NOT_LIKE_FOR_LIKE: "⚠️",
+    Outcome.INCONCLUSIVE: "❔",
 }
 
 
@@ -57,6 +65,8 @@ def format_verdict(figure: FigureComparison) -> str:
         text += " (fixed tolerance)"
     if figure.regression:
         text += " REGRESSION"
+    elif figure.inconclusive:
+        text += " INCONCLUSIVE"
     elif not figure.gating and figure.verdict is Verdict.SLOWER:
         text += " (not gating)"
     return text
@@ -71,11 +81,30 @@ def comparison_rows(comparison: Comparison) -> list[list[str]]:
 
 
 def outcome_line(comparison: Comparison) -> str:
-    status = comparison.exit_status
-    regressed = ", ".join(figure.label for figure in comparison.regressions)
-    detail = f": {regressed}" if regressed and status is ExitStatus.REGRESSION else ""
+    outcome = comparison.outcome
+    detail = ""
+    if outcome is Outcome.REGRESSION:
+        detail = ": " + ", ".join(figure.label for figure in comparison.regressions)
+    elif outcome is Outcome.INCONCLUSIVE:
+        detail = inconclusive_detail(comparison)
     forced = " (forced past like-for-like mismatches)" if comparison.forced and comparison.mismatches else ""
-    return f"exit {int(status)}: {EXIT_MEANINGS[status]}{detail}{forced}"
+    return f"exit {int(comparison.exit_status)}: {OUTCOME_MEANINGS[outcome]}{detail}{forced}"
+
+
+def inconclusive_detail(comparison: Comparison) -> str:
+    """Why nothing can be concluded and what would fix it: the sample sizes no test can judge, the
+    repeat count that can, and the flag that accepts it (or that it was accepted)."""
+    accepted = " (accepted with --accept-inconclusive)" if comparison.accept_inconclusive else ""
+    figures = comparison.inconclusive
+    if not figures:
+        return f"{accepted}: no gating figure was measured on both sides"
+    sizes = ", ".join(sorted({f"{len(f.base_samples)} vs {len(f.new_samples)}" for f in figures}))
+    smallest_p = max(f.u_test.smallest_p for f in figures)
+    needed = smallest_useful_repeats(comparison.alpha)
+    advice = "" if comparison.accept_inconclusive else ", or pass --accept-inconclusive"
+    return (f"{accepted}: {sizes} runs cannot reach p < {comparison.alpha:g} (the smallest possible p is {smallest_p:.3g}), "
+            f"so {len(figures)} gating figure{'s' if len(figures) != 1 else ''} moved within {'their' if len(figures) != 1 else 'its'} "
+            f"fixed tolerance untested; run at least {needed} a side (popbench run --repeat {needed}){advice}")  # fmt: skip
 
 
 def notes_lines(comparison: Comparison) -> list[str]:
@@ -114,6 +143,7 @@ def render_spread_table(repeat_set: RepeatSet, specs: Sequence[FigureSpec] = WAT
 def comparison_to_builtins(comparison: Comparison) -> dict[str, object]:
     data: dict[str, object] = msgspec.to_builtins(comparison)
     data["regressions"] = [figure.name for figure in comparison.regressions]
+    data["inconclusive"] = [figure.name for figure in comparison.inconclusive]
     return data
 
 
@@ -129,8 +159,7 @@ def _markdown_cell(text: str) -> str:
 
 def render_markdown(comparison: Comparison) -> str:
     """A GitHub-flavoured Markdown section: outcome first, the table, then the reasons."""
-    status = comparison.exit_status
-    icon = {ExitStatus.OK: "✅", ExitStatus.REGRESSION: "❌", ExitStatus.NOT_LIKE_FOR_LIKE: "⚠️"}[status]
+    icon = OUTCOME_ICONS[comparison.outcome]
     header = "| " + " | ".join(COMPARISON_HEADERS) + " |"
     rule = "|" + "|".join("---:" if h in NUMERIC_HEADERS else "---" for h in COMPARISON_HEADERS) + "|"
     rows = ["| " + " | ".join(_markdown_cell(cell) for cell in row) + " |" for row in comparison_rows(comparison)]

@@ -13,6 +13,7 @@ plain ``method="exact"`` ignores ties and would overstate significance.
 
 from __future__ import annotations
 
+import itertools
 import math
 import statistics
 from collections.abc import Sequence
@@ -133,6 +134,15 @@ def smallest_p_value(n_base: int, n_new: int) -> float:
 def can_reach(n_base: int, n_new: int, alpha: float = ALPHA) -> bool:
     """Whether a test of these sample sizes could ever call a change significant at ``alpha``."""
     return smallest_p_value(n_base, n_new) < alpha
+
+
+def smallest_useful_repeats(alpha: float = ALPHA) -> int:
+    """The fewest runs a side (K vs K) with which the test can call a change significant at ``alpha``:
+    4 at 0.05 (2/70 = 0.029; 3 vs 3 can do no better than 2/20 = 0.1). With fewer, every figure is judged
+    by its fixed tolerance alone and a comparison is inconclusive unless something moved beyond it."""
+    if not 0 < alpha < 1:
+        raise HarnessError(f"alpha must lie in (0, 1), not {alpha:g}")
+    return next(k for k in itertools.count(1) if can_reach(k, k, alpha))
 
 
 def mann_whitney(base: Sequence[float], new: Sequence[float], alpha: float = ALPHA) -> UTestResult:

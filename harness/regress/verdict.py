@@ -2,7 +2,9 @@
 
 A figure regresses only when both hold (asv's rule): the Mann-Whitney test says the two sides differ
 (p < alpha) AND the medians moved the worse way by more than the figure's threshold. With too few
-repeats for any test, the figure is judged against its fixed fallback tolerance and says so.
+repeats for any test, the figure is judged against its fixed fallback tolerance and says so: beyond it
+the worse way is a regression all the same (a change that large needs no test), within it the figure is
+inconclusive, and so is the comparison: too few runs to say "no regression" is not a pass.
 """
 
 from __future__ import annotations
@@ -50,8 +52,18 @@ class ExitStatus(IntEnum):
     """The exit status of ``popbench compare``."""
 
     OK = 0
-    REGRESSION = 1  # a gating figure is significantly worse beyond its threshold
+    REGRESSION = 1  # a gating figure is significantly worse beyond its threshold, or beyond its fixed tolerance
     NOT_LIKE_FOR_LIKE = 2  # the two sides ran different things or on different machines (and no --force)
+    INCONCLUSIVE = 3  # a gating figure could not be tested with these sample sizes (and no --accept-inconclusive)
+
+
+class Outcome(StrEnum):
+    """What the comparison concluded; the exit status follows from it (an accepted INCONCLUSIVE exits 0)."""
+
+    PASS = "no significant regression"
+    REGRESSION = "significant regression"
+    NOT_LIKE_FOR_LIKE = "not like for like"
+    INCONCLUSIVE = "inconclusive"
 
 
 class RunMetadata(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
@@ -149,7 +161,8 @@ class RepeatSet(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only
 
 class FigureComparison(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
     """One figure, BASE against NEW. ``change_percent`` is NEW's median against BASE's (signed, not
-    direction-adjusted); ``regression`` is whether it counts against the exit status."""
+    direction-adjusted); ``regression`` is whether it fails the check; ``inconclusive`` whether it is a
+    gating figure no test could judge that moved less than its fixed tolerance."""
 
     name: str
     label: str
@@ -171,6 +184,7 @@ class FigureComparison(msgspec.Struct, frozen=True, forbid_unknown_fields=True, 
     verdict: Verdict
     regression: bool
     why: str
+    inconclusive: bool = False
     covariate: str | None = None  # an adjusted figure: the watched figure it was adjusted for
     covariate_slope: float | None = None  # and the common slope it was moved along (figure units per covariate unit)
 
@@ -186,7 +200,8 @@ class SkippedFigure(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_
 
 class Comparison(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
     """The whole comparison: every figure both sides measured, what was skipped, the like-for-like
-    mismatches, and the exit status they add up to."""
+    mismatches, the outcome they add up to and its exit status (``accept_inconclusive``: an
+    inconclusive outcome exits 0, and still says inconclusive)."""
 
     base_label: str
     new_label: str
@@ -197,20 +212,26 @@ class Comparison(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_onl
     skipped: list[SkippedFigure]
     mismatches: list[Mismatch]
     forced: bool
+    outcome: Outcome
     exit_status: ExitStatus
+    accept_inconclusive: bool = False
 
     @property
     def regressions(self) -> list[FigureComparison]:
         return [figure for figure in self.figures if figure.regression]
 
+    @property
+    def inconclusive(self) -> list[FigureComparison]:
+        return [figure for figure in self.figures if figure.inconclusive]
 
-def compare_figure(
-    spec: FigureSpec, base: Sequence[float], new: Sequence[float], alpha: float = ALPHA, *, fail_on_fallback: bool = False
-) -> FigureComparison:
+
+def compare_figure(spec: FigureSpec, base: Sequence[float], new: Sequence[float], alpha: float = ALPHA) -> FigureComparison:
     """BASE against NEW for one figure: the test, the change of the medians, the verdict and why.
 
-    A SLOWER verdict of a gating figure is a regression when the test found it; one found by the fixed
-    fallback tolerance (too few samples) is a regression only with ``fail_on_fallback``.
+    A SLOWER verdict of a gating figure is a regression, whether the test found it or the fixed fallback
+    tolerance did (too few samples for a test, but a change beyond three times the threshold). A gating
+    figure with too few samples whose change stays within the tolerance is inconclusive: no test could
+    have told a real change from noise.
     """
     change = median_change(base, new)
     worse = worse_percent(change, spec.direction is Direction.HIGHER_IS_BETTER)
@@ -227,7 +248,7 @@ def compare_figure(
         base_spread=spread(base), new_spread=spread(new), base_median=change.base_median, new_median=change.new_median,
         ratio=change.ratio, change_percent=change.percent, u_test=test, threshold_percent=spec.threshold_percent,
         tolerance_percent=tolerance, basis=basis, verdict=verdict, why=why,
-        regression=spec.gating and verdict is Verdict.SLOWER and (basis is Basis.MANN_WHITNEY or fail_on_fallback),
+        regression=spec.gating and verdict is Verdict.SLOWER, inconclusive=spec.gating and verdict is Verdict.TOO_FEW_SAMPLES,
     )  # fmt: skip
 
 
@@ -266,39 +287,40 @@ def compare_repeat_sets(
     *,
     alpha: float = ALPHA,
     force: bool = False,
-    fail_on_fallback: bool = False,
+    accept_inconclusive: bool = False,
     labels: tuple[str, str] = ("BASE", "NEW"),
     adjusted: Sequence[AdjustedFigure] = ADJUSTED_FIGURES,
 ) -> Comparison:
     """Every spec'd figure both sides measured, then every adjusted figure, the like-for-like check and
-    the exit status: 2 when the sides are not like for like (unless ``force``), else 1 when a gating
-    figure regressed, else 0. ``fail_on_fallback``: see :func:`compare_figure`."""
+    the outcome (:func:`decide`); ``accept_inconclusive`` makes an inconclusive outcome exit 0."""
     figures, skipped = [], []
     for spec in specs:
         missing = _missing_side(spec.name, base.samples, new.samples, labels)
         if missing:
             skipped.append(SkippedFigure(name=spec.name, reason=missing))
         else:
-            figures.append(compare_figure(spec, base.samples[spec.name], new.samples[spec.name], alpha, fail_on_fallback=fail_on_fallback))
+            figures.append(compare_figure(spec, base.samples[spec.name], new.samples[spec.name], alpha))
     for wanted in adjusted:
         base_pairs, new_pairs = _paired(wanted, base), _paired(wanted, new)
         if base_pairs and new_pairs:
-            figures.append(compare_adjusted(wanted, base_pairs, new_pairs, alpha, fail_on_fallback=fail_on_fallback))
+            figures.append(compare_adjusted(wanted, base_pairs, new_pairs, alpha))
         else:
             skipped.append(SkippedFigure(name=wanted.spec.name, reason=_unpaired_reason(wanted, (base_pairs, new_pairs), labels)))
     mismatches = check_like_for_like(base.metadata, new.metadata)
+    outcome = decide(figures, mismatches, force)
     return Comparison(
         base_label=labels[0], new_label=labels[1], base_metadata=base.metadata, new_metadata=new.metadata, alpha=alpha,
-        figures=figures, skipped=skipped, mismatches=mismatches, forced=force, exit_status=exit_status(figures, mismatches, force),
+        figures=figures, skipped=skipped, mismatches=mismatches, forced=force, outcome=outcome,
+        exit_status=exit_status(outcome, accept_inconclusive), accept_inconclusive=accept_inconclusive,
     )  # fmt: skip
 
 
 def compare_adjusted(wanted: AdjustedFigure, base: Sequence[tuple[float, float]], new: Sequence[tuple[float, float]],
-                     alpha: float = ALPHA, *, fail_on_fallback: bool = False) -> FigureComparison:  # fmt: skip
+                     alpha: float = ALPHA) -> FigureComparison:  # fmt: skip
     """One adjusted figure: (covariate, figure) per run on each side, moved to the pooled covariate mean
     along the common slope, then judged as any figure is (the test, the threshold, the verdict)."""
     moved = adjust_for_covariate(base, new)
-    judged = compare_figure(wanted.spec, moved.base, moved.new, alpha, fail_on_fallback=fail_on_fallback)
+    judged = compare_figure(wanted.spec, moved.base, moved.new, alpha)
     why = f"{judged.why}; adjusted to {wanted.covariate} = {moved.covariate_mean:.4g} along a slope of {moved.slope:.3g}"
     return msgspec.structs.replace(judged, why=why, covariate=wanted.covariate, covariate_slope=moved.slope)
 
@@ -322,7 +344,28 @@ def _missing_side(name: str, base: Mapping[str, list[float]], new: Mapping[str, 
     return f"not measured in {' and '.join(absent)}" if absent else ""
 
 
-def exit_status(figures: Sequence[FigureComparison], mismatches: Sequence[Mismatch], force: bool) -> ExitStatus:
+def decide(figures: Sequence[FigureComparison], mismatches: Sequence[Mismatch], force: bool) -> Outcome:
+    """Not like for like (unless ``force``) outranks a regression, which outranks inconclusive: a change
+    beyond a figure's tolerance fails the check whatever else could not be tested. Inconclusive: a gating
+    figure could not be tested, or no gating figure was compared at all (nothing to pass on)."""
     if mismatches and not force:
-        return ExitStatus.NOT_LIKE_FOR_LIKE
-    return ExitStatus.REGRESSION if any(figure.regression for figure in figures) else ExitStatus.OK
+        return Outcome.NOT_LIKE_FOR_LIKE
+    if any(figure.regression for figure in figures):
+        return Outcome.REGRESSION
+    if any(figure.inconclusive for figure in figures) or not any(figure.gating for figure in figures):
+        return Outcome.INCONCLUSIVE
+    return Outcome.PASS
+
+
+OUTCOME_EXIT: dict[Outcome, ExitStatus] = {
+    Outcome.PASS: ExitStatus.OK,
+    Outcome.REGRESSION: ExitStatus.REGRESSION,
+    Outcome.NOT_LIKE_FOR_LIKE: ExitStatus.NOT_LIKE_FOR_LIKE,
+    Outcome.INCONCLUSIVE: ExitStatus.INCONCLUSIVE,
+}
+
+
+def exit_status(outcome: Outcome, accept_inconclusive: bool = False) -> ExitStatus:
+    if outcome is Outcome.INCONCLUSIVE and accept_inconclusive:
+        return ExitStatus.OK
+    return OUTCOME_EXIT[outcome]
