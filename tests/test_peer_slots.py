@@ -8,16 +8,19 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import socket
 import time
 from collections.abc import Callable
+from types import SimpleNamespace
 
 import pytest
 
 from popbench import crypto
 from popbench.counters import NodeCounters
 from popbench.net.connection import Connection, Identity
+from popbench.net.discovery import PeerDiscovery
 from popbench.net.peers import PeerManager, bind_listener
-from popbench.wire import Message, Role
+from popbench.wire import Message, Peers, PeersRequest, Role
 
 pytestmark = pytest.mark.timeout(60)
 CHAIN = bytes(range(32))
@@ -122,3 +125,55 @@ async def reconnecting_follower() -> None:
 
 def test_a_follower_that_reconnects_with_its_key_replaces_its_own_link() -> None:
     asyncio.run(reconnecting_follower())
+
+
+async def dialling_each_other_by_address() -> None:
+    """Both validators were given the other's address only (``popbench node --peer``): one link stays,
+    the one node 0 dialled, and node 1, whose dial of node 0 is refused as a duplicate, learns from that
+    handshake who answers there and stands by instead of redialling every REDIAL_MAX_S."""
+    hosts = []
+    for node_id in range(2):
+        sock = bind_listener(("127.0.0.1", 0))
+        host = PeerHost(node_id, Role.VALIDATOR, KEYS[node_id], sock.getsockname()[1])
+        await host.peers.listen(sock)
+        hosts.append(host)
+    node0, node1 = hosts
+    node0.peers.dial(("127.0.0.1", node1.identity.listen_port))
+    node1.peers.dial(("127.0.0.1", node0.identity.listen_port))
+    try:
+        await node1.wait_until(lambda: 0 in node1.peers.links and not node1.peers.links[0].outbound, "node 0's link at node 1")
+        await node0.wait_until(lambda: 1 in node0.peers.links and node0.peers.links[1].outbound, "node 0's link to node 1")
+        await asyncio.sleep(1.5)  # long enough for several redials at the backoff of 0.05 s doubling
+        for host in hosts:
+            assert host.counters.frames_out["Hello"] == 2, f"node {host.identity.node_id} redialled: {host.counters.frames_out}"
+            assert len(host.peers.links) == 1 and next(iter(host.peers.links.values())).is_open
+    finally:
+        for host in hosts:
+            await host.peers.close()
+
+
+def test_two_validators_given_each_others_address_keep_one_link_and_stop_dialling() -> None:
+    asyncio.run(dialling_each_other_by_address())
+
+
+async def peers_answer_with_an_unlisted_address() -> None:
+    """PEERS carries IPv4 addresses only: a validator that announced ``localhost`` in its HELLO is left out
+    of the answer, which still lists the node itself and every other address (it used to raise)."""
+    node1 = PeerHost(1, Role.VALIDATOR, KEYS[1], 7101)
+    node1.peers.addresses.update({0: ("localhost", 7100), 2: ("127.0.0.1", 7102)})
+    sent: list[Message] = []
+
+    class Link:
+        def send(self, message: Message) -> None:
+            sent.append(message)
+
+    host = SimpleNamespace(identity=node1.identity, peers=node1.peers, validator_ids=frozenset(VALIDATORS))
+    PeerDiscovery(host).on_peers_request(Link(), PeersRequest())  # type: ignore[arg-type]
+    (answer,) = sent
+    assert isinstance(answer, Peers)
+    listed = [(e.node_id, e.role, socket.inet_ntoa(e.host), e.port) for e in answer.peers]
+    assert listed == [(1, int(Role.VALIDATOR), "127.0.0.1", 7101), (2, int(Role.VALIDATOR), "127.0.0.1", 7102)]
+
+
+def test_a_peers_answer_leaves_out_an_address_it_cannot_carry() -> None:
+    asyncio.run(peers_answer_with_an_unlisted_address())

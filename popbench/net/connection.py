@@ -100,6 +100,12 @@ class Connection(FramedProtocol):
         return self.peer.node_id if self.peer else -1
 
     @property
+    def peer_proven(self) -> bool:
+        """The peer's HELLO_ACK verified here: it holds the key its HELLO announced (even if the link was
+        then refused as a duplicate)."""
+        return self._ack_verified
+
+    @property
     def peer_role(self) -> Role | None:
         return self.peer.role if self.peer else None
 
@@ -199,6 +205,7 @@ class Connection(FramedProtocol):
         if not handshake.ack_is_valid(ack.signature, chain_id, self._nonce, self.peer.pubkey):
             self._refuse(DisconnectReason.BAD_SIGNATURE, "HELLO_ACK signature does not verify")
             return
+        self._ack_verified = True
         self._cancel_timer()
         self.state = HandshakeState.ESTABLISHED
         if not self.host.connection_established(self):

@@ -32,10 +32,16 @@ class PeerDiscovery:
         self.host = host
 
     def on_peers_request(self, conn: Connection, message: PeersRequest) -> None:
+        """Itself first, then every validator address it knows; one PEERS cannot carry (not a dotted-quad
+        IPv4 text, as a peer may announce in its HELLO) is left out rather than failing the answer."""
         me = self.host.identity
-        entries = [PeerAddress(me.node_id, int(me.role), socket.inet_aton(me.listen_host), me.listen_port)]
-        for node_id, (host, port) in self.host.peers.addresses.items():
-            entries.append(PeerAddress(node_id, int(Role.VALIDATOR), socket.inet_aton(host), port))
+        known = [(me.node_id, me.role, me.listen_host, me.listen_port)]
+        known += [(node_id, Role.VALIDATOR, host, port) for node_id, (host, port) in self.host.peers.addresses.items()]
+        entries = []
+        for node_id, role, host, port in known:
+            packed = ipv4_bytes(host)
+            if packed is not None:
+                entries.append(PeerAddress(node_id, int(role), packed, port))
         conn.send(Peers(entries))
 
     def on_peers(self, conn: Connection, message: Peers) -> None:
@@ -53,3 +59,11 @@ class PeerDiscovery:
             for link in random.sample(links, min(2, len(links))):
                 link.send(PeersRequest())
             await asyncio.sleep(DISCOVERY_INTERVAL_S)  # a polling period of peer exchange, not a sync wait
+
+
+def ipv4_bytes(host: str) -> bytes | None:
+    """The 4 bytes of a dotted-quad IPv4 address, or None for anything else (a name, IPv6, "")."""
+    try:
+        return socket.inet_pton(socket.AF_INET, host)
+    except OSError:
+        return None

@@ -1,8 +1,10 @@
 """The peer manager: accept and dial connections, keep one link per peer, broadcast to validators.
 
 Link rule: a validator dials peers with a *lower* node id and accepts the others, so a full mesh has
-exactly one connection per pair. If two links to one peer still appear (both sides dialled during
-discovery), the one dialled by the lower node id is kept on both sides, so both sides agree.
+exactly one connection per pair. If two links to one peer still appear, both sides keep the same one
+(docs/protocol.md, "Links between nodes"): of links dialled in opposite directions, the one the lower
+node id dialled; of two dialled by the same side, the newer (so a restarted peer's fresh link replaces
+a stale one). A dial task keeps one address linked and stands by while its validator has a link.
 
 Slots: only a peer that proved, at the handshake, the key the genesis gives a validator id holds that
 id's slot (``links``). Every other peer (a follower, whatever node id it claims) is keyed by the public
@@ -61,21 +63,30 @@ class PeerManager:
         self._dialing[address] = asyncio.get_running_loop().create_task(self._keep_dialled(address, node_id))
 
     async def _keep_dialled(self, address: Address, node_id: int | None) -> None:
+        """While this node runs: dial ``address`` unless a link to its validator is up, then wait for that
+        link (whoever dialled it) to close. Only the dialling side redials; a refused or failed dial backs off."""
         backoff = REDIAL_MIN_S
         while not self._closing:
             link = self.links.get(node_id) if node_id is not None else None
             if link is not None:
                 await self._closed_event(link.peer_id).wait()
                 continue
-            conn = await self._dial_once(address, node_id)
+            conn, proven_id = await self._dial_once(address, node_id)
+            if proven_id is not None:
+                node_id = proven_id
             if conn is not None:
-                node_id = conn.peer_id
                 backoff = REDIAL_MIN_S
                 continue
             await asyncio.sleep(backoff)  # redial backoff after a refused or failed dial, not a sync wait
             backoff = min(backoff * 2, REDIAL_MAX_S)
 
-    async def _dial_once(self, address: Address, node_id: int | None) -> Connection | None:
+    async def _dial_once(self, address: Address, node_id: int | None) -> tuple[Connection | None, int | None]:
+        """One dial: the established connection (or None) and the validator id the peer proved, if it did.
+
+        A dial refused as DUPLICATE_PEER still proved who answers at ``address``. Learning the id there
+        keeps a ``--peer`` address (dialled before its id is known) from being redialled every
+        REDIAL_MAX_S for as long as the link the other side dialled is up, each time refused again.
+        """
         loop = asyncio.get_running_loop()
         delay_s = self._delay_for(node_id) if node_id is not None else 0.0
         try:
@@ -83,10 +94,19 @@ class PeerManager:
                 loop.create_connection(lambda: self._track(Connection(self.host, True, delay_s)), *address),
                 DIAL_TIMEOUT_S,
             )
-            await asyncio.wait_for(conn.established, DIAL_TIMEOUT_S)
         except (OSError, ConnectionError, TimeoutError):
+            return None, None
+        try:
+            await asyncio.wait_for(conn.established, DIAL_TIMEOUT_S)
+        except (ConnectionError, TimeoutError):
+            return None, self._proven_id(conn)
+        return conn, self._proven_id(conn)
+
+    def _proven_id(self, conn: Connection) -> int | None:
+        """The genesis validator id ``conn``'s peer proved (its HELLO_ACK verified here), else None."""
+        if not conn.peer_proven or not self.is_genesis_validator(conn):
             return None
-        return conn
+        return conn.peer_id
 
     def _closed_event(self, node_id: int) -> asyncio.Event:
         event = self._link_closed.get(node_id)
@@ -126,7 +146,12 @@ class PeerManager:
             return False
         self.links[peer_id] = conn
         if existing is not None and existing.is_open:
-            existing.disconnect(DisconnectReason.DUPLICATE_PEER, "replaced by the link the lower id dialled")
+            detail = (
+                "replaced by a newer link"
+                if self._dialler(existing) == self._dialler(conn)
+                else "replaced by the link the lower id dialled"
+            )
+            existing.disconnect(DisconnectReason.DUPLICATE_PEER, detail)
         if conn.peer.listen_port:
             self.addresses.setdefault(peer_id, (conn.peer.listen_host, conn.peer.listen_port))
         conn.delay_s = self._delay_for(peer_id)
@@ -142,10 +167,11 @@ class PeerManager:
             existing.disconnect(DisconnectReason.DUPLICATE_PEER, "replaced by a newer link of the same key")
 
     def _prefer(self, new: Connection, old: Connection) -> bool:
-        me = self.host.identity.node_id
-        new_dialer = me if new.outbound else new.peer_id
-        old_dialer = me if old.outbound else old.peer_id
-        return new_dialer < old_dialer or new_dialer == old_dialer
+        """Whether ``new`` replaces ``old``: dialled by a lower id, or by the same side (the newer wins)."""
+        return self._dialler(new) <= self._dialler(old)
+
+    def _dialler(self, conn: Connection) -> int:
+        return self.host.identity.node_id if conn.outbound else conn.peer_id
 
     def unregister(self, conn: Connection) -> None:
         self._all.discard(conn)
