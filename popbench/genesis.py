@@ -44,6 +44,8 @@ class ChainParams:
     pow_block_interval_ms: int = 2000
     pow_retarget_blocks: int = 10
     pow_initial_work_bits: int = 16
+    # 1: leader reputation (popbench/pop/leaders.py); 0: plain rotation, leader_for_view(v + h) (wave 2)
+    leader_reputation: int = 1
 
     def __post_init__(self) -> None:
         for item in dataclasses.fields(self):
@@ -54,6 +56,8 @@ class ChainParams:
                      "pow_block_interval_ms", "pow_retarget_blocks"):  # fmt: skip
             if getattr(self, name) == 0:
                 raise ConfigError("must be at least 1", key=f"params.{name}")
+        if self.leader_reputation > 1:
+            raise ConfigError("must be 0 (plain rotation) or 1 (leader reputation)", key="params.leader_reputation")
         if self.min_work_bits > 64 or self.pow_initial_work_bits > 64:
             raise ConfigError("work bits above 64 are not minable here", key="params.min_work_bits")
 
@@ -95,7 +99,7 @@ class Genesis:
             "chain_name": self.chain_name,
             "validators": [{"node_id": v.node_id, "public_key": v.public_key.hex(), "stake": v.stake} for v in self.validators],
             "balances": {address.hex(): amount for address, amount in sorted(self.balances.items())},
-            "params": dataclasses.asdict(self.params),
+            "params": canonical_params(self.params),
         }
 
     @cached_property
@@ -237,6 +241,16 @@ def _check_keys(data: dict[str, Any], allowed: set[str], prefix: str, source: st
     for key in data:
         if key not in allowed:
             raise ConfigError(f"unknown key (known: {', '.join(sorted(allowed))})", key=f"{prefix}{key}", source=source)
+
+
+# Parameters added after a chain format was published appear in a genesis only when they differ from
+# their default, so every genesis written before keeps its bytes and its chain id (docs/genesis.md).
+LATER_PARAMS = {"leader_reputation": 1}
+
+
+def canonical_params(params: ChainParams) -> dict[str, int]:
+    values = dataclasses.asdict(params)
+    return {key: value for key, value in values.items() if LATER_PARAMS.get(key, object()) != value}
 
 
 def _params(data: Any, source: str) -> ChainParams:

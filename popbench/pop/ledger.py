@@ -19,6 +19,7 @@ from popbench.mempool import PoolItem
 from popbench.model.block import Block, CommitCertificate
 from popbench.model.proof import Proof
 from popbench.model.transfer import Transfer
+from popbench.pop.leaders import WINDOW, LeaderSchedule
 from popbench.pop.state import RewardRules, State
 from popbench.store import Store
 from popbench.wire import ItemKind
@@ -69,6 +70,7 @@ class Ledger:
         self.height = 0
         self.head_hash = GENESIS_HASH
         self.last_commit_ns = 0
+        self.leaders = LeaderSchedule(genesis, reputation=genesis.params.leader_reputation == 1)
         self._load()
 
     def _load(self) -> None:
@@ -82,6 +84,13 @@ class Ledger:
         certified_root = self.store.state_root_at(self.height)
         if self.state.root() != certified_root:
             self._rebuild_by_replay(certified_root)
+        else:
+            self._restore_leaders()
+
+    def _restore_leaders(self) -> None:
+        """Who missed turns lately, from the last stored headers (a replay from genesis relearns it anyway)."""
+        first = max(1, self.height - 2 * WINDOW + 1)
+        self.leaders.restore(Block.decode(Reader(data).blob()) for data in self.store.committed_range(first, 2 * WINDOW))
 
     def _genesis_state(self) -> State:
         stakes = {v.address: v.stake for v in self.genesis.validators}
@@ -187,6 +196,7 @@ class Ledger:
         self.state = post
         self.height = block.height
         self.head_hash = block.hash
+        self.leaders.advance(block)
         self.committed_ids.update(block.proof_ids)
         self.committed_ids.update(block.transfer_ids)
 

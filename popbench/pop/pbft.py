@@ -1,6 +1,7 @@
 """PBFT for the PoP network: one height in flight, views with stake-weighted leader rotation.
 
-Normal case at height h, view v, leader = genesis.leader_for_view(v + h):
+Normal case at height h, view v, leader = the ledger's LeaderSchedule (popbench/pop/leaders.py: the
+stake-weighted rotation leader_for_view(v + h), minus validators that recently missed their turn):
 PRE-PREPARE(block) -> every validator checks and executes it -> PREPARE -> a quorum of PREPAREs whose
 signatures verify (the block is *prepared*: this node locks on it, keeping those votes) -> COMMIT -> a
 quorum of verified COMMIT signatures (the commit certificate) -> apply, persist, notify. A view that
@@ -40,6 +41,7 @@ from popbench.wire import BlockResponse, Commit, ItemKind, Message, NewView, Pre
 
 MAX_VIEWS_AHEAD = 16  # votes for views further ahead are dropped, bounding memory
 MAX_FUTURE_MESSAGES = 4096  # messages buffered for the next height
+PROBATION_TIMEOUT_DIVISOR = 4  # a leader on probation gets base_timeout / 4 (500 ms at the default 2 s)
 
 
 class PbftHost(Protocol):
@@ -102,7 +104,7 @@ class PbftEngine:
 
     # -- who and when ----------------------------------------------------------------------------
     def leader(self, view: int | None = None) -> int:
-        return self.genesis.leader_for_view((self.view if view is None else view) + self.height)
+        return self.host.ledger.leaders.leader(self.view if view is None else view, self.height)
 
     @property
     def is_leader(self) -> bool:
@@ -442,6 +444,12 @@ class PbftEngine:
 
     # -- timeouts and view changes ------------------------------------------------------------------
     def _timeout_s(self) -> float:
+        """The view timeout, doubling per failed view in a row; a quarter of the base while the awaited
+        view's leader is on probation (it missed a turn lately: popbench/pop/leaders.py), so retrying a
+        validator that is still down costs a fraction of a view, not a whole one."""
+        awaited = self.leader(self.vc_target if self.vc_target is not None else self.view)
+        if self.host.ledger.leaders.on_probation(awaited):
+            return self.base_timeout_s / PROBATION_TIMEOUT_DIVISOR
         return min(self.base_timeout_s * 2.0**self.failed_views, self.max_timeout_s)
 
     def _ensure_timer(self) -> None:
@@ -516,7 +524,7 @@ class PbftEngine:
 
     def _record_view_change(self, vc: ViewChange) -> None:
         self.view_changes.setdefault(vc.new_view, {})[vc.voter] = vc
-        if self.genesis.leader_for_view(vc.new_view + self.height) == self.host.node_id:
+        if self.leader(vc.new_view) == self.host.node_id:
             self._maybe_send_new_view(vc.new_view)
 
     def _join_if_f_plus_one(self) -> None:
@@ -548,7 +556,7 @@ class PbftEngine:
         self._enter_view(new_view, best)
 
     def _on_new_view(self, sender: int, message: NewView) -> None:
-        if message.new_view <= self.view or sender != self.genesis.leader_for_view(message.new_view + self.height):
+        if message.new_view <= self.view or sender != self.leader(message.new_view):
             return
         if self.vc_target is not None and message.new_view < self.vc_target:
             self.events.emit("new-view-ignored", height=self.height, new_view=message.new_view, sender=sender,

@@ -2,7 +2,8 @@
 
 - Agreement: no two honest nodes commit different blocks at one height.
 - Validity: an honest node commits only a block the leader of some view sent in a PRE-PREPARE, that
-  extends the agreed chain, names the leader of its header's view as proposer (a re-proposed block
+  extends the agreed chain, names the leader of its header's view (by the leader schedule of the chain
+  below it, popbench/pop/leaders.py) as proposer (a re-proposed block
   keeps its header, so this holds for it too; the engine checks it since 01e3a4f), and lists each
   item once, every one submitted by a client and none committed before; and it carries a
   certificate of n - f valid COMMIT signatures.
@@ -20,6 +21,7 @@ from collections.abc import Iterable
 from popbench.errors import ConsensusError, ProtocolError
 from popbench.genesis import Genesis
 from popbench.model.block import Block
+from popbench.pop.leaders import LeaderSchedule
 from popbench.pop.ledger import GENESIS_HASH, CommittedBlock
 from popbench.wire import Message, PrePrepare
 from tests.sim.network import SimHost, short
@@ -36,21 +38,23 @@ class Checker:
         self.genesis = genesis
         self.honest = frozenset(honest)
         self.submitted = frozenset(submitted)
-        self.proposed: set[bytes] = set()  # hashes of blocks a view's leader sent in a PRE-PREPARE
+        # block hash -> (sender, view) of every PRE-PREPARE that carried it; whether the sender led that
+        # view is judged at the block's commit, against the leader schedule of the chain below it
+        self.proposed: dict[bytes, set[tuple[int, int]]] = {}
+        self.leaders = LeaderSchedule(genesis, reputation=genesis.params.leader_reputation == 1)  # of the agreed chain
         self.chain: dict[int, tuple[bytes, int]] = {0: (GENESIS_HASH, -1)}  # height -> (hash, first committer)
         self.committed_items: set[bytes] = set()
         self.state_roots: dict[int, bytes] = {}  # height -> the state root its agreed block claims
         self._certificates_checked: set[tuple[bytes, bytes]] = set()
-        self._seen_pre_prepares: set[bytes] = set()
+        self._seen_pre_prepares: set[tuple[int, int, bytes]] = set()
 
     # -- Observer ------------------------------------------------------------------------------------
     def saw_sent(self, src: int, dst: int, message: Message) -> None:
-        if type(message) is not PrePrepare or message.block in self._seen_pre_prepares:
+        if type(message) is not PrePrepare or (src, message.view, message.block) in self._seen_pre_prepares:
             return
-        if src == self.genesis.leader_for_view(message.view + message.height):
-            self._seen_pre_prepares.add(message.block)
-            with contextlib.suppress(ProtocolError):  # a malformed proposal is no proposal
-                self.proposed.add(Block.decode(message.block).hash)
+        self._seen_pre_prepares.add((src, message.view, message.block))
+        with contextlib.suppress(ProtocolError):  # a malformed proposal is no proposal
+            self.proposed.setdefault(Block.decode(message.block).hash, set()).add((src, message.view))
 
     def saw_commit(self, node: int, record: CommittedBlock) -> None:
         if node not in self.honest:
@@ -66,6 +70,7 @@ class Checker:
         else:
             self._check_validity(node, record)
             self.chain[block.height] = (block.hash, node)
+            self.leaders.advance(block)
             self.state_roots[block.height] = block.state_root
             self.committed_items.update([*block.proof_ids, *block.transfer_ids])
         self._check_certificate(node, record)
@@ -77,9 +82,10 @@ class Checker:
         parent = self.chain.get(block.height - 1)
         if parent is None or parent[0] != block.prev_hash:
             raise InvariantViolation(f"VALIDITY: {where} that does not extend the agreed block at height {block.height - 1}")
-        if block.hash not in self.proposed:
+        senders = self.proposed.get(block.hash, set())
+        if not any(src == self.leaders.leader(view, block.height) for src, view in senders):
             raise InvariantViolation(f"VALIDITY: {where} that no leader proposed")
-        leader = self.genesis.leader_for_view(block.view + block.height)
+        leader = self.leaders.leader(block.view, block.height)
         if block.proposer != leader:
             raise InvariantViolation(f"VALIDITY: {where} naming proposer {block.proposer}; view {block.view}'s leader is {leader}")
         ids = [*block.proof_ids, *block.transfer_ids]
