@@ -79,6 +79,11 @@ def make_proof(key: crypto.SigningKey, chain_id: bytes, payload: bytes, work_bit
     return prefix + nonce.to_bytes(8, "big") + key.sign(signing), sha256(signing)
 
 
+def proof_id_of(encoded: bytes) -> bytes:
+    """Section 7: sha256 of the domain string followed by the encoding without its 64-byte signature."""
+    return sha256(b"popbench/proof/v1" + encoded[:-64])
+
+
 def chain_id_of(genesis_file: Path) -> bytes:
     """docs/genesis.md: sha256 of the canonical JSON (the file `popbench genesis` writes has every default)."""
     data = json.loads(genesis_file.read_text())
@@ -316,6 +321,11 @@ def _check_block(block: Block, height: int, block_hash: bytes, proof: bytes, pro
     assert block.height == height and sha256(block.header) == block_hash, "block hash is not sha256 of the 124-byte header"
     assert merkle_root(block.proof_ids + block.transfer_ids) == block.items_root
     assert proof_id in block.proof_ids and proof in block.proofs
+    # Section 7's id, from the proof's bytes alone, names every proof of the block; the two near misses
+    # (the work digest, no domain string; the hash of the whole encoding) name none.
+    assert [proof_id_of(encoded) for encoded in block.proofs] == block.proof_ids
+    for encoded in block.proofs:
+        assert sha256(encoded[:-64]) not in block.proof_ids and sha256(encoded) not in block.proof_ids
     quorum = VALIDATORS - (VALIDATORS - 1) // 3
     voters = [voter for voter, _ in block.certificate]
     assert len(set(voters)) == len(voters) >= quorum
@@ -369,6 +379,7 @@ def test_the_spec_test_vectors_follow_from_the_spec() -> None:
     computed = [
         merkle_root([]), merkle_root([a]), merkle_root([a, b]), merkle_root([a, b, c]), state_root(two_accounts),
         key.public_key, sha256(key.public_key)[:20], proof_id, proof[-64:], sha256(proof[: PROOF_HEAD.size + 2 + 8]),
+        proof[: PROOF_HEAD.size + 2], sha256(proof), proof_id_of(proof),
         sha256(transfer_signing), key.sign(transfer_signing), key.sign(ack),
     ]  # fmt: skip
     assert len(ack) == 114 and BLOCK_HEADER.size == 124 and len(proof) == 152 + 2 and TRANSFER_BODY.size + 64 == 174
