@@ -3,7 +3,10 @@
 It uses `struct`, `hashlib`, asyncio streams and `popbench.crypto` (secp256k1 signatures) only: no
 popbench.wire, popbench.client or popbench.model. If it can handshake, submit a proof, see it committed
 and re-derive the block hash, items root, commit certificate and state root, the spec is enough to
-write a client. The spec's test vectors are recomputed here too, and must appear in the spec.
+write a client. The spec's test vectors are recomputed here too, and must appear in the spec. Where
+the docs define something no message shows directly (the leader schedule for unequal stakes, the
+opening state of docs/genesis.md), the docs' rule is computed here and compared with popbench's own
+(popbench.genesis, popbench.pop.ledger) or with what a node serves.
 """
 
 from __future__ import annotations
@@ -11,7 +14,9 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
+import math
 import os
+import random
 import signal
 import struct
 import subprocess
@@ -23,6 +28,7 @@ from typing import Any
 import pytest
 
 from popbench import crypto
+from popbench.genesis import Genesis, genesis_from_dict
 from tests.cluster import POPBENCH, _listening_socket
 
 pytestmark = pytest.mark.timeout(300)
@@ -385,3 +391,62 @@ def test_the_spec_test_vectors_follow_from_the_spec() -> None:
     assert len(ack) == 114 and BLOCK_HEADER.size == 124 and len(proof) == 152 + 2 and TRANSFER_BODY.size + 64 == 174
     missing = [value.hex() for value in computed if value.hex() not in spec]
     assert not missing, f"docs/protocol.md lacks these vectors (or states others): {missing}"
+
+
+# -- docs/genesis.md, "Leader schedule" ---------------------------------------------------------------
+GENESIS_SPEC = SPEC.with_name("genesis.md")
+MAX_SCHEDULE_SLOTS = 10_000
+
+
+def spec_leader_schedule(validators: list[tuple[int, int]]) -> list[int]:
+    """(node id, stake) in file order -> one rotation of node ids, by the three steps of the spec."""
+    divisor = 0
+    for _, stake in validators:
+        divisor = math.gcd(divisor, stake)
+    weights = [stake // divisor for _, stake in validators]
+    while sum(weights) > MAX_SCHEDULE_SLOTS and max(weights) > 1:
+        total = sum(weights)
+        weights = [max(1, w * MAX_SCHEDULE_SLOTS // total) for w in weights]
+    total, credit, rotation = sum(weights), [0] * len(weights), []
+    for _ in range(total):
+        credit = [c + w for c, w in zip(credit, weights, strict=True)]
+        best = max(credit)
+        chosen = credit.index(best)  # the earliest validator among the highest credits
+        credit[chosen] -= total
+        rotation.append(validators[chosen][0])
+    return rotation
+
+
+def rotation_digest(rotation: list[int]) -> str:
+    return sha256(b"".join(struct.pack(">I", node_id) for node_id in rotation)).hex()
+
+
+def genesis_of(stakes: list[int], node_ids: list[int] | None = None, balances: dict[str, int] | None = None) -> Genesis:
+    """A genesis file's content (docs/genesis.md, "Format") read by popbench itself."""
+    ids = node_ids if node_ids is not None else list(range(len(stakes)))
+    validators = [{"node_id": node_id, "public_key": crypto.derive_key("spec-schedule", node_id).public_key.hex(), "stake": stake}
+                  for node_id, stake in zip(ids, stakes, strict=True)]  # fmt: skip
+    return genesis_from_dict({"validators": validators, "balances": balances or {}}, "test")
+
+
+def test_the_leader_schedule_for_unequal_stakes_follows_from_the_spec() -> None:
+    spec = GENESIS_SPEC.read_text()
+    rng = random.Random(21)
+    cases = [
+        [3000, 1000, 1000, 1000], [1000, 2000, 3000], [12345, 6789, 1000, 1001], [10**9] + [1000] * 20,
+        [24643, 27274, 8496, 20370], [10**18, 1000, 10**6 + 7], [1000] * 7,
+        *([rng.randrange(1000, 10**rng.randrange(4, 12)) for _ in range(rng.randrange(2, 40))] for _ in range(30)),
+    ]  # fmt: skip
+    for stakes in cases:
+        node_ids = list(range(len(stakes)))
+        rng.shuffle(node_ids)  # the file order decides, not the ids
+        expected = spec_leader_schedule(list(zip(node_ids, stakes, strict=True)))
+        assert list(genesis_of(stakes, node_ids).leader_schedule) == expected, f"stakes {stakes}"
+    assert spec_leader_schedule([(0, 3000), (1, 1000), (2, 1000), (3, 1000)]) == [0, 1, 0, 2, 3, 0]
+    assert spec_leader_schedule([(0, 1000), (1, 2000), (2, 3000)]) == [2, 1, 0, 2, 1, 2]
+    scaled = spec_leader_schedule([(i, s) for i, s in enumerate([12345, 6789, 1000, 1001])])
+    assert len(scaled) == 9999 and scaled[:16] == [0, 1, 0, 0, 1, 0, 2, 0, 1, 0, 1, 0, 3, 0, 1, 0]
+    twice = spec_leader_schedule([(i, s) for i, s in enumerate([10**9] + [1000] * 20)])
+    assert len(twice) == 10_000 and twice.count(0) == 9980
+    missing = [digest for digest in (rotation_digest(scaled), rotation_digest(twice)) if digest not in spec]
+    assert not missing, f"docs/genesis.md lacks these schedule digests (or states others): {missing}"
