@@ -29,6 +29,8 @@ import pytest
 
 from popbench import crypto
 from popbench.genesis import Genesis, genesis_from_dict
+from popbench.pop.ledger import Ledger
+from popbench.store import Store
 from tests.cluster import POPBENCH, _listening_socket
 
 pytestmark = pytest.mark.timeout(300)
@@ -66,6 +68,15 @@ def merkle_root(leaves: list[bytes]) -> bytes:
 
 def state_root(records: bytes) -> bytes:
     return merkle_root([records[i : i + ACCOUNT.size] for i in range(0, len(records), ACCOUNT.size)])
+
+
+def opening_records(genesis: dict[str, Any]) -> bytes:
+    """docs/genesis.md, "Rewards and the opening state": one record per address in `balances` or among the
+    validators (one for an address in both), sorted by address: the snapshot at height 0."""
+    balances = {bytes.fromhex(address): amount for address, amount in genesis.get("balances", {}).items()}
+    stakes = {sha256(bytes.fromhex(v["public_key"]))[:20]: v["stake"] for v in genesis["validators"]}
+    return b"".join(ACCOUNT.pack(address, balances.get(address, 0), stakes.get(address, 0), 0, 0)
+                    for address in sorted({*balances, *stakes}))  # fmt: skip
 
 
 def ack_message(chain_id: bytes, nonce: bytes, signer_pubkey: bytes) -> bytes:
@@ -282,6 +293,7 @@ async def _submit_and_verify(genesis: dict[str, Any], chain_id: bytes, ports: li
     client = await _connect(ports[0], chain_id, validators)
     try:
         await _wait_for_full_mesh(client)
+        await _check_opening_state(ports[2], chain_id, validators, genesis)
         owner = crypto.derive_key("spec-client", 0)
         proof, proof_id = make_proof(owner, chain_id, b"written from the spec", genesis["params"]["min_work_bits"])
         await client.send(SUBSCRIBE, bytes([TOPIC_COMMITS]))
@@ -347,6 +359,21 @@ async def _check_state(client: SpecClient, genesis: dict[str, Any], owner: crypt
     owner_account = accounts[sha256(owner.public_key)[:20]]
     reward = genesis["params"]["reward_per_proof"]
     assert owner_account == [reward, 0, reward, 0], "the owner is credited reward_per_proof (balance and rewards)"
+
+
+async def _check_opening_state(port: int, chain_id: bytes, validators: dict[int, bytes], genesis: dict[str, Any]) -> None:
+    """Before any commit a node serves the opening state at height 0; `popbench genesis` gives every
+    validator a balance too, so each account here holds a balance and a stake in one record. (Asked of
+    another node than the one whose state is checked after the commit: a node that served a height-0
+    snapshot keeps answering SNAPSHOT_REQUEST(0, ...) from it, docs/protocol.md section 6.)"""
+    client = await _connect(port, chain_id, validators)
+    try:
+        height, records = await client.snapshot()
+    finally:
+        client.close()
+    assert height == 0, "a block was committed before anything was submitted"
+    assert records == opening_records(genesis), "the opening state is not docs/genesis.md's"
+    assert all(balance and stake for _, balance, stake, _, _ in ACCOUNT.iter_unpack(records))
 
 
 async def _check_malformed_and_replayed(client: SpecClient, proof: bytes) -> None:
@@ -450,3 +477,30 @@ def test_the_leader_schedule_for_unequal_stakes_follows_from_the_spec() -> None:
     assert len(twice) == 10_000 and twice.count(0) == 9980
     missing = [digest for digest in (rotation_digest(scaled), rotation_digest(twice)) if digest not in spec]
     assert not missing, f"docs/genesis.md lacks these schedule digests (or states others): {missing}"
+
+
+# -- docs/genesis.md, "Rewards and the opening state" -------------------------------------------------
+def test_the_opening_state_of_mixed_accounts_follows_from_the_spec(tmp_path: Path) -> None:
+    key1, key2 = (crypto.SigningKey(secret.to_bytes(32, "big")) for secret in (1, 2))
+    address1 = sha256(key1.public_key)[:20]
+    example = {
+        "validators": [{"node_id": 0, "public_key": key1.public_key.hex(), "stake": 5000},
+                       {"node_id": 1, "public_key": key2.public_key.hex(), "stake": 3000}],
+        "balances": {address1.hex(): 700, "03" * 20: 42},
+    }  # fmt: skip
+    records = opening_records(example)
+    assert len(records) == 3 * ACCOUNT.size, "a validator with a balance is one account, not two"
+    assert ACCOUNT.pack(address1, 700, 5000, 0, 0) in records
+    assert state_root(records).hex() in GENESIS_SPEC.read_text(), "docs/genesis.md lacks the example's state root"
+    rng = random.Random(4)
+    others = [crypto.derive_key("spec-schedule", i) for i in range(6)]
+    mixed = {"validators": [{"node_id": i, "public_key": k.public_key.hex(), "stake": 1000 + i} for i, k in enumerate(others[:4])],
+             "balances": {sha256(k.public_key)[:20].hex(): rng.randrange(0, 10**6) for k in others[2:]} | {"00" * 20: 0}}  # fmt: skip
+    for number, data in enumerate((example, mixed)):
+        store = Store(tmp_path / f"opening-{number}.sqlite")
+        try:
+            ledger = Ledger(genesis_from_dict(data, "test"), store)
+            assert ledger.state.encode_snapshot() == opening_records(data)
+            assert ledger.state.root() == state_root(opening_records(data))
+        finally:
+            store.close()
