@@ -42,8 +42,11 @@ COMMIT_TIMEOUT_S = 120.0
 # -- the spec, section by section -------------------------------------------------------------------
 FRAME_HEADER = struct.Struct(">IB")  # 2. body length, type
 HELLO_HEAD = struct.Struct(">H32sIB33s32sH")  # 4. HELLO, then listen_host text
-(HELLO, HELLO_ACK, DISCONNECT, SUBMIT, SUBMIT_RESULT, SUBSCRIBE, COMMITTED) = (1, 2, 5, 10, 11, 12, 13)
+(HELLO, HELLO_ACK, PING, PONG, DISCONNECT, SUBMIT, SUBMIT_RESULT, SUBSCRIBE, COMMITTED) = (1, 2, 3, 4, 5, 10, 11, 12, 13)
 (BLOCK_REQUEST, BLOCK_RESPONSE, SNAPSHOT_REQUEST, SNAPSHOT_CHUNK, STATUS_REQUEST, STATUS) = (30, 31, 32, 33, 34, 35)
+PEERS_REQUEST, PEERS, DUPLICATE_PEER = 36, 37, 6
+PEER_ENTRY = struct.Struct(">IB4sH")  # 4. PEERS entry
+SECP256K1_ORDER = 0xFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFEBAAEDCE6AF48A03BBFD25E8CD0364141
 ROLE_VALIDATOR, ROLE_CLIENT, KIND_PROOF, TOPIC_COMMITS = 0, 2, 0, 1
 ACCEPTED, REPLAY, MALFORMED, WRONG_CHAIN = 0, 3, 5, 3
 PROOF_HEAD = struct.Struct(">32s33sBIQH")  # 7. proof head
@@ -171,16 +174,19 @@ class SpecClient:
         reader.finish()
         self.commits.append((height, block_hash, proof_ids))
 
-    async def handshake(self, chain_id: bytes, validators: dict[int, bytes]) -> None:
-        """Section 5, as a client: HELLO both ways, then HELLO_ACK both ways."""
+    async def handshake(self, chain_id: bytes, validators: dict[int, bytes], node_id: int = 0, role: int = ROLE_CLIENT,
+                        listen: tuple[str, int] = ("", 0)) -> None:  # fmt: skip
+        """Section 5: HELLO both ways, then HELLO_ACK both ways; as a client unless told otherwise."""
         nonce = os.urandom(32)
-        await self.send(HELLO, HELLO_HEAD.pack(1, chain_id, 0, ROLE_CLIENT, self.key.public_key, nonce, 0) + b"\x00")
+        host = listen[0].encode()
+        hello = HELLO_HEAD.pack(1, chain_id, node_id, role, self.key.public_key, nonce, listen[1]) + bytes([len(host)]) + host
+        await self.send(HELLO, hello)
         reader = Body(await self.read_until(HELLO))
-        version, their_chain, node_id, role, pubkey, their_nonce, _port = reader.unpack(HELLO_HEAD)
+        version, their_chain, their_id, their_role, pubkey, their_nonce, _port = reader.unpack(HELLO_HEAD)
         reader.take(reader.take(1)[0])
         reader.finish()
         assert (version, their_chain) == (1, chain_id)
-        assert role == ROLE_VALIDATOR and validators[node_id] == pubkey, "the node is not the genesis validator it claims"
+        assert their_role == ROLE_VALIDATOR and validators[their_id] == pubkey, "the node is not the genesis validator it claims"
         await self.send(HELLO_ACK, self.key.sign(ack_message(chain_id, their_nonce, self.key.public_key)))
         signature = await self.read_until(HELLO_ACK)
         assert crypto.verify(pubkey, ack_message(chain_id, nonce, pubkey), signature), "node's HELLO_ACK does not verify"
@@ -248,10 +254,21 @@ def decode_record(record: bytes) -> Block:
 # -- a real network -----------------------------------------------------------------------------------
 @pytest.fixture
 def network(tmp_path: Path):  # type: ignore[no-untyped-def]
+    """The README's network by hand: `popbench genesis --seed spec`, node i dials nodes 0 .. i-1."""
+    yield from _run_network(tmp_path, VALIDATORS)
+
+
+@pytest.fixture
+def three_of_four(tmp_path: Path):  # type: ignore[no-untyped-def]
+    """The same genesis of four, with validator 3 not running: its key is free for a test to speak as."""
+    yield from _run_network(tmp_path, VALIDATORS - 1)
+
+
+def _run_network(tmp_path: Path, running: int):  # type: ignore[no-untyped-def]
     done = subprocess.run([POPBENCH, "genesis", "--validators", str(VALIDATORS), "--output", "genesis.json", "--seed", "spec"],
                           cwd=tmp_path, capture_output=True, text=True, timeout=60)  # fmt: skip
     assert done.returncode == 0, done.stderr
-    sockets = [_listening_socket() for _ in range(VALIDATORS)]
+    sockets = [_listening_socket() for _ in range(running)]
     ports = [sock.getsockname()[1] for sock in sockets]
     procs = []
     for node, sock in enumerate(sockets):
@@ -310,10 +327,15 @@ async def _submit_and_verify(genesis: dict[str, Any], chain_id: bytes, ports: li
     await _check_wrong_chain_is_refused(ports[1], chain_id)
 
 
-async def _connect(port: int, chain_id: bytes, validators: dict[int, bytes]) -> SpecClient:
+async def _connect(port: int, chain_id: bytes, validators: dict[int, bytes], as_validator: tuple[int, crypto.SigningKey] | None = None,
+                   listen: tuple[str, int] = ("", 0)) -> SpecClient:  # fmt: skip
     reader, writer = await asyncio.wait_for(asyncio.open_connection("127.0.0.1", port), ANSWER_TIMEOUT_S)
     client = SpecClient(reader, writer)
-    await client.handshake(chain_id, validators)
+    if as_validator is None:
+        await client.handshake(chain_id, validators)
+    else:
+        node_id, client.key = as_validator
+        await client.handshake(chain_id, validators, node_id, ROLE_VALIDATOR, listen)
     return client
 
 
@@ -504,3 +526,82 @@ def test_the_opening_state_of_mixed_accounts_follows_from_the_spec(tmp_path: Pat
             assert ledger.state.root() == state_root(opening_records(data))
         finally:
             store.close()
+
+
+# -- section 5, "Links between nodes", against a real node ---------------------------------------------
+def spec_seed_secret(seed: str, index: int) -> bytes:
+    """docs/genesis.md, "Keys file": sha256(UTF-8 seed ‖ "/" ‖ decimal index) read big-endian, mod (n - 1), + 1."""
+    digest = sha256(seed.encode() + b"/" + str(index).encode())
+    return (int.from_bytes(digest, "big") % (SECP256K1_ORDER - 1) + 1).to_bytes(32, "big")
+
+
+def spec_new_link_replaces_old(old_dialled_by: int, new_dialled_by: int) -> bool:
+    """Section 5, "Two links to one validator": the new link wins unless the old one's dialler has a lower id."""
+    return new_dialled_by <= old_dialled_by
+
+
+def test_two_links_dialled_the_same_way_are_resolved_as_the_spec_says(three_of_four) -> None:  # type: ignore[no-untyped-def]
+    root, ports, _ = three_of_four
+    genesis = json.loads((root / "genesis.json").read_text())
+    try:
+        asyncio.run(_dial_twice_as_validator_3(genesis, chain_id_of(root / "genesis.json"), ports))
+    except BaseException:
+        for node in range(len(ports)):
+            print(f"--- node-{node}.log\n" + (root / f"node-{node}.log").read_text(errors="replace")[-2000:])
+        raise
+
+
+async def _dial_twice_as_validator_3(genesis: dict[str, Any], chain_id: bytes, ports: list[int]) -> None:
+    """Validator 3 (not running; its key from the seed rule) dials node 0 twice, the way a node that dials
+    its --peer list and what PEERS taught it may. Both links are dialled by 3, so the newer must stay."""
+    validators = {v["node_id"]: bytes.fromhex(v["public_key"]) for v in genesis["validators"]}
+    me = 3
+    key = crypto.SigningKey(spec_seed_secret("spec", me))
+    assert key.public_key == validators[me], "docs/genesis.md's seed rule does not give validator 3's genesis key"
+    listener = _listening_socket()  # the address validator 3 announces; nobody dials a higher id from PEERS
+    announced = ("127.0.0.1", listener.getsockname()[1])
+    observer = await _connect(ports[0], chain_id, validators)
+    links: list[SpecClient] = []
+    try:
+        await _wait_for_peer_ids(observer, [1, 2])
+        links.append(await _connect(ports[0], chain_id, validators, (me, key), announced))
+        await _wait_for_peer_ids(observer, [1, 2, me])
+        links.append(await _connect(ports[0], chain_id, validators, (me, key), announced))
+        older, newer = links
+        replaced = spec_new_link_replaces_old(old_dialled_by=me, new_dialled_by=me)
+        assert replaced, "the spec says the newer of two links dialled by one side replaces the older"
+        closed, kept = (older, newer) if replaced else (newer, older)
+        with pytest.raises(AssertionError, match=f"node disconnected: reason {DUPLICATE_PEER},"):
+            await closed.read_until(PONG)  # nothing was asked on it: only a DISCONNECT ends this read
+        await kept.send(PING, struct.pack(">QQ", 21, 5))
+        assert await kept.read_until(PONG) == struct.pack(">QQ", 21, 5), "the link the spec keeps is not open"
+        status = await observer.status()
+        assert (status["peers"], status["peer_ids"]) == (3, [1, 2, me]), "STATUS peers counts inbound validator links"
+        entries = await _peers_answer(kept)
+        assert entries[0] == (0, ROLE_VALIDATOR, "127.0.0.1", ports[0]), "PEERS begins with the node itself"
+        expected = {
+            (1, ROLE_VALIDATOR, "127.0.0.1", ports[1]),
+            (2, ROLE_VALIDATOR, "127.0.0.1", ports[2]),
+            (me, ROLE_VALIDATOR, *announced),
+        }
+        assert len(entries) == 4 and set(entries[1:]) == expected, "PEERS lists the validators' HELLO addresses"
+    finally:
+        for client in [observer, *links]:
+            client.close()
+        listener.close()
+
+
+async def _wait_for_peer_ids(client: SpecClient, wanted: list[int]) -> None:
+    deadline = time.monotonic() + COMMIT_TIMEOUT_S
+    while (status := await client.status())["peer_ids"] != wanted:
+        assert time.monotonic() < deadline, f"node never linked to exactly {wanted}: {status}"
+        await asyncio.sleep(0.1)  # polling period of a condition with a deadline
+
+
+async def _peers_answer(client: SpecClient) -> list[tuple[int, int, str, int]]:
+    await client.send(PEERS_REQUEST, b"")
+    reader = Body(await client.read_until(PEERS))
+    count = reader.u32()
+    entries = [reader.unpack(PEER_ENTRY) for _ in range(count)]
+    reader.finish()
+    return [(node_id, role, ".".join(str(b) for b in host), port) for node_id, role, host, port in entries]
