@@ -1,107 +1,162 @@
 """Run profiles: TOML files in profiles/, validated at the edge, overridable from the command line.
 
-Every key is declared once, in the section dataclasses below (with its default). An unknown key or a
-bad value is refused with ConfigError naming the file and the dotted key. Reference: docs/profiles.md.
+Every key is declared once, in the section dataclasses below (with its default, and a numeric key with
+the range it accepts: :class:`Bound`). An unknown key or a bad value is refused with ConfigError naming
+the file and the dotted key; the command-line flags that override a key take their range from the same
+declaration (harness/cli/numbers.py), so a flag and its key refuse the same values. Reference:
+docs/profiles.md.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
 import tomllib
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
-from typing import Any, get_type_hints
+from typing import Any, TypeVar, get_type_hints
 
 from harness.kinds import FaultKind, InvalidKind, LoadShape, Topology, WorkloadMode
 from popbench.errors import ConfigError
 from popbench.kinds import ByzantineBehaviour, ConsensusKind, CryptoBackend, values
+from popbench.model.proof import MAX_PAYLOAD_BYTES
 
 PROFILES_DIR = Path(__file__).resolve().parent.parent / "profiles"
 BYZANTINE_KINDS = tuple(values(ByzantineBehaviour))
 STEADY_SHARE_MIN = 0.5  # --duration: warm-up and cool-down shrink so the steady part is at least this share
+BOUND_KEY = "bound"  # where a numeric key's Bound sits in its dataclass field's metadata
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class Bound:
+    """The values a numeric key (or each item of a numeric list) accepts: finite, and within ``low`` and
+    ``high`` (inclusive unless open; None: no limit that way)."""
+
+    low: float | None = None
+    high: float | None = None
+    low_open: bool = False
+    high_open: bool = False
+
+    def problem(self, value: float) -> str | None:
+        """Why ``value`` is refused, or None. Not-a-number compares false with everything, so it is
+        refused first: a range test alone would let ``nan`` (and ``inf`` below an open top) through."""
+        if not math.isfinite(value):
+            return f"must be a finite number, got {value}"
+        too_low = self.low is not None and (value <= self.low if self.low_open else value < self.low)
+        too_high = self.high is not None and (value >= self.high if self.high_open else value > self.high)
+        return f"must be {self.describe()}, got {_shown(value)}" if too_low or too_high else None
+
+    def describe(self) -> str:
+        if self.low is not None and self.high is not None:
+            return f"in {'(' if self.low_open else '['}{_shown(self.low)}, {_shown(self.high)}{')' if self.high_open else ']'}"
+        if self.low is not None:
+            return f"{'above' if self.low_open else 'at least'} {_shown(self.low)}"
+        return f"{'below' if self.high_open else 'at most'} {_shown(self.high)}" if self.high is not None else "a number"
+
+
+def _shown(number: float) -> str:
+    return str(number) if isinstance(number, int) else f"{number:g}"
+
+
+def bounded(default: T, bound: Bound) -> T:
+    """A dataclass field with ``default`` whose values must lie within ``bound``."""
+    return field(default=default, metadata={BOUND_KEY: bound})
+
+
+# The ranges keys share. Counts of things start at 1; work bits stop at 64 as the genesis's do ("not
+# minable here"); a seed is written into report.json, whose encoder refuses integers beyond 64 bits.
+COUNT = Bound(low=1)
+NON_NEGATIVE = Bound(low=0)
+POSITIVE = Bound(low=0, low_open=True)
+SHARE = Bound(low=0, low_open=True, high=1)
+FRACTION = Bound(low=0, high=1)
+WORK_BITS = Bound(low=0, high=64)
+SEED = Bound(low=0, high=2**63 - 1)
 
 
 @dataclass(frozen=True)
 class Network:
     consensus: ConsensusKind = ConsensusKind.PBFT
-    nodes: int = 4
+    nodes: int = bounded(4, COUNT)
     topology: Topology = Topology.FULL_MESH
-    degree: int = 4  # k of k-regular
-    bootstrap_nodes: int = 3  # second tier of the hierarchy
+    degree: int = bounded(4, COUNT)  # k of k-regular
+    bootstrap_nodes: int = bounded(3, COUNT)  # second tier of the hierarchy
     regions: list[str] = field(default_factory=list)
     latency_ms: dict[str, dict[str, float]] = field(default_factory=dict)  # one-way, region -> region
 
 
 @dataclass(frozen=True)
 class Consensus:
-    batch_size: int = 500
-    batch_interval_ms: int = 50
-    view_timeout_ms: int = 2000
-    view_timeout_max_ms: int = 30000
-    min_work_bits: int = 8
+    batch_size: int = bounded(500, COUNT)
+    batch_interval_ms: int = bounded(50, COUNT)
+    view_timeout_ms: int = bounded(2000, COUNT)
+    view_timeout_max_ms: int = bounded(30000, COUNT)
+    min_work_bits: int = bounded(8, WORK_BITS)
     crypto: CryptoBackend = CryptoBackend.COINCURVE
 
 
 @dataclass(frozen=True)
 class Workload:
     mode: WorkloadMode = WorkloadMode.OPEN
-    rate: float = 500.0  # AGGREGATE proofs/s across all drivers (open loop); closed loop: pool size per second
+    # AGGREGATE proofs/s across all drivers (open loop; 0: no load); closed loop: pool size per second
+    rate: float = bounded(500.0, NON_NEGATIVE)
     shape: LoadShape = LoadShape.CONSTANT
-    ramp_from: float = 0.0
-    steps: list[float] = field(default_factory=list)
-    drivers: int = 1
-    in_flight: int = 200  # closed loop: proofs outstanding across all drivers
-    invalid_fraction: float = 0.0
+    ramp_from: float = bounded(0.0, NON_NEGATIVE)
+    steps: list[float] = field(default_factory=list, metadata={BOUND_KEY: NON_NEGATIVE})  # each
+    drivers: int = bounded(1, COUNT)
+    in_flight: int = bounded(200, COUNT)  # closed loop: proofs outstanding across all drivers
+    invalid_fraction: float = bounded(0.0, FRACTION)
     invalid_kinds: list[InvalidKind] = field(default_factory=lambda: list(InvalidKind))
-    work_bits: int = 8
-    payload_bytes: int = 64
+    work_bits: int = bounded(8, WORK_BITS)
+    payload_bytes: int = bounded(64, Bound(low=0, high=MAX_PAYLOAD_BYTES))
 
 
 @dataclass(frozen=True)
 class Miners:
-    count: int = 0
-    work_bits: int = 12  # PoP: work of the proofs miners find and submit
-    block_interval_ms: int = 2000  # PoW: target block interval
-    retarget_blocks: int = 10
-    initial_work_bits: int = 16
-    blocks_per_miner: int = 0  # concurrent-miners: stop after this many wins (0: run for the duration)
-    mining_nodes: list[int] = field(default_factory=list)  # PoW: which nodes mine (empty: all)
+    count: int = bounded(0, NON_NEGATIVE)
+    work_bits: int = bounded(12, WORK_BITS)  # PoP: work of the proofs miners find and submit
+    block_interval_ms: int = bounded(2000, COUNT)  # PoW: target block interval
+    retarget_blocks: int = bounded(10, COUNT)
+    initial_work_bits: int = bounded(16, WORK_BITS)
+    blocks_per_miner: int = bounded(0, NON_NEGATIVE)  # concurrent-miners: stop after this many wins (0: run for the duration)
+    mining_nodes: list[int] = field(default_factory=list, metadata={BOUND_KEY: NON_NEGATIVE})  # PoW: which nodes mine (empty: all)
 
 
 @dataclass(frozen=True)
 class Run:
-    duration_s: float = 20.0  # the measured window, warm-up and cool-down included
-    warmup_s: float = 2.0
-    cooldown_s: float = 2.0
-    status_interval_s: float = 1.0
-    seed: int = 1
-    ready_timeout_s: float = 120.0
-    drain_s: float = 10.0  # after the window, how long drivers wait for outstanding commits
+    duration_s: float = bounded(20.0, Bound(low=0.1))  # the measured window, warm-up and cool-down included
+    warmup_s: float = bounded(2.0, NON_NEGATIVE)
+    cooldown_s: float = bounded(2.0, NON_NEGATIVE)
+    status_interval_s: float = bounded(1.0, Bound(low=0.05))
+    seed: int = bounded(1, SEED)
+    ready_timeout_s: float = bounded(120.0, POSITIVE)
+    drain_s: float = bounded(10.0, NON_NEGATIVE)  # after the window, how long drivers wait for outstanding commits
 
 
 @dataclass(frozen=True)
 class Score:
-    min_score: float = 0.0
-    light_load_fraction: float = 0.02  # offered below this share of the verify-bound ceiling is "light load"
+    min_score: float = bounded(0.0, Bound(low=0, high=100))  # a total is 0-100
+    light_load_fraction: float = bounded(0.02, FRACTION)  # offered below this share of the verify-bound ceiling is "light load"
 
 
 @dataclass(frozen=True)
 class Slo:
     """The service level a run is judged against (docs/scoring.md): what the user promises their users."""
 
-    latency_ms: float = 2000.0  # L: the commit latency target, due time to commit seen
-    within_share: float = 0.99  # share of the items due in the steady window that must commit within L
-    min_delivery: float = 0.95  # committed in the window over offered: below it the network fell behind
-    min_links_share: float = 1.0  # least share of intended links up at any sample of the steady window
+    latency_ms: float = bounded(2000.0, POSITIVE)  # L: the commit latency target, due time to commit seen
+    within_share: float = bounded(0.99, SHARE)  # share of the items due in the steady window that must commit within L
+    min_delivery: float = bounded(0.95, SHARE)  # committed in the window over offered: below it the network fell behind
+    min_links_share: float = bounded(1.0, SHARE)  # least share of intended links up at any sample of the steady window
 
 
 @dataclass(frozen=True)
 class Fault:
-    at_s: float
+    at_s: float = field(metadata={BOUND_KEY: NON_NEGATIVE})
     kind: FaultKind
-    node: int
+    node: int = field(metadata={BOUND_KEY: NON_NEGATIVE})
     behaviour: str = ""  # for byzantine: a ByzantineBehaviour value (popbench.kinds)
 
 
@@ -208,15 +263,13 @@ def scaling_note(before: Run, after: Run) -> str | None:
 
 # -- validation -----------------------------------------------------------------------------------------
 def validate(profile: Profile) -> None:
+    """Every key within its Bound, then what the keys must satisfy together."""
     src = profile.source or "profile"
     net, run, load = profile.network, profile.run, profile.workload
-    _at_least(net.nodes, 1, "network.nodes", src)
-    _at_least(load.drivers, 1, "workload.drivers", src)
-    _at_least(run.duration_s, 0.1, "run.duration_s", src)
-    _at_least(run.status_interval_s, 0.05, "run.status_interval_s", src)
-    _check_slo(profile.slo, src)
-    if not 0.0 <= load.invalid_fraction <= 1.0:
-        raise ConfigError(f"must be between 0 and 1, got {load.invalid_fraction}", key="workload.invalid_fraction", source=src)
+    for name in SECTIONS:
+        _check_bounds(getattr(profile, name), name, src)
+    for index, fault in enumerate(profile.faults):
+        _check_bounds(fault, f"faults[{index}]", src)
     if load.mode == "closed" and load.rate <= 0:
         raise ConfigError(
             "closed loop needs a rate > 0: it sizes the pool of pre-signed proofs (rate x duration)", key="workload.rate", source=src
@@ -225,19 +278,41 @@ def validate(profile: Profile) -> None:
         raise ConfigError("warm-up plus cool-down must leave a steady window inside the duration", key="run.warmup_s", source=src)
     if net.consensus == "pbft" and net.topology == "k-regular":
         raise ConfigError("PBFT runs over a full validator mesh; use full-mesh or hierarchy", key="network.topology", source=src)
+    if profile.consensus.view_timeout_max_ms < profile.consensus.view_timeout_ms:
+        raise ConfigError("must be at least consensus.view_timeout_ms (the first timeout doubles up to it)",
+                          key="consensus.view_timeout_max_ms", source=src)  # fmt: skip
     _check_latency(net, src)
     for fault in profile.faults:
         if not 0 <= fault.node < net.nodes:
             raise ConfigError(f"node {fault.node} does not exist in a {net.nodes}-node run", key="faults.node", source=src)
+    for node in profile.miners.mining_nodes:
+        if node >= net.nodes:
+            raise ConfigError(f"node {node} does not exist in a {net.nodes}-node run", key="miners.mining_nodes", source=src)
 
 
-def _check_slo(slo: Slo, src: str) -> None:
-    if slo.latency_ms <= 0:
-        raise ConfigError(f"must be above 0, got {slo.latency_ms}", key="slo.latency_ms", source=src)
-    for key in ("within_share", "min_delivery", "min_links_share"):
-        value = getattr(slo, key)
-        if not 0.0 < value <= 1.0:
-            raise ConfigError(f"must be a share in (0, 1], got {value}", key=f"slo.{key}", source=src)
+def _check_bounds(section: object, name: str, src: str) -> None:
+    """Each field of ``section`` that declares a Bound, and each item of such a list, within it."""
+    for item in dataclasses.fields(section):  # type: ignore[arg-type]  # a section is a dataclass instance
+        bound = item.metadata.get(BOUND_KEY)
+        if bound is None:
+            continue
+        value = getattr(section, item.name)
+        for number in value if isinstance(value, list) else [value]:
+            problem = bound.problem(number)
+            if problem:
+                raise ConfigError(problem, key=f"{name}.{item.name}", source=src)
+
+
+def key_bound(key: str) -> tuple[type[int] | type[float], Bound]:
+    """The type and Bound a dotted profile key (``workload.rate``) declares: what a flag overriding it
+    must accept, and no more."""
+    section, _, name = key.partition(".")
+    cls = SECTIONS.get(section)
+    found = {item.name: item for item in dataclasses.fields(cls)} if cls else {}
+    if name not in found or BOUND_KEY not in found[name].metadata:
+        raise ConfigError("not a numeric profile key with a declared range", key=key)
+    kind = get_type_hints(cls)[name]
+    return (int if kind is int else float), found[name].metadata[BOUND_KEY]
 
 
 def _check_latency(net: Network, src: str) -> None:
@@ -312,11 +387,6 @@ def _enum_member(kind: type[StrEnum], value: str, key: str, source: str) -> StrE
 def _choice(value: str, choices: tuple[str, ...], key: str, source: str) -> None:
     if value not in choices:
         raise ConfigError(f"must be one of {', '.join(choices)}, got {value!r}", key=key, source=source)
-
-
-def _at_least(value: float, minimum: float, key: str, source: str) -> None:
-    if value < minimum:
-        raise ConfigError(f"must be at least {minimum}, got {value}", key=key, source=source)
 
 
 def _as_list(value: Any, key: str, source: str) -> list[Any]:

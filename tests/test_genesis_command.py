@@ -63,7 +63,7 @@ def test_without_a_seed_two_networks_get_different_keys(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (["--validators", "0", "--output", "g.json"], "0 is not in the range x>=1"),
+        (["--validators", "0", "--output", "g.json"], "--validators': must be in [1, 4294967296], got 0"),
         (["--validators", "2", "--output", "missing-dir/g.json"], "missing-dir does not exist"),
         (["--validators", "2", "--output", "existing.json"], "existing.json exists (give --force"),
         (["--validators", "2", "--output", "g.json", "--stake", "999"], "--stake: stake 999 is below the minimum stake 1000"),

@@ -20,9 +20,9 @@ def test_every_shipped_profile_declares_its_service_level(name: str) -> None:
     ("key", "value", "message"),
     [
         ("latency_ms", 0, "must be above 0"),
-        ("within_share", 1.5, "must be a share in (0, 1]"),
-        ("min_delivery", 0.0, "must be a share in (0, 1]"),
-        ("min_links_share", -0.1, "must be a share in (0, 1]"),
+        ("within_share", 1.5, "must be in (0, 1], got 1.5"),
+        ("min_delivery", 0.0, "must be in (0, 1], got 0"),
+        ("min_links_share", -0.1, "must be in (0, 1], got -0.1"),
     ],
 )
 def test_a_bad_service_level_is_refused_with_its_key(key: str, value: float, message: str) -> None:

@@ -431,11 +431,13 @@ def test_the_spec_test_vectors_follow_from_the_spec() -> None:
     proof, proof_id = make_proof(key, chain_id, b"hi", 0, nonce=0)
     transfer_signing = b"popbench/transfer/v1" + TRANSFER_BODY.pack(chain_id, key.public_key, bytes([0xBB]) * 20, 5, 1, 0, 0)
     ack = ack_message(chain_id, bytes([0xCC]) * 32, key.public_key)
+    no_lock = sha256(struct.pack(">Q", 0) + bytes(32))  # section 8: a VIEW_CHANGE that prepared nothing
+    view_change = b"popbench/vote/v1/view-change/" + chain_id + struct.pack(">QQ", 1, 1) + no_lock
     computed = [
         merkle_root([]), merkle_root([a]), merkle_root([a, b]), merkle_root([a, b, c]), state_root(two_accounts),
         key.public_key, sha256(key.public_key)[:20], proof_id, proof[-64:], sha256(proof[: PROOF_HEAD.size + 2 + 8]),
         proof[: PROOF_HEAD.size + 2], sha256(proof), proof_id_of(proof),
-        sha256(transfer_signing), key.sign(transfer_signing), key.sign(ack),
+        sha256(transfer_signing), key.sign(transfer_signing), key.sign(ack), no_lock, key.sign(view_change),
     ]  # fmt: skip
     assert len(ack) == 114 and BLOCK_HEADER.size == 124 and len(proof) == 152 + 2 and TRANSFER_BODY.size + 64 == 174
     missing = [value.hex() for value in computed if value.hex() not in spec]

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import click
 
+from harness.cli.numbers import number
 from harness.regress.baselines import BASELINES_ENV, default_baselines_dir, list_baselines, make_baseline, save_baseline
 from harness.regress.figures import WATCHED_FIGURES
 from harness.regress.render import append_step_summary, render_json, render_markdown, render_table
@@ -39,7 +40,8 @@ def register(group: click.Group) -> None:
 @click.option("--markdown", is_flag=True, help="Print it as GitHub-flavoured Markdown.")
 @click.option("--accept-inconclusive", is_flag=True,
               help="Exit 0, not 3, when too few runs for a test left a gating figure untested (the outcome still says inconclusive).")  # fmt: skip
-@click.option("--alpha", type=float, default=ALPHA, show_default=True, help="Significance level of the Mann-Whitney U test.")
+@click.option("--alpha", type=number(0.0, 1.0, low_open=True, high_open=True), default=ALPHA, show_default=True,
+              help="Significance level of the Mann-Whitney U test, in (0, 1).")  # fmt: skip
 @baselines_dir_option
 def compare_command(
     sides: tuple[str, ...], baseline_name: str | None, force: bool, as_json: bool, markdown: bool, accept_inconclusive: bool,

@@ -13,9 +13,10 @@ from pathlib import Path
 import click
 
 from harness.cli.node import default_keys_path
+from harness.cli.numbers import integer
 from popbench import crypto
 from popbench.errors import ConfigError
-from popbench.genesis import MAX_AMOUNT, ChainParams, Genesis, make_genesis, write_genesis, write_keys
+from popbench.genesis import MAX_AMOUNT, MAX_NODE_ID, ChainParams, Genesis, make_genesis, write_genesis, write_keys
 
 DEFAULT_STAKE = 10_000
 DEFAULT_BALANCE = 1_000_000
@@ -26,16 +27,14 @@ def register(group: click.Group) -> None:
 
 
 @click.command("genesis")
-@click.option("--validators", "count", type=click.IntRange(min=1), required=True, help="Number of validators (node ids 0..N-1).")
+@click.option("--validators", "count", type=integer(1, MAX_NODE_ID + 1), required=True, help="Number of validators (node ids 0..N-1).")
 @click.option("--output", type=click.Path(dir_okay=False, path_type=Path), required=True,
               help="Genesis file to write; the keys go beside it (genesis.json -> genesis.keys.json).")  # fmt: skip
 @click.option("--seed", default=None, help="Derive the keys from this seed (reproducible); default: a random seed.")
-@click.option(
-    "--stake", type=click.IntRange(min=0, max=MAX_AMOUNT), default=DEFAULT_STAKE, show_default=True, help="Stake of every validator."
-)
+@click.option("--stake", type=integer(0, MAX_AMOUNT), default=DEFAULT_STAKE, show_default=True, help="Stake of every validator.")
 @click.option(
     "--balance",
-    type=click.IntRange(min=0, max=MAX_AMOUNT),
+    type=integer(0, MAX_AMOUNT),
     default=DEFAULT_BALANCE,
     show_default=True,
     help="Opening balance of every validator.",

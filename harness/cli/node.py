@@ -13,10 +13,11 @@ import msgspec
 import orjson
 import uvloop
 
+from harness.cli.numbers import integer
 from popbench import crypto
 from popbench.client import NodeClient
 from popbench.errors import ConfigError
-from popbench.genesis import load_genesis, load_keys
+from popbench.genesis import MAX_AMOUNT, MAX_NODE_ID, load_genesis, load_keys
 from popbench.kinds import ByzantineBehaviour, ConsensusKind, values
 from popbench.node_config import NodeConfig
 from popbench.pop.sync import join
@@ -25,6 +26,7 @@ from popbench.wire import Role
 from popbench.wire.status import AnyStatus, PowStatus, status_to_json_object
 
 STATUS_EVERY_S = 1.0
+NODE_ID = integer(0, MAX_NODE_ID)  # a node id travels as a u32
 
 
 def parse_address(text: str, option: str = "address") -> tuple[str, int]:
@@ -48,7 +50,7 @@ def node_key(genesis_path: Path, keys_path: Path | None, node_id: int) -> crypto
 def config_from_options(options: dict[str, Any]) -> NodeConfig:
     genesis_path = Path(options["genesis"])
     genesis = load_genesis(genesis_path)
-    node_id = int(options["node_id"])
+    node_id = _node_id(options["node_id"])
     role = Role[str(options.get("role", "validator")).upper()]
     if options.get("key_hex"):
         key = crypto.SigningKey.from_secret(bytes.fromhex(options["key_hex"]))
@@ -64,6 +66,16 @@ def config_from_options(options: dict[str, Any]) -> NodeConfig:
         byzantine=options.get("byzantine"), consensus=_consensus(options.get("consensus")),
         mine=_flag(options.get("mine"), "mine", default=True),
     )  # fmt: skip
+
+
+def _node_id(value: Any) -> int:
+    """The node id of a --config file, held to the bounds of the --node-id flag (a file skips click)."""
+    problem = (
+        NODE_ID.bound.problem(value) if isinstance(value, int) and not isinstance(value, bool) else f"must be an integer, got {value!r}"
+    )
+    if problem:
+        raise ConfigError(problem, key="node_id")
+    return int(value)
 
 
 def _consensus(value: Any) -> ConsensusKind:
@@ -108,10 +120,10 @@ def register(group: click.Group) -> None:
 
 @click.command("node")
 @click.option("--genesis", type=click.Path(exists=True, dir_okay=False), help="Genesis file (its hash is the chain id).")
-@click.option("--node-id", type=int, help="This validator's id in the genesis.")
+@click.option("--node-id", type=NODE_ID, help="This validator's id in the genesis.")
 @click.option("--data-dir", type=click.Path(file_okay=False), help="Where the node's SQLite database lives.")
 @click.option("--listen", default=None, help="HOST:PORT to listen on  [default: 127.0.0.1:0, or the --config value]")
-@click.option("--listen-fd", type=int, help="Serve on this inherited, already listening socket (overrides --listen).")
+@click.option("--listen-fd", type=integer(0), help="Serve on this inherited, already listening socket (overrides --listen).")
 @click.option("--peer", "peers", multiple=True, help="HOST:PORT of a peer to dial (repeatable).")
 @click.option("--keys", type=click.Path(exists=True, dir_okay=False), help="Keys file (default: beside the genesis).")
 @click.option("--config", "config_file", type=click.Path(exists=True, dir_okay=False), help="JSON file with the same options.")
@@ -179,8 +191,8 @@ async def _fetch_status(host: str, port: int) -> AnyStatus:
 
 
 @click.command("join")
-@click.option("--node-id", type=int, required=True, help="Id for the joining node (not a genesis validator id).")
-@click.option("--stake", type=int, required=True, help="Stake it brings; refused below the network's minimum.")
+@click.option("--node-id", type=NODE_ID, required=True, help="Id for the joining node (not a genesis validator id).")
+@click.option("--stake", type=integer(0, MAX_AMOUNT), required=True, help="Stake it brings; refused below the network's minimum.")
 @click.option("--bootstrap", required=True, help="HOST:PORT of a running node.")
 @click.option("--genesis", type=click.Path(exists=True, dir_okay=False), required=True, help="The network's genesis file.")
 @click.option("--data-dir", type=click.Path(file_okay=False), default="data/joined", show_default=True)

@@ -18,6 +18,7 @@ import click
 import uvloop
 from click.core import ParameterSource
 
+from harness.cli.numbers import integer, profile_key
 from harness.kinds import Topology
 from harness.metrics import assemble as metrics
 from harness.metrics.findings import findings
@@ -50,25 +51,27 @@ def register(group: click.Group) -> None:
 
 @click.command("run")
 @click.option("--profile", "profile_name", default=DEFAULT_PROFILE, show_default=True, help="Profile name in profiles/ or a TOML path.")
-@click.option("--nodes", type=int, help="Number of validator (or PoW) nodes.")
+@click.option("--nodes", type=profile_key("network.nodes"), help="Number of validator (or PoW) nodes.")
 @click.option(
     "--duration",
     "duration_s",
-    type=float,
+    type=profile_key("run.duration_s"),
     help="Load window in seconds (warm-up and cool-down included; they shrink to leave at least half steady).",
 )
-@click.option("--rate", type=float, help="AGGREGATE proofs/s offered across all drivers (open loop).")
-@click.option("--drivers", type=int, help="Load-driver processes sharing the rate.")
-@click.option("--in-flight", "in_flight", type=int, help="Closed loop: proofs outstanding across all drivers.")
+@click.option("--rate", type=profile_key("workload.rate"), help="AGGREGATE proofs/s offered across all drivers (open loop; 0: no load).")
+@click.option("--drivers", type=profile_key("workload.drivers"), help="Load-driver processes sharing the rate.")
+@click.option(
+    "--in-flight", "in_flight", type=profile_key("workload.in_flight"), help="Closed loop: proofs outstanding across all drivers."
+)
 @click.option("--consensus", type=click.Choice(values(ConsensusKind)), help="Which network to run.")
 @click.option("--topology", type=click.Choice(values(Topology)), help="How nodes find each other.")
-@click.option("--seed", type=int, help="Seed for keys, topology and the workload plan.")
+@click.option("--seed", type=profile_key("run.seed"), help="Seed for keys, topology and the workload plan.")
 @click.option("--output", type=click.Path(path_type=Path), help="Run directory (default: reports/<run-id>).")
-@click.option("--min-score", type=float, help="Exit 1 when the score is below this.")
+@click.option("--min-score", type=profile_key("score.min_score"), help="Exit 1 when the score (0-100) is below this.")
 @click.option(
     "--repeat",
     "repeats",
-    type=click.IntRange(min=1),
+    type=integer(1),
     default=1,
     show_default=True,
     help="Run K whole runs into OUTPUT/run-1 ... run-K and summarise their spread (docs/regression.md).",

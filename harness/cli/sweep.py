@@ -16,7 +16,6 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
-from typing import TypeVar
 
 import click
 
@@ -36,11 +35,11 @@ from harness.capacity.runner import ProcessRunner, RunSettings
 from harness.capacity.search import Budget, Progress, SearchPlan, SizeStatus, format_duration
 from harness.capacity.store import SWEEP_FILE, Sweep, load_sweep
 from harness.capacity.sweep import run_sweep, write_page
+from harness.cli.numbers import integer, positive, profile_key
 from harness.kinds import WorkloadMode
 from harness.profile import Profile, apply_overrides, load_profile, scaling_note
 from popbench.errors import ConfigError
 
-Number = TypeVar("Number", int, float)
 EXIT_INTERRUPTED = 130
 PROBE = "probe"
 MEASURED_STATUSES = (SizeStatus.FOUND, SizeStatus.GRID)  # a capacity, not a bound, for the held-out validation
@@ -86,44 +85,39 @@ def make_sweep_command(runner_factory: RunnerFactory) -> click.Command:
     @click.option("--nodes", "sizes", required=True, callback=_sizes, help="Node counts, comma-separated: 4,8,16.")
     @click.option("--rates", default=PROBE, show_default=True, callback=_rates,
                   help="'probe': probe, bracket and bisect per size; or open-loop rates to run at every size: 50,100,200.")  # fmt: skip
-    @click.option("--target-rate", type=float, help="Also find the largest size that sustains this rate (proofs/s).")
-    @click.option("--repeats", type=int, default=1, show_default=True, help="Runs per rate; each repeat has its own seed.")
-    @click.option("--min-sustained", type=int, help="Repeats that must sustain a rate (default: all).")
+    @click.option("--target-rate", type=positive(), help="Also find the largest size that sustains this rate (proofs/s).")
+    @click.option("--repeats", type=integer(1), default=1, show_default=True, help="Runs per rate; each repeat has its own seed.")
+    @click.option("--min-sustained", type=integer(1), help="Repeats that must sustain a rate (default: all).")
     @click.option(
         "--tolerance",
-        type=float,
+        type=positive(),
         default=0.10,
         show_default=True,
         help="Bisect until the failing rate is within this of the sustained one.",
     )
-    @click.option("--probe-rate", type=float, default=5000.0, show_default=True,
+    @click.option("--probe-rate", type=positive(), default=5000.0, show_default=True,
                   help="Closed-loop probe: sizes its pool of pre-signed proofs (rate x duration) and its in-flight count.")  # fmt: skip
-    @click.option("--duration", "duration_s", type=float, help="Load window of every run, seconds (default: the profile's).")
-    @click.option("--seed", type=int, help="Base seed; repeat k runs with seed + k (default: the profile's).")
-    @click.option("--max-minutes", type=float, help="Budget: perform no run that would end after this many minutes.")
-    @click.option("--max-runs", type=int, help="Budget: perform at most this many runs (stored runs replayed by --resume are free).")
+    @click.option(
+        "--duration", "duration_s", type=profile_key("run.duration_s"), help="Load window of every run, seconds (default: the profile's)."
+    )
+    @click.option("--seed", type=profile_key("run.seed"), help="Base seed; repeat k runs with seed + k (default: the profile's).")
+    @click.option("--max-minutes", type=positive(), help="Budget: perform no run that would end after this many minutes.")
+    @click.option("--max-runs", type=integer(1), help="Budget: perform at most this many runs (stored runs replayed by --resume are free).")
     @click.option("--resume", is_flag=True, help="Continue the sweep stored in --output (same settings).")
     @click.option("--votes", type=click.Choice([g.value for g in VoteGrowth]), default=VoteGrowth.QUADRATIC.value, show_default=True,
                   help="Cost model: how vote work grows with N (quadratic: PBFT all-to-all).")  # fmt: skip
-    @click.option("--fit-max-nodes", type=int, help="Validate the model: fit on N <= this, predict the larger sizes measured.")
+    @click.option("--fit-max-nodes", type=integer(1), help="Validate the model: fit on N <= this, predict the larger sizes measured.")
     @click.option(
         "--plan", "plans", default="", callback=_plans, help="Planner questions, N@R comma-separated: 1000@10 (validators @ proofs/s)."
     )
-    @click.option("--plan-batch", type=float, help="Planner: proofs per block to assume (default: the median of the fitted runs).")
-    @click.option("--cores-per-host", type=int, help="Planner: cores of a host (default: the cores this process may use).")
+    @click.option("--plan-batch", type=positive(), help="Planner: proofs per block to assume (default: the median of the fitted runs).")
+    @click.option("--cores-per-host", type=integer(1), help="Planner: cores of a host (default: the cores this process may use).")
     @click.option("--output", required=True, type=click.Path(path_type=Path), help="Sweep directory: sweep.json, sweep.html, runs/.")
     def sweep_command(profile_name: str, sizes: list[int], rates: list[float], target_rate: float | None, repeats: int,
                       min_sustained: int | None, tolerance: float, probe_rate: float, duration_s: float | None, seed: int | None,
                       max_minutes: float | None, max_runs: int | None, resume: bool, votes: str, fit_max_nodes: int | None,
                       plans: list[tuple[int, float]], plan_batch: float | None, cores_per_host: int | None, output: Path) -> None:  # fmt: skip
         """Find the highest rate each size sustains within the profile's service level, and the largest size for a rate."""
-        _positive(target_rate, "--target-rate")
-        _positive(duration_s, "--duration")
-        _positive(max_minutes, "--max-minutes")
-        _positive(max_runs, "--max-runs")
-        _positive(fit_max_nodes, "--fit-max-nodes")
-        _positive(cores_per_host, "--cores-per-host")
-        _positive(plan_batch, "--plan-batch")
         profile = _profile(profile_name, duration_s, sizes)
         settings = RunSettings(profile=profile_name, duration_s=duration_s, seed=seed)
         plan = _search_plan(sizes=sizes, rates=rates, target_rate_per_s=target_rate, repeats=repeats, min_sustained_repeats=min_sustained,
@@ -239,28 +233,27 @@ def _search_plan(**fields: object) -> SearchPlan:
         raise click.BadParameter(str(err), param_hint=FLAG_OF_KEY.get(key, key)) from err
 
 
-def _positive(value: float | None, flag: str) -> None:
-    if value is not None and not value > 0:
-        raise click.BadParameter(f"must be positive, not {value:g}", param_hint=flag)
-
-
 def _host_cores() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
+# The items of the comma-separated options, parsed and bounded as a single numeric option is.
+NODE_COUNT, RATE = profile_key("network.nodes"), positive()
+
+
 def _sizes(ctx: click.Context, param: click.Parameter, value: str) -> list[int]:
-    sizes = [_number(int, part, "a node count") for part in _parts(value)]
-    if not sizes or any(n < 1 for n in sizes):
-        raise click.BadParameter(f"node counts must be at least 1: {value!r}")
+    sizes = [int(NODE_COUNT.convert(part, param, ctx)) for part in _parts(value)]
+    if not sizes:
+        raise click.BadParameter(f"node counts, comma-separated: {value!r}")
     return sizes
 
 
 def _rates(ctx: click.Context, param: click.Parameter, value: str) -> list[float]:
     if value.strip() == PROBE:
         return []
-    rates = [_number(float, part, "a rate") for part in _parts(value)]
-    if not rates or any(not r > 0 for r in rates):
-        raise click.BadParameter(f"rates must be positive proofs/s, or '{PROBE}': {value!r}")
+    rates = [float(RATE.convert(part, param, ctx)) for part in _parts(value)]
+    if not rates:
+        raise click.BadParameter(f"positive proofs/s, comma-separated, or '{PROBE}': {value!r}")
     return rates
 
 
@@ -270,19 +263,9 @@ def _plans(ctx: click.Context, param: click.Parameter, value: str) -> list[tuple
         nodes, at, rate = part.partition("@")
         if not at:
             raise click.BadParameter(f"{part!r} is not N@R (validators@proofs/s), e.g. 1000@10")
-        question = (_number(int, nodes, "a node count"), _number(float, rate, "a rate"))
-        if question[0] < 1 or not question[1] > 0:
-            raise click.BadParameter(f"{part!r}: N must be at least 1 and R positive")
-        questions.append(question)
+        questions.append((int(NODE_COUNT.convert(nodes.strip(), param, ctx)), float(RATE.convert(rate.strip(), param, ctx))))
     return questions
 
 
 def _parts(value: str) -> list[str]:
     return [part.strip() for part in value.split(",") if part.strip()]
-
-
-def _number(kind: type[Number], text: str, what: str) -> Number:
-    try:
-        return kind(text)
-    except ValueError:
-        raise click.BadParameter(f"{text!r} is not {what}") from None
