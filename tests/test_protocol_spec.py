@@ -1,12 +1,14 @@
 """A client written from docs/protocol.md alone, against real `popbench node` processes.
 
-It uses `struct`, `hashlib`, asyncio streams and `popbench.crypto` (secp256k1 signatures) only: no
-popbench.wire, popbench.client or popbench.model. If it can handshake, submit a proof, see it committed
-and re-derive the block hash, items root, commit certificate and state root, the spec is enough to
-write a client. The spec's test vectors are recomputed here too, and must appear in the spec. Where
-the docs define something no message shows directly (the leader schedule for unequal stakes, the
-opening state of docs/genesis.md), the docs' rule is computed here and compared with popbench's own
-(popbench.genesis, popbench.pop.ledger) or with what a node serves.
+The client uses `struct`, `hashlib`, asyncio streams and `popbench.crypto` (secp256k1 signatures) only:
+no popbench.wire, popbench.client or popbench.model. If it can handshake, submit a proof, see it
+committed and re-derive the block hash, items root, commit certificate and state root, the spec is
+enough to write a client. It also speaks as a validator (its key from docs/genesis.md's seed rule) to
+see how a node resolves two links. The spec's test vectors are recomputed here too, and must appear in
+the spec. Where the docs define something no message shows directly (the leader schedule for unequal
+stakes, the opening state, a BOND's effect), the docs' rule is computed here with the standard library
+and compared with popbench's own code (popbench.genesis, popbench.pop.ledger, which the comparison alone
+imports) or with what a node serves.
 """
 
 from __future__ import annotations
@@ -29,8 +31,11 @@ import pytest
 
 from popbench import crypto
 from popbench.genesis import Genesis, genesis_from_dict
+from popbench.mempool import PoolItem
+from popbench.model.transfer import Transfer, TransferKind
 from popbench.pop.ledger import Ledger
 from popbench.store import Store
+from popbench.wire import ItemKind
 from tests.cluster import POPBENCH, _listening_socket
 
 pytestmark = pytest.mark.timeout(300)
@@ -607,3 +612,38 @@ async def _peers_answer(client: SpecClient) -> list[tuple[int, int, str, int]]:
     entries = [reader.unpack(PEER_ENTRY) for _ in range(count)]
     reader.finish()
     return [(node_id, role, ".".join(str(b) for b in host), port) for node_id, role, host, port in entries]
+
+
+# -- docs/genesis.md, "Keys file", and section 9's BOND -----------------------------------------------
+def test_seed_derived_keys_follow_from_the_spec() -> None:
+    spec = GENESIS_SPEC.read_text()
+    for seed, index in (("by-hand", 0), ("by-hand", 1), ("é", 12)):
+        secret = spec_seed_secret(seed, index)
+        message = seed.encode() + b"/" + str(index).encode()
+        public_key = crypto.SigningKey(secret).public_key
+        assert crypto.derive_key(seed, index).secret == secret, f"popbench derives another key from {seed!r}, {index}"
+        missing = [value.hex() for value in (message, secret, public_key) if f"`{value.hex()}`" not in spec]
+        assert not missing, f"docs/genesis.md lacks the key vectors of {seed!r}, {index}: {missing}"
+
+
+def test_a_bond_moves_its_amount_from_balance_to_stake(tmp_path: Path) -> None:
+    """Section 9's example, in a block of popbench's own building: BOND 300 with fee 2 from (1000, 0, 0)."""
+    proposer, sender = crypto.SigningKey((1).to_bytes(32, "big")), crypto.derive_key("spec-bond", 0)
+    proposer_address, sender_address = sha256(proposer.public_key)[:20], sha256(sender.public_key)[:20]
+    data = {"validators": [{"node_id": 0, "public_key": proposer.public_key.hex(), "stake": 5000}],
+            "balances": {sender_address.hex(): 1000}}  # fmt: skip
+    genesis = genesis_from_dict(data, "test")
+    bond = Transfer.create(sender, genesis.chain_id, bytes([0xBB]) * 20, 300, 2, 0, TransferKind.BOND)
+    params = genesis.params
+    credited = params.block_reward + params.validator_reward  # the proposer is the only validator
+    expected = b"".join(sorted([
+        ACCOUNT.pack(sender_address, 1000 - 300 - 2, 300, 0, 1),  # no account for the unused recipient
+        ACCOUNT.pack(proposer_address, 2 + credited, 5000, credited, 0),
+    ]))  # fmt: skip
+    store = Store(tmp_path / "bond.sqlite")
+    try:
+        ledger = Ledger(genesis, store)
+        block, post = ledger.build_block(0, 0, [PoolItem(bond.id, ItemKind.TRANSFER, bond, bond.encode())])
+        assert post.encode_snapshot() == expected and block.state_root == state_root(expected)
+    finally:
+        store.close()
