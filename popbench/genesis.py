@@ -17,13 +17,16 @@ from math import gcd
 from pathlib import Path
 from typing import Any
 
-from popbench import crypto
+from popbench import bls, crypto
 from popbench.errors import ConfigError
 from popbench.model.hashing import address_of
 
 MAX_SCHEDULE_SLOTS = 10_000  # stakes are scaled down until one rotation fits in this many slots
 MAX_NODE_ID = 2**32 - 1  # a node id travels as a u32 (HELLO, votes, certificates)
 MAX_AMOUNT = 2**64 - 1  # balances and stakes are u64 in the state's account records (docs/protocol.md)
+VOTES_ALL_TO_ALL = 0
+VOTES_COLLECTOR = 1
+VOTE_PATHS = {"all-to-all": VOTES_ALL_TO_ALL, "collector": VOTES_COLLECTOR}  # the profile's names
 
 
 @dataclass(frozen=True)
@@ -46,6 +49,11 @@ class ChainParams:
     pow_initial_work_bits: int = 16
     # 1: leader reputation (popbench/pop/leaders.py); 0: plain rotation, leader_for_view(v + h) (wave 2)
     leader_reputation: int = 1
+    # How PREPARE and COMMIT travel (docs/consensus.md): 0 all-to-all ECDSA votes; 1 BLS shares to the
+    # view's collectors, who send back aggregate certificates (every validator then needs a BLS key).
+    votes: int = VOTES_ALL_TO_ALL
+    collectors: int = 2  # collectors per view (c + 1): the view's leader and the next leaders of the schedule
+    collector_timeout_ms: int = 1000  # no certificate this long after a share: vote all-to-all in that view
 
     def __post_init__(self) -> None:
         for item in dataclasses.fields(self):
@@ -58,6 +66,16 @@ class ChainParams:
                 raise ConfigError("must be at least 1", key=f"params.{name}")
         if self.leader_reputation > 1:
             raise ConfigError("must be 0 (plain rotation) or 1 (leader reputation)", key="params.leader_reputation")
+        if self.votes > VOTES_COLLECTOR:
+            raise ConfigError("must be 0 (all-to-all votes) or 1 (collectors)", key="params.votes")
+        for name in ("collectors", "collector_timeout_ms"):
+            if getattr(self, name) == 0:
+                raise ConfigError("must be at least 1", key=f"params.{name}")
+
+    @property
+    def vote_path(self) -> str:
+        """The vote path's name, as a profile spells it."""
+        return next(name for name, value in VOTE_PATHS.items() if value == self.votes)
         if self.min_work_bits > 64 or self.pow_initial_work_bits > 64:
             raise ConfigError("work bits above 64 are not minable here", key="params.min_work_bits")
 
@@ -67,6 +85,8 @@ class ValidatorInfo:
     node_id: int
     public_key: bytes
     stake: int
+    bls_public_key: bytes = b""  # 48 bytes, with its proof of possession (96 bytes); empty: no BLS key
+    bls_pop: bytes = b""
 
     @property
     def address(self) -> bytes:
@@ -92,12 +112,26 @@ class Genesis:
                 raise ConfigError(
                     f"stake {v.stake} of validator {v.node_id} is below the minimum {self.params.min_stake}", key="validators"
                 )
+        self._check_bls_keys()
+
+    def _check_bls_keys(self) -> None:
+        """Every BLS key proves possession of its secret (rogue keys: popbench/bls.py); the collector path
+        needs one per validator. A PoP costs a pairing check (~2 ms): done once, where the genesis is made or read."""
+        keyed = [v for v in self.validators if v.bls_public_key]
+        if len({v.bls_public_key for v in keyed}) != len(keyed):
+            raise ConfigError("validator BLS keys must be unique", key="validators")
+        if self.params.votes == VOTES_COLLECTOR and len(keyed) != len(self.validators):
+            raise ConfigError("the collector vote path needs a BLS key (and its proof of possession) for every validator",
+                              key="params.votes")  # fmt: skip
+        for v in keyed:
+            if not bls.verify_possession(v.bls_public_key, v.bls_pop):
+                raise ConfigError(f"the BLS key of validator {v.node_id} has no valid proof of possession", key="validators")
 
     # -- identity ----------------------------------------------------------------------------------
     def to_json_dict(self) -> dict[str, Any]:
         return {
             "chain_name": self.chain_name,
-            "validators": [{"node_id": v.node_id, "public_key": v.public_key.hex(), "stake": v.stake} for v in self.validators],
+            "validators": [_validator_json(v) for v in self.validators],
             "balances": {address.hex(): amount for address, amount in sorted(self.balances.items())},
             "params": canonical_params(self.params),
         }
@@ -134,6 +168,16 @@ class Genesis:
         return self._by_id[node_id]
 
     @cached_property
+    def index_of(self) -> dict[int, int]:
+        """node id -> its position in the genesis list: its bit in a certificate's signer bitmap."""
+        return {v.node_id: index for index, v in enumerate(self.validators)}
+
+    @cached_property
+    def bls_keys(self) -> bls.BlsKeyTable:
+        """The validators' BLS keys as points, in genesis order (CryptoError if a validator has none)."""
+        return bls.BlsKeyTable([v.bls_public_key for v in self.validators])
+
+    @cached_property
     def leader_schedule(self) -> tuple[int, ...]:
         """Smooth weighted round-robin over the stakes: with equal stakes, plain round-robin."""
         stakes = _scaled_stakes([v.stake for v in self.validators])
@@ -152,6 +196,14 @@ class Genesis:
         return schedule[view % len(schedule)]
 
 
+def _validator_json(v: ValidatorInfo) -> dict[str, Any]:
+    # The BLS fields appear only when present: a genesis without them keeps its bytes and chain id.
+    entry: dict[str, Any] = {"node_id": v.node_id, "public_key": v.public_key.hex(), "stake": v.stake}
+    if v.bls_public_key:
+        entry.update(bls_public_key=v.bls_public_key.hex(), bls_pop=v.bls_pop.hex())
+    return entry
+
+
 def _scaled_stakes(stakes: list[int]) -> list[int]:
     divisor = 0
     for stake in stakes:
@@ -167,14 +219,28 @@ def _scaled_stakes(stakes: list[int]) -> list[int]:
 
 # -- making, reading and writing ----------------------------------------------------------------------
 def make_genesis(count: int, seed: str = "popbench", stake: int = 10_000, balance: int = 1_000_000,
-                 params: ChainParams | None = None, chain_name: str = "popbench-bench") -> tuple[Genesis, list[crypto.SigningKey]]:  # fmt: skip
-    """A reproducible genesis of ``count`` validators; validator i's key is ``derive_key(seed, i)``."""
+                 params: ChainParams | None = None, chain_name: str = "popbench-bench",
+                 bls_keys: bool | None = None) -> tuple[Genesis, list[crypto.SigningKey]]:  # fmt: skip
+    """A reproducible genesis of ``count`` validators; validator i's key is ``derive_key(seed, i)``.
+
+    Validators get BLS keys (derived from their ECDSA secrets) when the parameters choose the collector
+    vote path, or when ``bls`` asks for them; otherwise the genesis is exactly what it was before BLS.
+    """
     if count < 1:
         raise ConfigError("at least one validator", key="--count")
+    params = params or ChainParams()
+    with_bls = params.votes == VOTES_COLLECTOR if bls_keys is None else bls_keys
     keys = [crypto.derive_key(seed, index) for index in range(count)]
-    validators = tuple(ValidatorInfo(index, key.public_key, stake) for index, key in enumerate(keys))
+    validators = tuple(_new_validator(index, key, stake, with_bls) for index, key in enumerate(keys))
     balances = {v.address: balance for v in validators}
-    return Genesis(chain_name, validators, balances, params or ChainParams()), keys
+    return Genesis(chain_name, validators, balances, params), keys
+
+
+def _new_validator(node_id: int, key: crypto.SigningKey, stake: int, with_bls: bool) -> ValidatorInfo:
+    if not with_bls:
+        return ValidatorInfo(node_id, key.public_key, stake)
+    secret = bls.bls_key_from_secret(key.secret)
+    return ValidatorInfo(node_id, key.public_key, stake, secret.public_key, secret.prove_possession())
 
 
 def genesis_from_dict(data: Any, source: str) -> Genesis:
@@ -245,7 +311,7 @@ def _check_keys(data: dict[str, Any], allowed: set[str], prefix: str, source: st
 
 # Parameters added after a chain format was published appear in a genesis only when they differ from
 # their default, so every genesis written before keeps its bytes and its chain id (docs/genesis.md).
-LATER_PARAMS = {"leader_reputation": 1}
+LATER_PARAMS = {"leader_reputation": 1, "votes": VOTES_ALL_TO_ALL, "collectors": 2, "collector_timeout_ms": 1000}
 
 
 def canonical_params(params: ChainParams) -> dict[str, int]:
@@ -268,10 +334,15 @@ def _validator(entry: Any, index: int, source: str) -> ValidatorInfo:
     key = f"validators[{index}]"
     if not isinstance(entry, dict):
         raise ConfigError("must be an object", key=key, source=source)
-    _check_keys(entry, {"node_id", "public_key", "stake"}, f"{key}.", source)
+    _check_keys(entry, {"node_id", "public_key", "stake", "bls_public_key", "bls_pop"}, f"{key}.", source)
+    if ("bls_public_key" in entry) != ("bls_pop" in entry):
+        raise ConfigError("bls_public_key and bls_pop come together", key=key, source=source)
+    with_bls = "bls_public_key" in entry
     return ValidatorInfo(_int(entry.get("node_id"), f"{key}.node_id", source, MAX_NODE_ID),
                          _hex(entry.get("public_key"), f"{key}.public_key", source, 33),
-                         _int(entry.get("stake"), f"{key}.stake", source, MAX_AMOUNT))  # fmt: skip
+                         _int(entry.get("stake"), f"{key}.stake", source, MAX_AMOUNT),
+                         _hex(entry["bls_public_key"], f"{key}.bls_public_key", source, bls.PUBLIC_KEY_BYTES) if with_bls else b"",
+                         _hex(entry["bls_pop"], f"{key}.bls_pop", source, bls.SIGNATURE_BYTES) if with_bls else b"")  # fmt: skip
 
 
 def _list(data: dict[str, Any], key: str, source: str) -> list[Any]:
