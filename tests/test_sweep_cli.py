@@ -101,7 +101,7 @@ def test_a_fake_sweep_writes_its_files_tables_validation_and_plan(tmp_path: Path
     assert "running N=4 closed 5000/s #0" in out and "ETA" in out  # the announcement before a run, progress after it
     assert "highest sustained/s" in out and "held-out validation (fitted on N <= 16)" in out
     assert "1000 validators at 10 proofs/s" in out and "UNTRUSTWORTHY beyond N = 128" in out
-    assert "largest size sustaining 50 proofs/s: N = 64" in out
+    assert "largest size sustaining 50 proofs/s: N >= 64 (the largest size measured), p99 " in out  # 64 sustains 62.5/s: no knee seen
 
 
 def test_a_finished_sweep_answers_new_questions_on_resume_without_running_anything(tmp_path: Path) -> None:

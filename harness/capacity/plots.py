@@ -32,12 +32,12 @@ def figure_svg(figure: Figure) -> str:
 
 def throughput_latency_svg(sweep: Sweep) -> str:
     """Committed/s against p99 per size (open-loop points, median over repeats); the knee of each size
-    (its highest sustained rate) starred, unbounded p99 drawn at the top with an x."""
+    (its highest sustained rate, where a higher one failed) starred, unbounded p99 drawn at the top with an x."""
     figure = Figure(figsize=FIGURE_SIZE_IN)
     axes = figure.subplots()
     points = [p for p in sweep.points if p.mode is WorkloadMode.OPEN]
     ceiling = UNBOUNDED_FACTOR * max((y for p in points if (y := median_p99(p)) is not None), default=sweep.slo.p99_target_ms)
-    knees = {c.nodes: c.sustained_rate_per_s for c in sweep.findings.capacities}
+    knees = knee_rates(sweep)
     for nodes in sorted({p.nodes for p in points}):
         plot_size_curve(axes, [p for p in points if p.nodes == nodes], nodes, ceiling, knees.get(nodes))
     axes.axhline(sweep.slo.p99_target_ms, color="grey", linestyle="--", linewidth=1, label=f"p99 target {sweep.slo.p99_target_ms:g} ms")
@@ -67,6 +67,13 @@ def plot_size_curve(axes: Axes, points: list[Point], nodes: int, ceiling: float,
         axes.scatter([x[i] for i in knee], [y[i] for i in knee], marker="*", s=140, color=line.get_color(), edgecolors="black", zorder=3)
 
 
+def knee_rates(sweep: Sweep) -> dict[int, float]:
+    """Each size's knee: its highest sustained rate, only where a higher rate was run and failed. A size
+    that sustained every rate tried has no knee on record, only a lower bound, and gets no star."""
+    return {c.nodes: c.sustained_rate_per_s for c in sweep.findings.capacities
+            if c.sustained_rate_per_s is not None and c.failed_rate_per_s is not None}  # fmt: skip
+
+
 def median_p99(point: Point) -> float | None:
     median = statistics.median(math.inf if r.outcome.p99_ms is None else r.outcome.p99_ms for r in point.runs)
     return None if math.isinf(median) else median
@@ -74,8 +81,8 @@ def median_p99(point: Point) -> float | None:
 
 def capacity_svg(sweep: Sweep, cores: float) -> str:
     """Highest sustained rate against N (the bar reaches the lowest failing rate), the model's prediction
-    with its band (at the utilisation this host reached), the target rate and the knee: the largest N
-    that sustains it."""
+    with its band (at the utilisation this host reached), the target rate and the largest N that sustains
+    it (a knee only when a larger N failed it: :func:`plot_knee`)."""
     figure = Figure(figsize=FIGURE_SIZE_IN)
     axes = figure.subplots()
     measured = [c for c in sweep.findings.capacities if c.sustained_rate_per_s is not None]
@@ -124,10 +131,18 @@ def plot_model(axes: Axes, model: CostModel, capacities: dict[int, float], cores
 
 
 def plot_knee(axes: Axes, sweep: Sweep) -> None:
+    """The target rate, and the largest size sustaining it: a knee (star) only when a larger size was run
+    at the rate and failed; when none failed it is a lower bound (an upward triangle), since the curve
+    may go on beyond the largest size measured."""
     largest = sweep.findings.largest
     if largest is None:
         return
     axes.axhline(largest.rate_per_s, color="tab:red", linestyle="--", linewidth=1, label=f"target {largest.rate_per_s:g}/s")
-    if largest.nodes is not None:
+    if largest.nodes is None:
+        return
+    if largest.smallest_failing is not None:
         axes.scatter([largest.nodes], [largest.rate_per_s], marker="*", s=220, color="tab:red", edgecolors="black", zorder=3,
-                     label=f"knee: largest N sustaining it = {largest.nodes}")  # fmt: skip
+                     label=f"knee: largest N sustaining it = {largest.nodes} (N = {largest.smallest_failing} failed)")  # fmt: skip
+    else:
+        axes.scatter([largest.nodes], [largest.rate_per_s], marker="^", s=160, color="tab:red", edgecolors="black", zorder=3,
+                     label=f"N >= {largest.nodes} sustains it: no size measured failed (no knee)")  # fmt: skip

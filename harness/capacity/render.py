@@ -12,6 +12,7 @@ from harness.capacity.model import DeploymentPlan, Prediction, Validation
 from harness.capacity.plots import capacity_svg, median_p99, throughput_latency_svg
 from harness.capacity.search import LargestSize
 from harness.capacity.store import Sweep
+from harness.kinds import WorkloadMode
 
 PAGE_STYLE = "body{font-family:sans-serif;max-width:60em;margin:2em auto;padding:0 1em}table{border-collapse:collapse}" \
              "td,th{border:1px solid #ccc;padding:2px 8px;text-align:right}th{background:#eee}pre{white-space:pre-wrap}"  # fmt: skip
@@ -55,19 +56,42 @@ def validation_rows(validation: Validation) -> tuple[list[str], list[list[str]]]
     return headers, rows
 
 
-def largest_lines(largest: LargestSize | None) -> list[str]:
+def largest_lines(sweep: Sweep) -> list[str]:
+    """The answer for the target rate, saying no more than was measured: a size is "the largest" only
+    when a larger one failed; when none did, the answer is a lower bound. With the p99 it ran at."""
+    largest = sweep.findings.largest
     if largest is None:
         return []
-    answer = f"N = {largest.nodes}" if largest.nodes is not None else "no size of the plan"
-    lines = [
-        f"largest size sustaining {largest.rate_per_s:g} proofs/s: {answer}"
-        + ("" if largest.complete else " (search cut short by the budget)")
-    ]
+    lines = [f"largest size sustaining {largest.rate_per_s:g} proofs/s: {largest_answer(sweep, largest)}"]
     if largest.smallest_failing is not None:
         lines.append(f"smallest failing: N = {largest.smallest_failing}: {'; '.join(largest.why_not_above)}")
     lines.append(f"assumption: {largest.assumption}")
     lines.extend(largest.non_monotone or ["monotone check: no contradiction found"])
     return lines
+
+
+def largest_answer(sweep: Sweep, largest: LargestSize) -> str:
+    """The answer itself: N = 32 with a larger size failing, N >= 8 when no size measured failed, or none."""
+    cut = "" if largest.complete else " (search cut short by the budget)"
+    if largest.nodes is None:
+        if largest.smallest_failing is None:
+            return f"not known: no size was run at this rate{cut}"
+        return f"none of the sizes measured (N = {largest.smallest_failing}, the smallest, failed it: {_p99_at(sweep, largest.smallest_failing, largest)}){cut}"
+    p99 = _p99_at(sweep, largest.nodes, largest)
+    if largest.smallest_failing is not None:
+        return f"N = {largest.nodes}, {p99} (N = {largest.smallest_failing} failed it){cut}"
+    measured = max(sweep.plan.sizes)
+    why = "the largest size measured" if largest.nodes == measured else f"no larger size was run, though the plan goes to N = {measured}"
+    return f"N >= {largest.nodes} ({why}), {p99}{cut}"
+
+
+def _p99_at(sweep: Sweep, nodes: int, largest: LargestSize) -> str:
+    """The median p99 of the open-loop runs at that size and the target rate, as "p99 412 ms at 100/s"."""
+    point = next((p for p in sweep.points if p.nodes == nodes and p.rate_per_s == largest.rate_per_s and p.mode is WorkloadMode.OPEN), None)
+    if point is None:
+        return f"p99 not stored at {largest.rate_per_s:g}/s"
+    p99 = median_p99(point)
+    return f"p99 {'unbounded' if p99 is None else f'{p99:.0f} ms'} at {largest.rate_per_s:g}/s"
 
 
 def model_lines(sweep: Sweep) -> list[str]:
@@ -95,7 +119,7 @@ def plan_lines(plan: DeploymentPlan) -> list[str]:
 def terminal_report(sweep: Sweep, plans: list[DeploymentPlan] | None = None, validation: Validation | None = None) -> str:
     """Everything the page says except the figures, as plain text for the terminal."""
     sections = [f"sweep: {sweep.status.value}" + (f" ({sweep.findings.stopped})" if sweep.findings.stopped else ""),
-                _text_table(*findings_rows(sweep)), "\n".join(largest_lines(sweep.findings.largest)),
+                _text_table(*findings_rows(sweep)), "\n".join(largest_lines(sweep)),
                 "\n".join(model_lines(sweep))]  # fmt: skip
     if validation is not None:
         sections.append(
@@ -122,7 +146,7 @@ def html_page(sweep: Sweep, cores: float, plans: list[DeploymentPlan] | None = N
             _paragraph(f"Service level: p99 at most {sweep.slo.p99_target_ms:g} ms, {sweep.slo.within_target_share:.1%} of due items within it, "
                        f"committed at least {sweep.slo.min_keep_pace:.0%} of offered, no commit gap over {sweep.slo.max_stalled_share:.0%} "
                        f"of the window, at least {sweep.slo.min_links_share:.0%} of links up."),
-            "<h2>Highest sustained rate per size</h2>", _table(*findings_rows(sweep)), _pre(largest_lines(sweep.findings.largest)),
+            "<h2>Highest sustained rate per size</h2>", _table(*findings_rows(sweep)), _pre(largest_lines(sweep)),
             _figure("Throughput and p99 latency per size", throughput_latency_svg(sweep)),
             _figure("Capacity against size, with the fitted model", capacity_svg(sweep, cores)),
             "<h2>Cost model</h2>", _pre(model_lines(sweep))]  # fmt: skip
