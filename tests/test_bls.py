@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 from blspy import G1Element, PopSchemeMPL
 
 from popbench import bls, crypto
-from popbench.errors import ConfigError, ProtocolError
+from popbench.errors import ConfigError, ConsensusError, ProtocolError
 from popbench.genesis import VOTES_COLLECTOR, ChainParams, Genesis, ValidatorInfo, load_genesis, make_genesis, write_genesis
+from popbench.model.block import AggregateCertificate, CommitCertificate, decode_certificate, vote_message
 
 MESSAGE = b"popbench/vote/v1/prepare/" + bytes(32) + bytes(16) + bytes(32)
 
@@ -139,3 +141,55 @@ def test_the_collector_path_needs_a_bls_key_for_every_validator(tmp_path: Path) 
 def test_vote_path_parameters_are_checked(field: str, value: int) -> None:
     with pytest.raises(ConfigError, match=f"params.{field}"):
         ChainParams(**{field: value})
+
+
+# -- aggregate certificates (popbench/model/block.py) ------------------------------------------------------
+def _aggregate_certificate(signers: list[int], kind: str = "commit", view: int = 2) -> tuple[Genesis, AggregateCertificate]:
+    genesis, keys = make_genesis(4, seed="bls", params=ChainParams(votes=VOTES_COLLECTOR))
+    message = vote_message(kind, genesis.chain_id, view, 5, BLOCK_HASH)
+    shares = [bls.bls_key_from_secret(keys[i].secret).sign(message) for i in signers]
+    total = bls.aggregate(shares)
+    assert total is not None
+    return genesis, AggregateCertificate(view, bls.signers_bitmap(signers, 4), total)
+
+
+BLOCK_HASH = bytes(range(32))
+
+
+def test_an_aggregate_certificate_of_a_quorum_checks_and_round_trips() -> None:
+    genesis, certificate = _aggregate_certificate([0, 1, 3])
+    certificate.check(genesis, 5, BLOCK_HASH)
+    decoded = decode_certificate(certificate.encode())
+    assert isinstance(decoded, AggregateCertificate) and decoded.encode() == certificate.encode()
+    assert decoded.signer_ids(genesis) == [0, 1, 3]
+    assert len(certificate.encode()) == 8 + 4 + 4 + 1 + 96
+
+
+@pytest.mark.parametrize(
+    ("change", "reason"),
+    [
+        (lambda c: AggregateCertificate(c.view, bls.signers_bitmap([0, 1, 2, 3], 4), c.aggregate), "does not verify"),  # forged bitmap
+        (lambda c: AggregateCertificate(c.view, bls.signers_bitmap([0, 1], 4), c.aggregate), "2 signers, quorum is 3"),
+        (lambda c: AggregateCertificate(c.view + 1, c.signers, c.aggregate), "does not verify"),  # another view
+        (lambda c: AggregateCertificate(c.view, c.signers, bytes(96)), "does not verify"),  # not a point
+        (lambda c: AggregateCertificate(c.view, b"\xf0\x00", c.aggregate), "bitmap"),
+    ],
+)
+def test_an_aggregate_certificate_that_lies_is_refused(change: Callable[[AggregateCertificate], AggregateCertificate], reason: str) -> None:
+    genesis, certificate = _aggregate_certificate([0, 1, 3])
+    with pytest.raises(ConsensusError, match=reason):
+        change(certificate).check(genesis, 5, BLOCK_HASH)
+    with pytest.raises(ConsensusError, match="does not verify"):
+        certificate.check(genesis, 6, BLOCK_HASH)  # another height
+    with pytest.raises(ConsensusError, match="does not verify"):
+        certificate.check(genesis, 5, BLOCK_HASH, kind="prepare")  # a COMMIT aggregate is no PREPARE one
+
+
+def test_a_chain_accepts_only_its_own_vote_paths_certificates() -> None:
+    genesis, certificate = _aggregate_certificate([0, 1, 3])
+    plain, _ = make_genesis(4, seed="bls")
+    with pytest.raises(ConsensusError, match="list of signatures"):
+        certificate.check(plain, 5, BLOCK_HASH)
+    with pytest.raises(ConsensusError, match="aggregate signatures"):
+        CommitCertificate(2, []).check(genesis, 5, BLOCK_HASH)
+    assert isinstance(decode_certificate(CommitCertificate(2, []).encode()), CommitCertificate)

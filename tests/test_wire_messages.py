@@ -23,6 +23,8 @@ from popbench.wire import (
     BlockRequest,
     BlockResponse,
     Commit,
+    CommitAggregate,
+    CommitShare,
     Committed,
     Disconnect,
     DisconnectReason,
@@ -45,6 +47,8 @@ from popbench.wire import (
     PowGetBlock,
     PowGetChain,
     Prepare,
+    PrepareAggregate,
+    PrepareShare,
     PrePrepare,
     RejectReason,
     Role,
@@ -75,6 +79,7 @@ u32 = st.integers(0, 2**32 - 1)
 u64 = st.integers(0, 2**64 - 1)
 hash32 = st.binary(min_size=32, max_size=32)
 signature64 = st.binary(min_size=64, max_size=64)
+signature96 = st.binary(min_size=96, max_size=96)
 blob = st.binary(max_size=MAX_BLOB_BYTES)
 blobs = st.lists(blob, max_size=MAX_LIST_ITEMS)
 hashes = st.lists(hash32, max_size=MAX_LIST_ITEMS)
@@ -106,7 +111,7 @@ def _view_change() -> st.SearchStrategy[ViewChange]:
 
 
 def _vote(cls: type[Prepare]) -> st.SearchStrategy[Prepare]:
-    return st.builds(cls, u64, u64, hash32, u32, signature64)
+    return st.builds(cls, u64, u64, hash32, u32, signature96 if issubclass(cls, PrepareShare) else signature64)
 
 
 PEER_ADDRESS = st.builds(PeerAddress, u32, u8, st.binary(min_size=4, max_size=4), u16)
@@ -138,6 +143,10 @@ STRATEGIES: dict[type[Message], st.SearchStrategy[Message]] = {
     Prepare: _vote(Prepare),
     Commit: _vote(Commit),
     ViewChange: _view_change(),
+    PrepareShare: _vote(PrepareShare),
+    CommitShare: _vote(CommitShare),
+    PrepareAggregate: st.builds(PrepareAggregate, u64, u64, hash32, blob, signature96),
+    CommitAggregate: st.builds(CommitAggregate, u64, u64, hash32, blob, signature96),
     NewView: st.builds(NewView, u64, u64, blobs),
     BlockRequest: st.builds(BlockRequest, u64, u32),
     BlockResponse: st.builds(BlockResponse, blobs),

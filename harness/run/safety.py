@@ -24,7 +24,7 @@ from typing import Any
 from harness.run.pow_chains import StoredChain, read_chain
 from popbench.errors import ConsensusError, ProtocolError, StorageError
 from popbench.genesis import Genesis
-from popbench.model.block import CommitCertificate
+from popbench.model.block import AnyCertificate
 from popbench.pop.ledger import GENESIS_HASH, CommittedBlock
 from popbench.pow.block import genesis_block
 from popbench.pow.rules import CONFIRMATIONS
@@ -106,16 +106,16 @@ class _Certificates:
         self.genesis = genesis
         self._seen: dict[tuple[bytes, bytes], str | None] = {}
 
-    def fault(self, height: int, block_hash: bytes, certificate: CommitCertificate) -> str | None:
+    def fault(self, height: int, block_hash: bytes, certificate: AnyCertificate) -> str | None:
         key = (block_hash, certificate.encode())
         if key not in self._seen:
             self._seen[key] = self._verify(height, block_hash, certificate)
         return self._seen[key]
 
-    def _verify(self, height: int, block_hash: bytes, certificate: CommitCertificate) -> str | None:
+    def _verify(self, height: int, block_hash: bytes, certificate: AnyCertificate) -> str | None:
         genesis = self.genesis
         try:
-            certificate.verify(genesis.chain_id, height, block_hash, genesis.public_keys, genesis.quorum)
+            certificate.check(genesis, height, block_hash)
         except ConsensusError as err:
             return f"commit certificate invalid: {err}"
         return None

@@ -9,17 +9,22 @@ from __future__ import annotations
 
 import struct
 from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING
 
-from popbench import crypto
+from popbench import bls, crypto
 from popbench.errors import ConsensusError, ProtocolError
 from popbench.merkle import merkle_root
 from popbench.model.hashing import sha256
 from popbench.wire.codec import Reader, Writer
 
+if TYPE_CHECKING:
+    from popbench.genesis import Genesis
+
 HEADER = struct.Struct(">QQ32sIQ32s32s")
 VOTE_DOMAIN = b"popbench/vote/v1/"
 VOTE_KINDS = ("prepare", "commit", "view-change")
 VOTE = struct.Struct(">I64s")
+AGGREGATE_MARKER = 0xFFFF_FFFF  # where a list certificate has its vote count: no count of 64-byte votes fits a frame
 
 
 class Block:
@@ -96,6 +101,12 @@ class CommitCertificate:
         votes = [reader.unpack(VOTE) for _ in range(count)]
         return cls(view, [(voter, signature) for voter, signature in votes])
 
+    def check(self, genesis: Genesis, height: int, block_hash: bytes) -> None:
+        """Raise ConsensusError unless this certifies ``block_hash`` at ``height`` on ``genesis``'s chain."""
+        if genesis.params.votes != 0:
+            raise ConsensusError("a chain on the collector vote path certifies with aggregate signatures")
+        self.verify(genesis.chain_id, height, block_hash, genesis.public_keys, genesis.quorum)
+
     def verify(self, chain_id: bytes, height: int, block_hash: bytes, validators: Mapping[int, bytes], quorum: int) -> None:
         """Raise ConsensusError unless ``quorum`` distinct known validators signed COMMIT for the block."""
         message = vote_message("commit", chain_id, self.view, height, block_hash)
@@ -109,3 +120,69 @@ class CommitCertificate:
             signers.add(voter)
         if len(signers) < quorum:
             raise ConsensusError(f"certificate has {len(signers)} signatures, quorum is {quorum}")
+
+
+class AggregateCertificate:
+    """n - f BLS shares of one vote kind on one block in one view, summed: the signer bitmap (genesis
+    order, popbench/bls.py) and the 96-byte aggregate signature. A PREPARE one is a lock's certificate
+    (VIEW-CHANGE carries it); a COMMIT one is a block's commit certificate on the collector vote path.
+
+    Encoding: ``view u64 | 0xFFFFFFFF u32 | signers blob | aggregate (96)``; the marker sits where a list
+    certificate has its count, so one decoder (``decode_certificate``) reads both kinds of record.
+    """
+
+    __slots__ = ("aggregate", "signers", "view")
+
+    def __init__(self, view: int, signers: bytes, aggregate: bytes) -> None:
+        self.view = view
+        self.signers = signers
+        self.aggregate = aggregate
+
+    def encode(self) -> bytes:
+        return Writer().u64(self.view).u32(AGGREGATE_MARKER).blob(self.signers).fixed(self.aggregate, bls.SIGNATURE_BYTES).getvalue()
+
+    @classmethod
+    def decode(cls, data: bytes) -> AggregateCertificate:
+        reader = Reader(data)
+        view, marker = reader.u64(), reader.u32()
+        if marker != AGGREGATE_MARKER:
+            raise ProtocolError("not an aggregate certificate")
+        signers, aggregate = reader.blob(), reader.fixed(bls.SIGNATURE_BYTES)
+        reader.finish()
+        return cls(view, signers, aggregate)
+
+    def signer_ids(self, genesis: Genesis) -> list[int]:
+        """The node ids the bitmap names (ProtocolError if the bitmap is malformed for this genesis)."""
+        return [genesis.validators[i].node_id for i in bls.bitmap_signers(self.signers, genesis.n)]
+
+    def check(self, genesis: Genesis, height: int, block_hash: bytes, kind: str = "commit") -> None:
+        """Raise ConsensusError unless a quorum of genesis validators signed ``kind`` for the block: the
+        bitmap names at least n - f validators and the aggregate verifies against the sum of their keys."""
+        if genesis.params.votes == 0:
+            raise ConsensusError("a chain on the all-to-all vote path certifies with a list of signatures")
+        try:
+            indices = bls.bitmap_signers(self.signers, genesis.n)
+        except ProtocolError as err:
+            raise ConsensusError(f"certificate signer bitmap: {err}") from err
+        if len(indices) < genesis.quorum:
+            raise ConsensusError(f"certificate has {len(indices)} signers, quorum is {genesis.quorum}")
+        message = vote_message(kind, genesis.chain_id, self.view, height, block_hash)
+        if not genesis.bls_keys.verify_aggregate(indices, message, self.aggregate):
+            raise ConsensusError("certificate aggregate signature does not verify for its signers")
+
+    def valid(self, genesis: Genesis, height: int, block_hash: bytes, kind: str) -> bool:
+        try:
+            self.check(genesis, height, block_hash, kind)
+        except ConsensusError:
+            return False
+        return True
+
+
+AnyCertificate = CommitCertificate | AggregateCertificate
+
+
+def decode_certificate(data: bytes) -> AnyCertificate:
+    """A stored or transmitted commit certificate of either vote path (ProtocolError if neither)."""
+    if len(data) >= 12 and int.from_bytes(data[8:12], "big") == AGGREGATE_MARKER:
+        return AggregateCertificate.decode(data)
+    return CommitCertificate.decode(data)

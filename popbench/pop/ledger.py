@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from popbench.errors import ConsensusError, ProtocolError, StorageError, SyncError
 from popbench.genesis import Genesis
 from popbench.mempool import PoolItem
-from popbench.model.block import Block, CommitCertificate
+from popbench.model.block import AnyCertificate, Block, decode_certificate
 from popbench.model.proof import Proof
 from popbench.model.transfer import Transfer
 from popbench.pop.leaders import WINDOW, LeaderSchedule
@@ -34,7 +34,7 @@ class CommittedBlock:
 
     __slots__ = ("block", "certificate", "proofs", "transfers")
 
-    def __init__(self, block: Block, certificate: CommitCertificate, proofs: list[bytes], transfers: list[bytes]) -> None:
+    def __init__(self, block: Block, certificate: AnyCertificate, proofs: list[bytes], transfers: list[bytes]) -> None:
         self.block = block
         self.certificate = certificate
         self.proofs = proofs
@@ -48,7 +48,7 @@ class CommittedBlock:
     def decode(cls, data: bytes) -> CommittedBlock:
         reader = Reader(data)
         block = Block.decode(reader.blob())
-        certificate = CommitCertificate.decode(reader.blob())
+        certificate = decode_certificate(reader.blob())
         proofs, transfers = reader.blobs(), reader.blobs()
         reader.finish()
         return cls(block, certificate, proofs, transfers)
@@ -177,7 +177,7 @@ class Ledger:
         return post
 
     # -- commit ----------------------------------------------------------------------------------
-    def commit(self, block: Block, certificate: CommitCertificate, items: Sequence[PoolItem], post: State) -> CommittedBlock:
+    def commit(self, block: Block, certificate: AnyCertificate, items: Sequence[PoolItem], post: State) -> CommittedBlock:
         """Persist ``block`` with its certificate and make ``post`` the state; one SQLite transaction."""
         record = CommittedBlock(
             block, certificate,
@@ -211,7 +211,7 @@ class Ledger:
         except ProtocolError as err:
             raise SyncError(f"malformed committed block: {err}") from err
         block = record.block
-        record.certificate.verify(self.genesis.chain_id, block.height, block.hash, self.genesis.public_keys, self.genesis.quorum)
+        record.certificate.check(self.genesis, block.height, block.hash)
         items = items_of(record)
         post = self.execute(block, items)
         return self.commit(block, record.certificate, items, post)

@@ -142,6 +142,9 @@ def valid_votes(
 
 
 def decode_votes(raw: bytes) -> dict[int, bytes]:
+    """A VIEW-CHANGE's list of (voter, signature) PREPAREs; ProtocolError if it is not whole entries."""
+    if len(raw) % VOTE_ENTRY.size:
+        raise ProtocolError("prepared_votes is not a whole number of votes")
     return dict(VOTE_ENTRY.iter_unpack(raw))
 
 
@@ -157,7 +160,7 @@ def prepared_block_of(vc: ViewChange, chain_id: bytes, keys: Mapping[int, bytes]
         block = Block.decode(vc.prepared_block)
     except ProtocolError:
         return None
-    if block.height != vc.height:
+    if block.height != vc.height or len(vc.prepared_votes) % VOTE_ENTRY.size:
         return None
     votes = valid_votes("prepare", chain_id, vc.prepared_view, vc.height, block.hash, decode_votes(vc.prepared_votes), keys, verify)
     return block if len(votes) >= quorum else None

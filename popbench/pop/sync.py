@@ -90,7 +90,7 @@ def verify_snapshot(genesis: Genesis, height: int, data: bytes, raw_record: byte
     if block.height != height:
         raise SyncError(f"asked for the block at height {height}, got {block.height}")
     try:
-        record.certificate.verify(genesis.chain_id, block.height, block.hash, genesis.public_keys, genesis.quorum)
+        record.certificate.check(genesis, block.height, block.hash)
     except ConsensusError as err:
         raise SyncError(f"snapshot refused: the block at height {height} is not certified: {err}") from err
     state = State.decode_snapshot(data)

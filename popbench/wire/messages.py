@@ -22,6 +22,7 @@ from popbench.wire.enums import DisconnectReason, ItemKind, RejectReason, Role, 
 PROTOCOL_VERSION = 1
 PUBKEY_BYTES = 33  # compressed secp256k1 point
 SIGNATURE_BYTES = 64  # compact r || s, low-s
+BLS_SIGNATURE_BYTES = 96  # compressed BLS12-381 G2 point: a vote share or an aggregate (popbench/bls.py)
 NONCE_BYTES = 32
 WORK_BYTES = 16  # cumulative proof-of-work as an unsigned 128-bit integer
 
@@ -385,11 +386,64 @@ class Commit(Prepare):
     __slots__ = ()
 
 
+class PrepareShare(Prepare):
+    """The collector vote path's PREPARE: the same fields, signed with a 96-byte BLS share (popbench/bls.py)."""
+
+    TYPE = 25
+    __slots__ = ()
+    LAYOUT = struct.Struct(f">QQ{HASH_BYTES}sI{BLS_SIGNATURE_BYTES}s")
+
+
+class CommitShare(PrepareShare):
+    """The collector vote path's COMMIT, a BLS share."""
+
+    TYPE = 26
+    __slots__ = ()
+
+
+class PrepareAggregate(Message):
+    """A collector's certificate that n - f validators PREPAREd ``block_hash`` in (view, height): the
+    signer bitmap (genesis order) and the aggregate of their shares."""
+
+    TYPE = 27
+    __slots__ = ("view", "height", "block_hash", "signers", "aggregate")
+    _HEAD = struct.Struct(f">QQ{HASH_BYTES}s")
+
+    def __init__(self, view: int, height: int, block_hash: bytes, signers: bytes, aggregate: bytes) -> None:
+        self.view = view
+        self.height = height
+        self.block_hash = block_hash
+        self.signers = signers
+        self.aggregate = aggregate
+
+    def encode_body(self) -> bytes:
+        writer = Writer().pack(self._HEAD, self.view, self.height, self.block_hash).blob(self.signers)
+        return writer.fixed(self.aggregate, BLS_SIGNATURE_BYTES).getvalue()
+
+    @classmethod
+    def decode_body(cls, body: Body) -> PrepareAggregate:
+        reader = Reader(body)
+        view, height, block_hash = reader.unpack(cls._HEAD)
+        signers, aggregate = reader.blob(), reader.fixed(BLS_SIGNATURE_BYTES)
+        reader.finish()
+        return cls(view, height, block_hash, signers, aggregate)
+
+
+class CommitAggregate(PrepareAggregate):
+    """A collector's COMMIT certificate: with it a replica commits the block (it is the stored certificate)."""
+
+    TYPE = 28
+    __slots__ = ()
+
+
 class ViewChange(Message):
     """A validator gives up on the current view and carries what it prepared into ``new_view``.
 
     ``prepared_block`` is empty when the sender prepared nothing at ``height``; otherwise
-    ``prepared_votes`` is the concatenation of (u32 voter, 64-byte signature) PREPARE votes for it.
+    ``prepared_votes`` is its lock's certificate: on the all-to-all path the concatenation of (u32
+    voter, 64-byte signature) PREPARE votes, on the collector path an encoded PREPARE
+    ``AggregateCertificate`` (popbench/model/block.py). Which one is the chain's choice, so the
+    certificate is parsed where it is checked (a malformed one counts as no lock), not here.
     """
 
     TYPE = 23
@@ -426,8 +480,6 @@ class ViewChange(Message):
         block, votes = reader.blob(), reader.blob()
         signature = reader.fixed(SIGNATURE_BYTES)
         reader.finish()
-        if len(votes) % (4 + SIGNATURE_BYTES):
-            raise ProtocolError("ViewChange prepared_votes is not a whole number of votes")
         return cls(new_view, height, voter, prepared_view, block, votes, signature)
 
 
@@ -695,7 +747,7 @@ class PowChain(BlockResponse):
 MESSAGE_TYPES: tuple[type[Message], ...] = (
     Hello, HelloAck, Ping, Pong, Disconnect,
     Submit, SubmitResult, Subscribe, Committed, Gossip, ItemsRequest,
-    PrePrepare, Prepare, Commit, ViewChange, NewView,
+    PrePrepare, Prepare, Commit, ViewChange, NewView, PrepareShare, CommitShare, PrepareAggregate, CommitAggregate,
     BlockRequest, BlockResponse, SnapshotRequest, SnapshotChunk,
     StatusRequest, Status, PeersRequest, Peers,
     PowAnnounce, PowGetBlock, PowBlock, PowGetChain, PowChain,
