@@ -30,7 +30,7 @@ VERDICT_MARKS: dict[Verdict, str] = {
 }
 OUTCOME_MEANINGS: dict[Outcome, str] = {
     Outcome.PASS: "no significant regression",
-    Outcome.REGRESSION: "significant regression",
+    Outcome.REGRESSION: "significant regression",  # or, by fixed tolerance alone, regression_meaning's words
     Outcome.NOT_LIKE_FOR_LIKE: "not like for like (use --force to compare anyway)",
     Outcome.INCONCLUSIVE: "inconclusive",
 }
@@ -82,13 +82,21 @@ def comparison_rows(comparison: Comparison) -> list[list[str]]:
 
 def outcome_line(comparison: Comparison) -> str:
     outcome = comparison.outcome
-    detail = ""
+    meaning, detail = OUTCOME_MEANINGS[outcome], ""
     if outcome is Outcome.REGRESSION:
-        detail = ": " + ", ".join(figure.label for figure in comparison.regressions)
+        meaning, detail = regression_meaning(comparison.regressions)
     elif outcome is Outcome.INCONCLUSIVE:
         detail = inconclusive_detail(comparison)
     forced = " (forced past like-for-like mismatches)" if comparison.forced and comparison.mismatches else ""
-    return f"exit {int(comparison.exit_status)}: {OUTCOME_MEANINGS[outcome]}{detail}{forced}"
+    return f"exit {int(comparison.exit_status)}: {meaning}{detail}{forced}"
+
+
+def regression_meaning(regressions: list[FigureComparison]) -> tuple[str, str]:
+    """The outcome's words and the figures: a regression is called significant only where a test found
+    it; a figure failed by its fixed tolerance (too few runs for a test) is named as such."""
+    tested = any(figure.basis is Basis.MANN_WHITNEY for figure in regressions)
+    names = ", ".join(figure.label + ("" if figure.basis is Basis.MANN_WHITNEY else " (fixed tolerance)") for figure in regressions)
+    return ("significant regression" if tested else "regression beyond the fixed tolerance (too few runs for a test)"), f": {names}"
 
 
 def inconclusive_detail(comparison: Comparison) -> str:

@@ -61,7 +61,7 @@ class Outcome(StrEnum):
     """What the comparison concluded; the exit status follows from it (an accepted INCONCLUSIVE exits 0)."""
 
     PASS = "no significant regression"
-    REGRESSION = "significant regression"
+    REGRESSION = "regression"
     NOT_LIKE_FOR_LIKE = "not like for like"
     INCONCLUSIVE = "inconclusive"
 
