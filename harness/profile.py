@@ -3,7 +3,7 @@
 Every key is declared once, in the section dataclasses below (with its default, and a numeric key with
 the range it accepts: :class:`Bound`). An unknown key or a bad value is refused with ConfigError naming
 the file and the dotted key; the command-line flags that override a key take their range from the same
-declaration (harness/cli/numbers.py), so a flag and its key refuse the same values. Reference:
+declaration (harness/cli/numeric.py), so a flag and its key refuse the same values. Reference:
 docs/profiles.md.
 """
 

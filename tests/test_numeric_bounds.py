@@ -1,5 +1,5 @@
 """Every number a user gives is held to its range: each numeric profile key (harness/profile.py, Bound)
-and each numeric option of every command (harness/cli/numbers.py), refused with the key or the option
+and each numeric option of every command (harness/cli/numeric.py), refused with the key or the option
 named, before anything runs. ``--rate -10`` once ran and scored 89.9 B ("no submission load")."""
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from click.testing import CliRunner
 
 from harness.cli import commands
 from harness.cli.main import main
-from harness.cli.numbers import BoundedNumber
+from harness.cli.numeric import BoundedNumber
 from harness.profile import BOUND_KEY, SECTIONS, Fault, key_bound, load_profile, profile_from_dict
 from popbench.errors import ConfigError
 

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import click
 
-from harness.cli.numbers import number
+from harness.cli.numeric import number
 from harness.regress.baselines import BASELINES_ENV, default_baselines_dir, list_baselines, make_baseline, save_baseline
 from harness.regress.figures import WATCHED_FIGURES
 from harness.regress.render import append_step_summary, render_json, render_markdown, render_table

@@ -13,7 +13,7 @@ from pathlib import Path
 import click
 
 from harness.cli.node import default_keys_path
-from harness.cli.numbers import integer
+from harness.cli.numeric import integer
 from popbench import crypto
 from popbench.errors import ConfigError
 from popbench.genesis import MAX_AMOUNT, MAX_NODE_ID, ChainParams, Genesis, make_genesis, write_genesis, write_keys

@@ -13,7 +13,7 @@ import msgspec
 import orjson
 import uvloop
 
-from harness.cli.numbers import integer
+from harness.cli.numeric import integer
 from popbench import crypto
 from popbench.client import NodeClient
 from popbench.errors import ConfigError

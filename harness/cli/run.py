@@ -18,7 +18,7 @@ import click
 import uvloop
 from click.core import ParameterSource
 
-from harness.cli.numbers import integer, profile_key
+from harness.cli.numeric import integer, profile_key
 from harness.kinds import Topology
 from harness.metrics import assemble as metrics
 from harness.metrics.findings import findings

@@ -35,7 +35,7 @@ from harness.capacity.runner import ProcessRunner, RunSettings
 from harness.capacity.search import Budget, Progress, SearchPlan, SizeStatus, format_duration
 from harness.capacity.store import SWEEP_FILE, Sweep, load_sweep
 from harness.capacity.sweep import run_sweep, write_page
-from harness.cli.numbers import integer, positive, profile_key
+from harness.cli.numeric import integer, positive, profile_key
 from harness.kinds import WorkloadMode
 from harness.profile import Profile, apply_overrides, load_profile, scaling_note
 from popbench.errors import ConfigError
