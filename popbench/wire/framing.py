@@ -165,7 +165,8 @@ class FramedProtocol(asyncio.Protocol):
             return
         data = b"".join(self._outbox) if len(self._outbox) > 1 else self._outbox[0]
         self._outbox.clear()
-        transport.write(data)
+        if not self._write(transport, data):
+            return
         if transport.get_write_buffer_size() > MAX_PENDING_WRITE_BYTES:
             self.slow_consumer()
 
@@ -181,8 +182,20 @@ class FramedProtocol(asyncio.Protocol):
 
     def flush_now(self) -> None:
         if self._outbox and self.transport is not None and not self.transport.is_closing():
-            self.transport.write(b"".join(self._outbox))
+            self._write(self.transport, b"".join(self._outbox))
         self._outbox.clear()
+
+    def _write(self, transport: asyncio.Transport, data: bytes) -> bool:
+        """Write, unless the socket is already gone: uvloop closes a stream's handle when the kernel
+        reports the connection dead (a peer that was stopped, then reset) before ``is_closing()`` says so
+        and before ``connection_lost`` runs, and a write in between raises RuntimeError ("the handler is
+        closed"). The frames are lost either way; the connection counts as broken."""
+        try:
+            transport.write(data)
+        except RuntimeError:
+            self._broken = True
+            return False
+        return True
 
     @property
     def is_open(self) -> bool:
