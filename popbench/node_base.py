@@ -8,6 +8,7 @@ are up, which the harness waits for.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import time
 from collections.abc import Callable
@@ -17,6 +18,8 @@ import msgspec
 
 from popbench import crypto
 from popbench.counters import NodeCounters
+from popbench.errors import ConfigError
+from popbench.faults import NodeFaults, faults_path
 from popbench.loop_exceptions import unexpected_exceptions
 from popbench.net.connection import Connection, Identity
 from popbench.net.discovery import PeerDiscovery
@@ -52,10 +55,14 @@ class NodeBase:
         self.report = report or (lambda event, fields: None)
         config.data_dir.mkdir(parents=True, exist_ok=True)
         self.store = Store(node_database(config.data_dir, config.node_id))
+        self.faults = NodeFaults()  # what the harness asks this node to emulate (popbench/faults.py)
+        self.store.before_write = self.faults.disk.before_write
+        with contextlib.suppress(ConfigError):  # a node restarted during a fault suffers it from the start
+            self.faults.load(faults_path(config.data_dir, config.node_id))
         self.identity = Identity(self.genesis.chain_id, config.node_id, config.role, config.key,
                                  self.genesis.public_keys, *config.listen)  # fmt: skip
         self.validator_ids = frozenset(self.genesis.public_keys)
-        self.peers = PeerManager(self, config.delay_to)
+        self.peers = PeerManager(self, config.delay_to, self.faults.links)
         self.discovery = PeerDiscovery(self)
 
     async def _listen_and_dial(self) -> None:
@@ -78,6 +85,20 @@ class NodeBase:
     def status(self) -> AnyStatus:
         """This node's STATUS; building it reads the node and changes nothing."""
         raise NotImplementedError
+
+    def reload_faults(self) -> None:
+        """SIGUSR1: read the faults the harness wrote for this node (popbench/faults.py) and apply them."""
+        try:
+            self.faults.load(faults_path(self.config.data_dir, self.node_id))
+        except ConfigError as err:
+            self.report("faults-refused", {"error": str(err)})
+            return
+        self.faults_changed()
+        self.report("faults-loaded", self.faults.describe())
+
+    def faults_changed(self) -> None:
+        """A node kind applies what its own parts read (the PoP validator: its engine's clock, its ledger's)."""
+        return None
 
     def shared_status_fields(self) -> SharedStatusFields:
         """The STATUS fields both node kinds fill the same way (popbench.wire.status.NodeStatus)."""

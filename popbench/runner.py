@@ -38,6 +38,7 @@ async def _serve(config: NodeConfig, report: Reporter | None, every_s: float | N
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, stop.set)
     node = make_node(config, report)
+    loop.add_signal_handler(signal.SIGUSR1, node.reload_faults)  # the harness wrote this node's faults file
     ticker: asyncio.Task[None] | None = None
     try:
         await node.start()

@@ -8,7 +8,7 @@ Every committed block is written with its state changes and item ids in one tran
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Self
@@ -37,11 +37,18 @@ def node_database(data_dir: Path, node_id: int) -> Path:
     return data_dir / f"node-{node_id}.sqlite"
 
 
+def _no_fault() -> None:
+    return None
+
+
 class Store:
     """The node's database; used from the node's one thread."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
+        # Called before every transaction: an emulated disk fault (popbench/faults.py) blocks or raises here,
+        # before anything is written, so a failed write leaves the database exactly as it was.
+        self.before_write: Callable[[], None] = _no_fault
         try:
             self._db = sqlite3.connect(path, isolation_level=None)
             self._db.execute("PRAGMA journal_mode=WAL")
@@ -138,6 +145,7 @@ class Store:
 
     # -- plumbing ----------------------------------------------------------------------------------
     def _transaction(self) -> _Transaction:
+        self.before_write()
         return _Transaction(self._db, self.path)
 
     def _one(self, sql: str, args: tuple[object, ...] = ()) -> tuple[Any, ...] | None:  # SQLite rows are untyped

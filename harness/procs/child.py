@@ -77,6 +77,9 @@ def forget_parent_loop() -> None:
     signal.set_wakeup_fd(-1)
     for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGCHLD, signal.SIGHUP):
         signal.signal(signum, signal.SIG_DFL)
+    # SIGUSR1 asks a node to reload its emulated faults (popbench/faults.py); until the node's loop handles
+    # it, ignore it rather than die of it (the default action), so a fault sent to a restarting node is safe
+    signal.signal(signal.SIGUSR1, signal.SIG_IGN)
     asyncio.events._set_running_loop(None)
     asyncio.set_event_loop_policy(None)
     forget_parent_exceptions()  # the supervisor's count of loop exceptions is not ours

@@ -15,6 +15,7 @@ from typing import Protocol
 from popbench import crypto
 from popbench.counters import NodeCounters
 from popbench.errors import ProtocolError
+from popbench.faults import LinkFaults
 from popbench.net import handshake
 from popbench.wire import (
     PROTOCOL_VERSION,
@@ -80,11 +81,13 @@ class HandshakeState(enum.Enum):
 class Connection(FramedProtocol):
     """A framed connection that authenticates its peer before passing on any message."""
 
-    def __init__(self, host: ConnectionHost, outbound: bool, delay_s: float = 0.0) -> None:
+    def __init__(self, host: ConnectionHost, outbound: bool, delay_s: float = 0.0, faults: LinkFaults | None = None) -> None:
         super().__init__()
         self.host = host
         self.outbound = outbound
         self.delay_s = delay_s
+        self.faults = faults  # emulated partition and link shaping (popbench/faults.py); None: a plain link
+        self._held_until = 0.0  # loop time the last held frame goes out: shaped frames never reorder
         self.state = HandshakeState.AWAIT_HELLO
         self.peer: Hello | None = None
         self.established = asyncio.get_running_loop().create_future()
@@ -153,6 +156,8 @@ class Connection(FramedProtocol):
         name = type(message).__name__
         counters.frames_in[name] += 1
         if self.state is HandshakeState.ESTABLISHED:
+            if self._cut_off(self.peer):
+                return  # an emulated partition: the packet never arrived
             if type(message) is Disconnect:
                 self._peer_disconnected(message)
             else:
@@ -184,6 +189,8 @@ class Connection(FramedProtocol):
             self._refuse(DisconnectReason.UNEXPECTED_MESSAGE, f"{type(message).__name__} during handshake")
 
     def _on_hello(self, hello: Hello) -> None:
+        if self._cut_off(hello):
+            return  # unanswered, as across a real partition: the dialler's handshake times out
         me = self.host.identity
         if me.chain_id is None:  # a chain-agnostic client adopts the node's chain, then says HELLO
             me.chain_id = hello.chain_id
@@ -243,6 +250,9 @@ class Connection(FramedProtocol):
         counters = self.host.counters
         counters.frames_out[name] += 1
         counters.bytes_out[name] += len(frame)
+        if self.faults is not None and self.faults.active and self.peer_role == Role.VALIDATOR:
+            self._send_shaped(frame)
+            return
         if self.delay_s <= 0:
             self.send_frame(frame)
             return
@@ -257,6 +267,25 @@ class Connection(FramedProtocol):
 
     def _close_batch(self) -> None:
         self._delayed = None
+
+    def _cut_off(self, peer: Hello | None) -> bool:
+        """An emulated partition cuts validator links only: clients (drivers, monitors) keep their node."""
+        if self.faults is None or peer is None or peer.role != Role.VALIDATOR or not self.faults.blocks(peer.node_id):
+            return False
+        self.faults.dropped += 1
+        return True
+
+    def _send_shaped(self, frame: bytes) -> None:
+        """An emulated fault is on: drop the frame (partition) or hold it (delay, jitter, loss, bandwidth) on
+        top of the WAN delay, never letting it overtake an earlier frame, as TCP would not."""
+        assert self.faults is not None
+        hold_s = self.faults.hold_s(self.peer_id, len(frame))
+        if hold_s is None:
+            self.faults.dropped += 1
+            return
+        loop = asyncio.get_running_loop()
+        self._held_until = max(loop.time() + self.delay_s + hold_s, self._held_until)
+        loop.call_at(self._held_until, self.send_frame, frame)
 
     def _release(self, batch: list[bytes]) -> None:
         for frame in batch:

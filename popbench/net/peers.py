@@ -14,9 +14,11 @@ key it proved (``followers``), so it can neither replace a validator's link nor 
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import socket
 from collections.abc import Callable, Iterable
 
+from popbench.faults import LinkFaults
 from popbench.net import handshake
 from popbench.net.connection import Connection, ConnectionHost
 from popbench.wire import DisconnectReason, Message, Role, encode_frame
@@ -32,8 +34,10 @@ Address = tuple[str, int]
 class PeerManager:
     """Owns every connection of one node and the tasks that keep its outbound links up."""
 
-    def __init__(self, host: ConnectionHost, delay_for: Callable[[int], float] | None = None) -> None:
+    def __init__(self, host: ConnectionHost, delay_for: Callable[[int], float] | None = None,
+                 faults: LinkFaults | None = None) -> None:  # fmt: skip
         self.host = host
+        self.faults = faults  # partitions and shaped links the harness asked this node to emulate (popbench/faults.py)
         self.links: dict[int, Connection] = {}  # links to genesis validators, by the id their key proved
         self.followers: dict[bytes, Connection] = {}  # links to followers, by the public key they proved
         self.clients: set[Connection] = set()  # drivers, monitors, joiners in the handshake's CLIENT role
@@ -49,7 +53,7 @@ class PeerManager:
     async def listen(self, sock: socket.socket) -> None:
         """Serve on an already bound socket (the supervisor binds it before forking)."""
         loop = asyncio.get_running_loop()
-        self._server = await loop.create_server(lambda: self._track(Connection(self.host, outbound=False)), sock=sock)
+        self._server = await loop.create_server(lambda: self._track(Connection(self.host, False, faults=self.faults)), sock=sock)
 
     def dial(self, address: Address, node_id: int | None = None) -> None:
         """Keep a link to the node at ``address`` up: dial now, and again with backoff whenever it drops.
@@ -87,11 +91,10 @@ class PeerManager:
         keeps a ``--peer`` address (dialled before its id is known) from being redialled every
         REDIAL_MAX_S for as long as the link the other side dialled is up, each time refused again.
         """
-        loop = asyncio.get_running_loop()
         delay_s = self._delay_for(node_id) if node_id is not None else 0.0
         try:
             _, conn = await asyncio.wait_for(
-                loop.create_connection(lambda: self._track(Connection(self.host, True, delay_s)), *address),
+                self._connect(address, lambda: self._track(Connection(self.host, True, delay_s, self.faults))),
                 DIAL_TIMEOUT_S,
             )
         except (OSError, ConnectionError, TimeoutError):
@@ -101,6 +104,20 @@ class PeerManager:
         except (ConnectionError, TimeoutError):
             return None, self._proven_id(conn)
         return conn, self._proven_id(conn)
+
+    async def _connect(self, address: Address, factory: Callable[[], Connection]) -> tuple[asyncio.BaseTransport, Connection]:
+        """A TCP connection to ``address``, from this node's own loopback address where it has one."""
+        loop = asyncio.get_running_loop()
+        source = dial_source(self.host.identity.listen_host, address)
+        if source is None:
+            return await loop.create_connection(factory, *address)
+        sock = source_socket(source)
+        try:
+            await loop.sock_connect(sock, address)
+            return await loop.create_connection(factory, sock=sock)
+        except BaseException:  # refused, timed out or cancelled: the socket is still ours to close
+            sock.close()
+            raise
 
     def _proven_id(self, conn: Connection) -> int | None:
         """The genesis validator id ``conn``'s peer proved (its HELLO_ACK verified here), else None."""
@@ -210,6 +227,41 @@ class PeerManager:
         if self._server is not None:
             self._server.close()
             await asyncio.gather(*self._dialing.values(), return_exceptions=True)
+
+
+def dial_source(own_host: str, address: Address) -> Address | None:
+    """Where to dial ``address`` from: this node's own listen host (any port) when both are loopback
+    addresses, else wherever the kernel routes from (None).
+
+    With one loopback address per node (the harness's ``per-node`` plan), a dial from the default source
+    127.0.0.1 would make every node look alike to the kernel; from its own address, an iptables or tc rule
+    on a (source, destination) pair touches exactly that pair of nodes (docs/faults.md)."""
+    return (own_host, 0) if _is_ipv4_loopback(own_host) and _is_ipv4_loopback(address[0]) else None
+
+
+def source_socket(source: Address) -> socket.socket:
+    """A non-blocking TCP socket bound to ``source``'s host, its port left to connect().
+
+    IP_BIND_ADDRESS_NO_PORT (Linux) defers the port to connect(), which needs only the whole 4-tuple
+    to be unique, as an unbound dial does; a plain bind(host, 0) would reserve a port per connection
+    and run out of ephemeral ports (about 28,000) on a large shared-address mesh."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    try:
+        sock.setblocking(False)
+        if hasattr(socket, "IP_BIND_ADDRESS_NO_PORT"):
+            sock.setsockopt(socket.IPPROTO_IP, socket.IP_BIND_ADDRESS_NO_PORT, 1)
+        sock.bind(source)
+    except OSError:
+        sock.close()
+        raise
+    return sock
+
+
+def _is_ipv4_loopback(host: str) -> bool:
+    try:
+        return ipaddress.IPv4Address(host).is_loopback
+    except ValueError:  # a name, IPv6, or empty (not yet listening): let the kernel choose
+        return False
 
 
 def bind_listener(address: Address) -> socket.socket:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import time
 from typing import Protocol
 
-from popbench.errors import ConsensusError, SyncError
+from popbench.errors import ConsensusError, StorageError, SyncError
 from popbench.net.connection import Connection
 from popbench.pop.ledger import CommittedBlock, Ledger
 from popbench.wire import BlockRequest, BlockResponse, Message, SnapshotChunk, SnapshotRequest
@@ -80,7 +80,7 @@ class CatchUp:
         for data in message.blocks:
             try:
                 record = ledger.apply_committed(data)
-            except (SyncError, ConsensusError):
+            except (SyncError, ConsensusError, StorageError):  # a failing disk: try again on a later answer
                 self.sync_failures += 1
                 break
             self.blocks_fetched += 1

@@ -27,10 +27,28 @@ class Clock(Protocol):
 
 
 class LoopClock:
-    """The production clock: ``time.monotonic_ns`` and the running asyncio (uvloop) loop's timers."""
+    """The production clock: ``time.monotonic_ns`` and the running asyncio (uvloop) loop's timers.
+
+    ``drift_ppm`` (a clock-skew fault, popbench/faults.py) makes it run fast (+) or slow: its timers fire
+    early or late and its elapsed times stretch by the same factor, as a drifting oscillator's would.
+    """
+
+    def __init__(self) -> None:
+        self.drift_ppm = 0.0
+        self._since_ns = 0  # monotonic time of the last drift change, and this clock's reading then
+        self._read_then_ns = 0
 
     def now_ns(self) -> int:
-        return time.monotonic_ns()
+        now = time.monotonic_ns()
+        if not self._since_ns:  # never drifted: the plain monotonic clock
+            return now
+        return self._read_then_ns + round((now - self._since_ns) * (1 + self.drift_ppm / 1e6))
+
+    def set_drift(self, drift_ppm: float) -> None:
+        """Change the drift from now on; readings stay continuous and never go back."""
+        self._read_then_ns = self.now_ns()
+        self._since_ns = time.monotonic_ns()
+        self.drift_ppm = drift_ppm
 
     def call_later(self, delay_s: float, callback: Callable[[], None]) -> TimerHandle:
-        return asyncio.get_running_loop().call_later(delay_s, callback)
+        return asyncio.get_running_loop().call_later(delay_s / (1 + self.drift_ppm / 1e6), callback)

@@ -11,7 +11,7 @@ accounts that execution wrote, so a restarted node holds the state root its cert
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from popbench.errors import ConsensusError, ProtocolError, StorageError, SyncError
 from popbench.genesis import Genesis
@@ -70,6 +70,7 @@ class Ledger:
         self.height = 0
         self.head_hash = GENESIS_HASH
         self.last_commit_ns = 0
+        self.wall_ns: Callable[[], int] = time.time_ns  # block timestamps; a clock-skew fault shifts it
         self.leaders = LeaderSchedule(genesis, reputation=genesis.params.leader_reputation == 1)
         self._load()
 
@@ -130,7 +131,7 @@ class Ledger:
         post = self._apply(proofs, transfers, proposer)
         block = Block(
             height=self.height + 1, view=view, prev_hash=self.head_hash, proposer=proposer,
-            timestamp_ns=time.time_ns(), items_root=Block.items_root_of(proof_ids, transfer_ids),
+            timestamp_ns=self.wall_ns(), items_root=Block.items_root_of(proof_ids, transfer_ids),
             state_root=post.root(), proof_ids=proof_ids, transfer_ids=transfer_ids,
         )  # fmt: skip
         return block, post
