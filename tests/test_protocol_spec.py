@@ -647,3 +647,79 @@ def test_a_bond_moves_its_amount_from_balance_to_stake(tmp_path: Path) -> None:
         assert post.encode_snapshot() == expected and block.state_root == state_root(expected)
     finally:
         store.close()
+
+
+# -- docs/consensus.md, "Leader reputation" -----------------------------------------------------------
+REPUTATION_WINDOW = 1024  # step 4: missed turns older than this are forgotten, and no exclusion is longer
+
+
+class SpecLeaders:
+    """Who leads (v, h), by docs/consensus.md's "Leader reputation", steps 1-8, from committed headers."""
+
+    def __init__(self, schedule: list[int], n: int, reputation: bool = True) -> None:
+        self.schedule, self.n, self.f, self.reputation = schedule, n, (n - 1) // 3, reputation
+        self.head_view = 0
+        self.misses: dict[int, list[int]] = {}  # validator -> heights of its missed turns, oldest first
+        self.candidates, self.excluded, self.probation = list(schedule), set[int](), set[int]()
+
+    def leader(self, view: int, height: int) -> int:
+        return self.candidates[(view + height) % len(self.candidates)]
+
+    def exclusion(self, misses: int) -> int:
+        return min(16 * self.n * 2 ** (misses - 1), REPUTATION_WINDOW)  # step 5: E(m)
+
+    def committed(self, height: int, view: int, proposer: int) -> None:
+        """Block ``height``, whose header says ``view`` and ``proposer``, is the new head."""
+        if self.reputation:
+            for failed in range(max(self.head_view, view - self.n), view):  # step 1: the last n views at most
+                missed = self.leader(failed, height)
+                if missed != proposer:
+                    self.misses.setdefault(missed, []).append(height)
+            self.misses.pop(proposer, None)  # step 2
+        self.head_view = max(self.head_view, view)  # step 3
+        if not self.reputation:
+            return
+        following = height + 1
+        kept = {node: [h for h in heights if h > following - REPUTATION_WINDOW] for node, heights in self.misses.items()}
+        self.misses = {node: heights for node, heights in kept.items() if heights}  # step 4
+        qualify = [node for node, heights in self.misses.items() if following < heights[-1] + self.exclusion(len(heights))]
+        qualify.sort(key=lambda node: (-self.misses[node][-1], node))  # step 6: the most recent miss first
+        self.excluded = set(qualify[: self.f])
+        self.probation = set(self.misses) - self.excluded  # step 7
+        self.candidates = [slot for slot in self.schedule if slot not in self.excluded] or list(self.schedule)  # step 8
+
+
+def test_the_leader_reputation_rule_of_the_spec_is_popbench_s() -> None:
+    """Random chains of headers (leaders down, views lost otherwise, re-proposed headers) fed to the spec's
+    rule and to popbench.pop.leaders: the same leaders, exclusions and probations at every height."""
+    from popbench.model.block import Block as PopBlock
+    from popbench.pop.leaders import LeaderSchedule
+
+    rng = random.Random(8)
+    heights_with_exclusions = 0
+    for case in range(16):
+        size = rng.choice((4, 7, 10))
+        stakes = [1000] * size if case % 2 else [1000 * rng.randrange(1, 4) for _ in range(size)]  # a short weighted schedule
+        reputation = case % 8 != 7
+        spec = SpecLeaders(spec_leader_schedule(list(enumerate(stakes))), size, reputation)
+        ours = LeaderSchedule(genesis_of(stakes), reputation=reputation)
+        down: set[int] = set(rng.sample(range(size), rng.randrange(0, (size - 1) // 3 + 2)))
+        view = 0
+        for height in range(1, 1200):
+            if rng.random() < 0.02:
+                down = set(rng.sample(range(size), rng.randrange(0, 3)))
+            view += rng.random() < 0.03  # a view lost to something else than its leader
+            while spec.leader(view, height) in down:
+                view += 1
+            header_view = view
+            if view > spec.head_view and rng.random() < 0.1:  # a re-proposal keeps an earlier view's header
+                header_view = rng.randrange(spec.head_view, view)
+            proposer = spec.leader(header_view, height)
+            assert [spec.leader(v, height) for v in range(view, view + 12)] == [ours.leader(v, height) for v in range(view, view + 12)]
+            spec.committed(height, header_view, proposer)
+            ours.advance(PopBlock(height, header_view, bytes(32), proposer, 0, bytes(32), bytes(32), [], []))
+            assert spec.excluded == set(ours.excluded()), f"case {case}, height {height}"
+            assert spec.probation == {node for node in range(size) if ours.on_probation(node)}, f"case {case}, height {height}"
+            heights_with_exclusions += bool(spec.excluded)
+        assert reputation or not spec.misses
+    assert heights_with_exclusions > 5000, "the chains exercise exclusions"
