@@ -20,7 +20,7 @@ from typing import Any, TypeVar, get_type_hints
 
 from harness.kinds import FaultKind, InvalidKind, LoadShape, Topology, WorkloadMode
 from popbench.errors import ConfigError
-from popbench.kinds import ByzantineBehaviour, ConsensusKind, CryptoBackend, values
+from popbench.kinds import ByzantineBehaviour, ConsensusKind, CryptoBackend, VotePath, values
 from popbench.model.proof import MAX_PAYLOAD_BYTES
 
 PROFILES_DIR = Path(__file__).resolve().parent.parent / "profiles"
@@ -82,6 +82,7 @@ class Network:
     consensus: ConsensusKind = ConsensusKind.PBFT
     nodes: int = bounded(4, COUNT)
     topology: Topology = Topology.FULL_MESH
+    votes: VotePath = VotePath.ALL_TO_ALL  # PBFT's vote path: "all-to-all" or "collector" (docs/consensus.md)
     degree: int = bounded(4, COUNT)  # k of k-regular
     bootstrap_nodes: int = bounded(3, COUNT)  # second tier of the hierarchy
     regions: list[str] = field(default_factory=list)

@@ -19,6 +19,7 @@ from typing import Any
 
 from popbench import bls, crypto
 from popbench.errors import ConfigError
+from popbench.kinds import VotePath
 from popbench.model.hashing import address_of
 
 MAX_SCHEDULE_SLOTS = 10_000  # stakes are scaled down until one rotation fits in this many slots
@@ -26,7 +27,7 @@ MAX_NODE_ID = 2**32 - 1  # a node id travels as a u32 (HELLO, votes, certificate
 MAX_AMOUNT = 2**64 - 1  # balances and stakes are u64 in the state's account records (docs/protocol.md)
 VOTES_ALL_TO_ALL = 0
 VOTES_COLLECTOR = 1
-VOTE_PATHS = {"all-to-all": VOTES_ALL_TO_ALL, "collector": VOTES_COLLECTOR}  # the profile's names
+VOTE_PATHS = {VotePath.ALL_TO_ALL.value: VOTES_ALL_TO_ALL, VotePath.COLLECTOR.value: VOTES_COLLECTOR}  # by the profile's names
 
 
 @dataclass(frozen=True)

@@ -29,6 +29,14 @@ class ByzantineBehaviour(StrEnum):
     WITHHOLD_VOTES = "withhold-votes"
 
 
+class VotePath(StrEnum):
+    """How PREPARE and COMMIT travel (docs/consensus.md): ECDSA votes to every validator, or BLS shares
+    to the view's collectors, who answer with aggregate certificates. A chain parameter (params.votes)."""
+
+    ALL_TO_ALL = "all-to-all"
+    COLLECTOR = "collector"
+
+
 class CryptoBackend(StrEnum):
     """The two secp256k1 backends of popbench.crypto; each verifies the other's signatures."""
 

@@ -193,3 +193,26 @@ def test_a_chain_accepts_only_its_own_vote_paths_certificates() -> None:
     with pytest.raises(ConsensusError, match="aggregate signatures"):
         CommitCertificate(2, []).check(genesis, 5, BLOCK_HASH)
     assert isinstance(decode_certificate(CommitCertificate(2, []).encode()), CommitCertificate)
+
+
+# -- docs/protocol.md section 14.4, recomputed --------------------------------------------------------------
+def test_the_collector_path_test_vectors_of_the_protocol_spec() -> None:
+    from popbench.wire import PrepareAggregate, PrepareShare
+
+    spec = (Path(__file__).parent.parent / "docs" / "protocol.md").read_text()
+    section = spec[spec.index("### 14.4 Test vectors") :]
+    keys = [bls.bls_key_from_secret(s.to_bytes(32, "big")) for s in (1, 2, 3)]
+    chain_id, block_hash = b"\xaa" * 32, b"\xbb" * 32
+    message = vote_message("prepare", chain_id, 0, 1, block_hash)
+    assert len(message) == 105 and message.startswith(bytes.fromhex("706f7062656e63682f766f74652f76312f707265706172652f"))
+    share = keys[0].sign(message)
+    total = bls.aggregate(k.sign(message) for k in keys)
+    assert total is not None
+    certificate = AggregateCertificate(0, bls.signers_bitmap([0, 1, 2], 4), total)
+    head = bytes(16 - 1) + b"\x01" + block_hash
+    for value in (*(k.public_key for k in keys), keys[0].prove_possession(), share, total):
+        assert value.hex() in section
+    assert PrepareShare(0, 1, block_hash, 0, share).encode_body() == head + bytes(4) + share
+    assert PrepareAggregate(0, 1, block_hash, b"\xe0", total).encode_body() == head + bytes.fromhex("00000001e0") + total
+    assert certificate.encode() == bytes.fromhex("0000000000000000ffffffff00000001e0") + total
+    assert "0000000000000000ffffffff00000001e0" in section and "`00000001e0`" in section

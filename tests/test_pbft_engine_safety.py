@@ -11,7 +11,7 @@ from pathlib import Path
 
 from popbench import crypto
 from popbench.model.block import Block, vote_message
-from popbench.pop.pbft_round import VoteBook, decode_votes, prepared_block_of, view_change_message
+from popbench.pop.pbft_round import VoteBook, decode_votes, list_lock_check, prepared_block_of, view_change_message
 from popbench.wire import BlockResponse, Commit, NewView, Prepare, PrePrepare, ViewChange
 from tests.memory_network import Envelope, MemoryNetwork, leader_of
 
@@ -52,12 +52,13 @@ def test_a_bad_signature_prepare_never_enters_a_lock_or_a_view_change(tmp_path: 
     lock = net.engines[victim].prepared
     assert lock is not None and set(lock.votes) == {L0, victim, other}
     net.clock.advance(1.0)  # commits are still held: every node times out and asks for view 1
+    check = list_lock_check(net.genesis.chain_id, net.genesis.public_keys, net.genesis.quorum, crypto.verify)
     for node in (L0, victim, other):
         vc = sent_of(net, ViewChange, node)[0]
         assert byzantine not in decode_votes(vc.prepared_votes)
-        assert prepared_block_of(vc, net.genesis.chain_id, net.genesis.public_keys, net.genesis.quorum, crypto.verify) is not None
+        assert prepared_block_of(vc, check) is not None
         from_the_future = ViewChange(vc.prepared_view, 1, node, vc.prepared_view, vc.prepared_block, vc.prepared_votes, vc.signature)
-        assert prepared_block_of(from_the_future, net.genesis.chain_id, net.genesis.public_keys, net.genesis.quorum, crypto.verify) is None
+        assert prepared_block_of(from_the_future, check) is None
 
 
 def test_a_locked_leader_re_proposes_its_lock_byte_for_byte(tmp_path: Path) -> None:

@@ -1,18 +1,19 @@
 """Deterministic simulation of the real PBFT engine under a seeded adversary (package tests/sim).
 
-The default run is 2,500 schedules (honest 600, byzantine 1,200, ledger 200, node-faults 300, mixed
-200; ``Family`` in tests/sim/runner.py says what each runs) in about a minute on one core. Longer
-explorations (each family test runs its seeds one after another, so split a long run over cores by
-seed range):
+The default run is 2,500 schedules on the all-to-all vote path (honest 600, byzantine 1,200, ledger
+200, node-faults 300, mixed 200; ``Family`` in tests/sim/runner.py says what each runs) and 1,250 of
+the same families on the collector path (half as many each; its byzantine menus add the collectors'
+lies), in about two minutes on one core. Longer explorations (each family test runs its seeds one
+after another, so split a long run over cores by seed range):
 
     POPBENCH_SIM_SCHEDULES=100000 .venv/bin/python -m pytest tests/test_simulation.py -m simulation -q -s
     POPBENCH_SIM_SCHEDULES=50000 POPBENCH_SIM_SEED_BASE=50000 .venv/bin/python -m pytest tests/test_simulation.py -k byzantine_replicas -q -s
 
-``POPBENCH_SIM_SCHEDULES`` is the number of schedules per family and ``POPBENCH_SIM_SEED_BASE`` the
-first seed (0 by default). A failing family lists its failing seeds and the first one's report; any
-seed replays alone, with the trace of its last events:
+``POPBENCH_SIM_SCHEDULES`` is the number of schedules per family and vote path and
+``POPBENCH_SIM_SEED_BASE`` the first seed (0 by default). A failing family lists its failing seeds and
+the first one's report; any seed replays alone, with the trace of its last events:
 
-    POPBENCH_SIM_SEED=1234 POPBENCH_SIM_FAMILY=byzantine .venv/bin/python -m pytest tests/test_simulation.py -k replay -q
+    POPBENCH_SIM_SEED=1234 POPBENCH_SIM_FAMILY=byzantine POPBENCH_SIM_VOTES=collector .venv/bin/python -m pytest tests/test_simulation.py -k replay -q
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from tests.sim.invariants import Checker, InvariantViolation
 from tests.sim.network import NS_PER_S, EventQueue
 from tests.sim.runner import (
     FAMILIES,
+    VOTES,
     SimulationFailure,
     World,
     check_liveness,
@@ -46,64 +48,74 @@ LONG_RUN = "POPBENCH_SIM_SCHEDULES" in os.environ
 pytestmark = [pytest.mark.simulation, pytest.mark.timeout(0 if LONG_RUN else 600)]  # a long exploration has no deadline
 
 SCHEDULES = {"honest": 600, "byzantine": 1200, "ledger": 200, "node-faults": 300, "mixed": 200}  # ~1 minute in all
+COLLECTOR_SHARE = 2  # the collector path runs 1 / COLLECTOR_SHARE as many of each (~1 minute more)
 SEED_BASE = int(os.environ.get("POPBENCH_SIM_SEED_BASE", "0"))
 FAILURES_LISTED = 20
 
 
-def schedule_count(family: str) -> int:
-    return int(os.environ.get("POPBENCH_SIM_SCHEDULES", SCHEDULES[family]))
+def schedule_count(family: str, votes: str = "all-to-all") -> int:
+    default = SCHEDULES[family] // (COLLECTOR_SHARE if votes == "collector" else 1)
+    return int(os.environ.get("POPBENCH_SIM_SCHEDULES", default))
 
 
-def explore(family: str) -> None:
+def explore(family: str, votes: str = "all-to-all") -> None:
     """Run this family's seeds; fail with the count, the failing seeds and the first one's full report."""
-    count = schedule_count(family)
+    count = schedule_count(family, votes)
     failures: list[tuple[int, SimulationFailure]] = []
     started = time.perf_counter()
     for seed in range(SEED_BASE, SEED_BASE + count):
         try:
-            run_schedule(seed, family)
+            run_schedule(seed, family, votes)
         except SimulationFailure as failure:
             failures.append((seed, failure))
     elapsed_s = time.perf_counter() - started
-    print(f"{family}: {count} schedules in {elapsed_s:.1f} s ({count / elapsed_s:.0f}/s), {len(failures)} failed")
+    print(f"{family} ({votes}): {count} schedules in {elapsed_s:.1f} s ({count / elapsed_s:.0f}/s), {len(failures)} failed")
     if failures:
         seeds = ", ".join(str(seed) for seed, _ in failures[:FAILURES_LISTED])
-        raise AssertionError(f"{len(failures)} of {count} {family} schedules failed (seeds {seeds}); the first:\n{failures[0][1]}")
+        raise AssertionError(f"{len(failures)} of {count} {family} {votes} schedules failed (seeds {seeds}); the first:\n{failures[0][1]}")
 
 
-# -- the random schedules ----------------------------------------------------------------------------------
-def test_schedules_with_an_unreliable_network_and_restarts_keep_agreement_validity_and_liveness() -> None:
-    explore("honest")
+# -- the random schedules, on both vote paths --------------------------------------------------------------
+@pytest.mark.parametrize("votes", VOTES)
+def test_schedules_with_an_unreliable_network_and_restarts_keep_agreement_validity_and_liveness(votes: str) -> None:
+    explore("honest", votes)
 
 
-def test_schedules_with_byzantine_replicas_keep_agreement_validity_and_liveness() -> None:
-    explore("byzantine")
+@pytest.mark.parametrize("votes", VOTES)
+def test_schedules_with_byzantine_replicas_keep_agreement_validity_and_liveness(votes: str) -> None:
+    explore("byzantine", votes)
 
 
-def test_schedules_with_a_leader_that_lists_an_item_twice_commit_only_valid_blocks() -> None:
-    explore("ledger")
+@pytest.mark.parametrize("votes", VOTES)
+def test_schedules_with_a_leader_that_lists_an_item_twice_commit_only_valid_blocks(votes: str) -> None:
+    explore("ledger", votes)
 
 
-def test_schedules_with_the_node_faults_a_profile_can_select_keep_agreement_validity_and_liveness() -> None:
-    explore("node-faults")
+@pytest.mark.parametrize("votes", VOTES)
+def test_schedules_with_the_node_faults_a_profile_can_select_keep_agreement_validity_and_liveness(votes: str) -> None:
+    explore("node-faults", votes)
 
 
-def test_schedules_with_a_byzantine_replica_and_a_restarted_one_keep_agreement_validity_and_liveness() -> None:
-    explore("mixed")
+@pytest.mark.parametrize("votes", VOTES)
+def test_schedules_with_a_byzantine_replica_and_a_restarted_one_keep_agreement_validity_and_liveness(votes: str) -> None:
+    explore("mixed", votes)
 
 
 @pytest.mark.skipif("POPBENCH_SIM_SEED" not in os.environ, reason="set POPBENCH_SIM_SEED (and POPBENCH_SIM_FAMILY) to replay one schedule")
 def test_replay_one_seed() -> None:
     family = os.environ.get("POPBENCH_SIM_FAMILY", "byzantine")
+    votes = os.environ.get("POPBENCH_SIM_VOTES", "all-to-all")
     assert family in FAMILIES, f"POPBENCH_SIM_FAMILY must be one of {FAMILIES}"
-    outcome = run_schedule(int(os.environ["POPBENCH_SIM_SEED"]), family)
+    assert votes in VOTES, f"POPBENCH_SIM_VOTES must be one of {VOTES}"
+    outcome = run_schedule(int(os.environ["POPBENCH_SIM_SEED"]), family, votes)
     print(f"passed: {outcome}")
 
 
-def test_the_same_seed_runs_the_same_schedule() -> None:
+@pytest.mark.parametrize("votes", VOTES)
+def test_the_same_seed_runs_the_same_schedule(votes: str) -> None:
     """Same seed, same run: the event count, the virtual time and every honest head."""
     for seed in (3, 17, 42):
-        first, second = run_schedule(seed, "byzantine"), run_schedule(seed, "byzantine")
+        first, second = run_schedule(seed, "byzantine", votes), run_schedule(seed, "byzantine", votes)
         assert first == second
 
 

@@ -19,6 +19,7 @@ from popbench.client import NodeClient
 from popbench.errors import ConfigError
 from popbench.genesis import MAX_AMOUNT, MAX_NODE_ID, load_genesis, load_keys
 from popbench.kinds import ByzantineBehaviour, ConsensusKind, values
+from popbench.model.block import certificate_voters
 from popbench.node_config import NodeConfig
 from popbench.pop.sync import join
 from popbench.runner import run_node_forever
@@ -207,7 +208,7 @@ def join_command(node_id: int, stake: int, bootstrap: str, genesis: str, data_di
     key = crypto.derive_key(seed, node_id) if seed else crypto.SigningKey.generate()
     snapshot, peers = uvloop.run(join(chain, key, node_id, stake, parse_address(bootstrap, "--bootstrap"), Path(data_dir)))
     click.echo(f"synced snapshot at height {snapshot.height} (state root {snapshot.record.block.state_root.hex()[:16]}…, "
-               f"certificate of {len(snapshot.record.certificate.votes)} validators); {len(peers)} peers known")  # fmt: skip
+               f"certificate of {len(certificate_voters(snapshot.record.certificate, chain))} validators); {len(peers)} peers known")  # fmt: skip
     options = {"genesis": genesis, "node_id": node_id, "data_dir": data_dir, "listen": listen, "role": "follower",
                "key_hex": key.secret.hex(), "peers": [f"{h}:{p}" for h, p in peers.values()]}  # fmt: skip
     if save_config:

@@ -14,7 +14,7 @@ from typing import Any
 from harness.host.topology import Topology, assign_regions, build
 from harness.profile import Profile
 from popbench import crypto
-from popbench.genesis import ChainParams, Genesis, make_genesis, write_genesis, write_keys
+from popbench.genesis import VOTE_PATHS, ChainParams, Genesis, make_genesis, write_genesis, write_keys
 from popbench.net.peers import bind_listener
 from popbench.node_config import NodeConfig
 from popbench.wire import Role
@@ -76,6 +76,7 @@ class Deployment:
             "intended_links": len(self.topology.intended), "discover_by_peer_exchange": self.topology.discover,
             "regions": sorted(set(self.regions.values())), "chain_id": self.genesis.chain_id.hex(),
             "quorum": self.genesis.quorum, "f": self.genesis.f, "crypto_backend": crypto.backend_name(),
+            "votes": self.genesis.params.vote_path,  # which vote path ran (docs/consensus.md)
         }  # fmt: skip
 
     def close(self) -> None:
@@ -89,7 +90,7 @@ def chain_params(profile: Profile) -> ChainParams:
         batch_size=c.batch_size, batch_interval_ms=c.batch_interval_ms, view_timeout_ms=c.view_timeout_ms,
         view_timeout_max_ms=c.view_timeout_max_ms, min_work_bits=c.min_work_bits,
         pow_block_interval_ms=m.block_interval_ms, pow_retarget_blocks=m.retarget_blocks,
-        pow_initial_work_bits=m.initial_work_bits,
+        pow_initial_work_bits=m.initial_work_bits, votes=VOTE_PATHS[profile.network.votes],
     )  # fmt: skip
 
 

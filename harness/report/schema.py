@@ -180,6 +180,7 @@ class DeploymentSummary(Record, frozen=True, kw_only=True):
     quorum: int
     f: int
     crypto_backend: str
+    votes: str = "all-to-all"  # the PBFT vote path (docs/consensus.md); reports before it were all-to-all
 
 
 class AppliedFault(Record, frozen=True, kw_only=True):

@@ -186,3 +186,10 @@ def decode_certificate(data: bytes) -> AnyCertificate:
     if len(data) >= 12 and int.from_bytes(data[8:12], "big") == AGGREGATE_MARKER:
         return AggregateCertificate.decode(data)
     return CommitCertificate.decode(data)
+
+
+def certificate_voters(certificate: AnyCertificate, genesis: Genesis) -> list[int]:
+    """The validators a commit certificate names: its votes' voters, or its signer bitmap's."""
+    if isinstance(certificate, AggregateCertificate):
+        return certificate.signer_ids(genesis)
+    return [voter for voter, _ in certificate.votes]

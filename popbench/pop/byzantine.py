@@ -23,11 +23,10 @@ from popbench.errors import ConfigError
 from popbench.kinds import ByzantineBehaviour, values
 from popbench.mempool import PoolItem
 from popbench.mining import grind
-from popbench.model.block import vote_message
 from popbench.model.hashing import sha256
 from popbench.model.proof import Proof
 from popbench.pop.pbft import PbftEngine, PbftHost
-from popbench.wire import Commit, Gossip, ItemKind, Message, Prepare, PrePrepare, Role
+from popbench.wire import Commit, CommitShare, Gossip, ItemKind, Message, Prepare, PrePrepare, Role
 
 
 class SilentLeader(PbftEngine):
@@ -97,9 +96,9 @@ class EquivocatingVoter(PbftEngine):
                 self.host.send_to(peer, vote)
 
     def _phantom_vote(self, vote: Prepare) -> Prepare:
-        label = "commit" if type(vote) is Commit else "prepare"
+        label = "commit" if isinstance(vote, (Commit, CommitShare)) else "prepare"
         phantom_hash = sha256(b"phantom" + vote.block_hash)  # names no block anyone proposed
-        signature = self.host.key.sign(vote_message(label, self.chain_id, vote.view, vote.height, phantom_hash))
+        signature = self._vote_signature(label, vote.view, vote.height, phantom_hash)
         return type(vote)(vote.view, vote.height, phantom_hash, vote.voter, signature)
 
 

@@ -28,6 +28,8 @@ from popbench.wire import (
     BlockRequest,
     BlockResponse,
     Commit,
+    CommitAggregate,
+    CommitShare,
     Committed,
     DisconnectReason,
     Gossip,
@@ -39,6 +41,8 @@ from popbench.wire import (
     PeersRequest,
     Ping,
     Prepare,
+    PrepareAggregate,
+    PrepareShare,
     PrePrepare,
     RejectReason,
     Role,
@@ -52,7 +56,7 @@ from popbench.wire import (
 )
 from popbench.wire.status import PopStatus
 
-CONSENSUS_MESSAGES = (PrePrepare, Prepare, Commit, ViewChange, NewView)
+CONSENSUS_MESSAGES = (PrePrepare, Prepare, Commit, ViewChange, NewView, PrepareShare, CommitShare, PrepareAggregate, CommitAggregate)
 
 
 class Node(NodeBase):

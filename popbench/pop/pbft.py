@@ -17,28 +17,46 @@ from __future__ import annotations
 
 from typing import Protocol
 
-from popbench import crypto
+from popbench import bls, crypto
 from popbench.counters import NodeCounters
 from popbench.errors import ConsensusError, ProtocolError
 from popbench.events import EventSink, NoEvents
-from popbench.genesis import Genesis
+from popbench.genesis import VOTES_COLLECTOR, Genesis
 from popbench.mempool import Mempool, PoolItem
-from popbench.model.block import Block, CommitCertificate, vote_message
+from popbench.model.block import AggregateCertificate, Block, CommitCertificate, vote_message
 from popbench.pop.catchup import BLOCKS_PER_REQUEST, blocks_answer
 from popbench.pop.clock import Clock, LoopClock, TimerHandle
 from popbench.pop.ledger import CommittedBlock, Ledger
 from popbench.pop.pbft_round import (
+    LockCertificate,
+    LockCheck,
     Prepared,
     Proposal,
     Round,
     VoteBook,
+    aggregate_lock_check,
     check_new_view_quorum,
-    decode_votes,
     highest_certificate,
+    list_lock_check,
+    lock_voters,
     view_change_message,
 )
-from popbench.wire import BlockResponse, Commit, ItemKind, Message, NewView, Prepare, PrePrepare, ViewChange
+from popbench.wire import (
+    BlockResponse,
+    Commit,
+    CommitAggregate,
+    CommitShare,
+    ItemKind,
+    Message,
+    NewView,
+    Prepare,
+    PrepareAggregate,
+    PrepareShare,
+    PrePrepare,
+    ViewChange,
+)
 
+VOTE_KINDS = (Prepare, Commit, PrepareShare, CommitShare)  # which of them a chain accepts is its vote path
 MAX_VIEWS_AHEAD = 16  # votes for views further ahead are dropped, bounding memory
 MAX_FUTURE_MESSAGES = 4096  # messages buffered for the next height
 PROBATION_TIMEOUT_DIVISOR = 4  # a leader on probation gets base_timeout / 4 (500 ms at the default 2 s)
@@ -101,6 +119,24 @@ class PbftEngine:
         self._helped_ns: dict[int, int] = {}  # validator -> when we last sent it blocks it had missed
         self.last_refusal = ""
         self.events: EventSink = NoEvents()  # the node gives it its log (popbench/events.py)
+        self._init_vote_path(params.votes == VOTES_COLLECTOR)
+
+    def _init_vote_path(self, collector: bool) -> None:
+        """All-to-all ECDSA votes, or BLS shares through the view's collectors (docs/consensus.md)."""
+        self.collector_path = collector
+        params = self.genesis.params
+        self.collector_count = min(params.collectors, self.genesis.n)
+        self.collector_timeout_s = params.collector_timeout_ms / 1000
+        self.collector_fallbacks = 0  # views in which this node gave up on the collectors and voted to all
+        self._collector_timer: TimerHandle | None = None
+        self._collectors: dict[int, tuple[int, ...]] = {}  # view -> its collectors, at this height
+        if collector:
+            self.bls_key = bls.bls_key_from_secret(self.host.key.secret)
+            self.lock_check: LockCheck = aggregate_lock_check(self.genesis)
+            self.vote_types: tuple[type[Prepare], type[Prepare]] = (PrepareShare, CommitShare)
+        else:
+            self.lock_check = list_lock_check(self.chain_id, self.keys, self.quorum, self.host.verify)
+            self.vote_types = (Prepare, Commit)
 
     # -- who and when ----------------------------------------------------------------------------
     def leader(self, view: int | None = None) -> int:
@@ -109,6 +145,23 @@ class PbftEngine:
     @property
     def is_leader(self) -> bool:
         return self.leader() == self.host.node_id
+
+    def collectors(self, view: int) -> tuple[int, ...]:
+        """The view's collectors on the collector path: its leader and the leaders of the views after it
+        (by the reputation-aware schedule, so a validator left out of the rotation collects nothing),
+        the first ``collectors`` distinct ones."""
+        known = self._collectors.get(view)
+        if known is not None:
+            return known
+        chosen: list[int] = []
+        for offset in range(len(self.host.ledger.leaders.slots) + self.collector_count):
+            node = self.leader(view + offset)
+            if node not in chosen:
+                chosen.append(node)
+                if len(chosen) == self.collector_count:
+                    break
+        self._collectors[view] = found = tuple(chosen)
+        return found
 
     def round(self, view: int | None = None) -> Round:
         view = self.view if view is None else view
@@ -122,9 +175,10 @@ class PbftEngine:
         self.work_arrived()
 
     def stop(self) -> None:
-        for timer in (self._timer, self._propose_timer):
+        for timer in (self._timer, self._propose_timer, self._collector_timer):
             if timer is not None:
                 timer.cancel()
+        self._collector_timer = None
 
     # -- inputs from the node ----------------------------------------------------------------------
     def work_arrived(self) -> None:
@@ -151,8 +205,10 @@ class PbftEngine:
             self._hold_for_later(sender, height, message)
             return
         kind = type(message)
-        if kind is Prepare or kind is Commit:
+        if kind in VOTE_KINDS:
             self._on_vote(sender, message)  # type: ignore[arg-type]
+        elif kind is PrepareAggregate or kind is CommitAggregate:
+            self._on_aggregate(sender, message)  # type: ignore[arg-type]
         elif kind is PrePrepare:
             self._on_pre_prepare(sender, message)  # type: ignore[arg-type]
         elif kind is ViewChange:
@@ -338,28 +394,45 @@ class PbftEngine:
 
     # -- PREPARE and COMMIT ------------------------------------------------------------------------
     def _send_vote(self, current: Round, kind: type[Prepare]) -> None:
+        """Vote PREPARE (``kind`` Prepare) or COMMIT (Commit) for the round's proposal, on the chain's vote path."""
         assert current.proposal is not None
         block_hash = current.proposal.block.hash
-        label = "prepare" if kind is Prepare else "commit"
-        signature = self.host.key.sign(vote_message(label, self.chain_id, current.view, self.height, block_hash))
-        vote = kind(current.view, self.height, block_hash, self.host.node_id, signature)
-        book = current.prepares if kind is Prepare else current.commits
+        is_commit = kind is Commit
+        label = "commit" if is_commit else "prepare"
+        signature = self._vote_signature(label, current.view, self.height, block_hash)
+        vote = self.vote_types[is_commit](current.view, self.height, block_hash, self.host.node_id, signature)
+        book = current.commits if is_commit else current.prepares
         book.add(block_hash, self.host.node_id, signature, checked=True)
-        if kind is Prepare:
-            current.sent_prepare = True
-        else:
+        if is_commit:
             current.sent_commit = True
+        else:
+            current.sent_prepare = True
+        current.own_votes.append(vote)
         self._broadcast_vote(vote)
+        if self.collector_path and not current.fallback and current.view == self.view:
+            self._restart_collector_timer()
+
+    def _vote_signature(self, label: str, view: int, height: int, block_hash: bytes) -> bytes:
+        """ECDSA on the all-to-all path, a BLS share on the collector path, over the same vote message."""
+        message = vote_message(label, self.chain_id, view, height, block_hash)
+        return self.bls_key.sign(message) if self.collector_path else self.host.key.sign(message)
 
     def _broadcast_vote(self, vote: Prepare) -> None:
-        """Send this node's PREPARE or COMMIT to every validator (a faulty voter overrides this)."""
-        self.host.broadcast(vote)
+        """Send this node's PREPARE or COMMIT where it goes (a faulty voter overrides this): to every
+        validator, or on the collector path to the view's collectors until the view falls back."""
+        current = self.rounds.get(vote.view)
+        if not self.collector_path or (current is not None and current.fallback):
+            self.host.broadcast(vote)
+            return
+        for collector in self.collectors(vote.view):
+            if collector != self.host.node_id:
+                self.host.send_to(collector, vote)
 
     def _on_vote(self, sender: int, vote: Prepare) -> None:
-        if vote.voter != sender:
-            self.host.counters.protocol_errors += 1  # a validator may only speak for itself
+        if vote.voter != sender or type(vote) not in self.vote_types:
+            self.host.counters.protocol_errors += 1  # a validator speaks only for itself, on the chain's vote path
             return
-        is_commit = type(vote) is Commit
+        is_commit = type(vote) is self.vote_types[1]
         if vote.view > self.view + MAX_VIEWS_AHEAD or (vote.view < self.view and not is_commit):
             return  # a PREPARE of a past view can no longer lock anything; a COMMIT can still certify
         target = self.round(vote.view)
@@ -367,7 +440,62 @@ class PbftEngine:
         if not book.add(vote.block_hash, vote.voter, vote.signature):
             self.host.counters.equivocations_seen += 1
             return
+        if self.collector_path and not target.fallback and self.host.node_id not in self.collectors(vote.view):
+            self._join_fallback(target, book)
         self._advance(target)
+
+    # -- the collector path: certificates, the collector timer, the fall-back to all-to-all ---------------
+    def _on_aggregate(self, sender: int, message: PrepareAggregate) -> None:
+        """A collector's PREPARE or COMMIT certificate: one aggregate to verify instead of n - f votes."""
+        is_commit = type(message) is CommitAggregate
+        if not self.collector_path or message.view > self.view + MAX_VIEWS_AHEAD or (message.view < self.view and not is_commit):
+            return
+        if sender not in self.collectors(message.view):
+            self.host.counters.protocol_errors += 1  # only the view's collectors send certificates
+            return
+        target = self.round(message.view)
+        label = "commit" if is_commit else "prepare"
+        key = (label, message.block_hash)
+        if key in target.certificates or sender in target.bad_collectors:
+            return  # one verified certificate is enough; a collector that lied once is not heard again
+        certificate = AggregateCertificate(message.view, message.signers, message.aggregate)
+        self.host.counters.signature_verifications += 1
+        if not certificate.valid(self.genesis, self.height, message.block_hash, label):
+            target.bad_collectors.add(sender)
+            self.host.counters.protocol_errors += 1
+            self.events.emit("certificate-refused", height=self.height, view=message.view, sender=sender, kind=label)
+            return
+        target.certificates[key] = certificate
+        proposal = target.proposal
+        if is_commit and (proposal is None or proposal.block.hash != message.block_hash):
+            self.host.request_catch_up(sender)  # decided, but not on a block this node accepted: fetch it
+            return
+        self._advance(target)
+
+    def _join_fallback(self, current: Round, book: VoteBook) -> None:
+        """Votes reach a non-collector only from validators that gave up on the collectors: once f + 1
+        of them have (one honest), the view's collectors failed for someone, so vote to all here too."""
+        if sum(1 for voter in book.choice if voter != self.host.node_id) > self.genesis.f:
+            self._fall_back(current, "others-fell-back")
+
+    def _restart_collector_timer(self) -> None:
+        if self._collector_timer is not None:
+            self._collector_timer.cancel()
+        self._collector_timer = self.clock.call_later(self.collector_timeout_s, self._collector_timed_out)
+
+    def _collector_timed_out(self) -> None:
+        """No certificate came in time after this node's last share: the view's votes go all-to-all."""
+        self._collector_timer = None
+        current = self.rounds.get(self.view)
+        if current is not None and not current.fallback and self.vc_target is None:
+            self._fall_back(current, "collector-timeout")
+
+    def _fall_back(self, current: Round, reason: str) -> None:
+        current.fallback = True
+        self.collector_fallbacks += 1
+        self.events.emit("collector-fallback", height=self.height, view=current.view, reason=reason)
+        for vote in current.own_votes:
+            self._broadcast_vote(vote)  # type: ignore[arg-type]
 
     def _advance(self, current: Round) -> None:
         if self.rounds.get(current.view) is not current:
@@ -378,13 +506,45 @@ class PbftEngine:
             return
         block_hash = proposal.block.hash
         if not current.sent_commit and self.vc_target is None and current.view == self.view:
-            prepares = self._verified_quorum(current, current.prepares, "prepare", block_hash)
+            prepares = self._quorum(current, current.prepares, "prepare", block_hash)
             if prepares is not None:
                 self.prepared = Prepared(current.view, proposal, prepares)
                 self._send_vote(current, Commit)
-        commits = self._verified_quorum(current, current.commits, "commit", block_hash)
+        commits = self._quorum(current, current.commits, "commit", block_hash)
         if commits is not None:
             self._commit(current, proposal, commits)
+
+    def _quorum(self, current: Round, book: VoteBook, label: str, block_hash: bytes) -> LockCertificate | None:
+        if self.collector_path:
+            return self._aggregate_quorum(current, book, label, block_hash)
+        return self._verified_quorum(current, book, label, block_hash)
+
+    def _aggregate_quorum(self, current: Round, book: VoteBook, label: str, block_hash: bytes) -> AggregateCertificate | None:
+        """A certificate for ``block_hash``: a collector's (verified on arrival), or this node's own sum of
+        n - f shares (a collector's, or anyone's once the view fell back). A collector sends the one it
+        formed to every validator, once per kind."""
+        key = (label, block_hash)
+        certificate = current.certificates.get(key)
+        if certificate is None:
+            if book.count(block_hash) < self.quorum:
+                return None
+            message = vote_message(label, self.chain_id, current.view, self.height, block_hash)
+            before = self.genesis.bls_keys.verifications
+            formed, dropped = book.aggregated(block_hash, message, current.view, self.genesis)
+            self.host.counters.signature_verifications += self.genesis.bls_keys.verifications - before
+            self.host.counters.protocol_errors += dropped
+            if formed is None:
+                return None
+            certificate = current.certificates[key] = formed
+        if label not in current.certificates_sent and self.host.node_id in self.collectors(current.view):
+            current.certificates_sent.add(label)
+            kind = CommitAggregate if label == "commit" else PrepareAggregate
+            self._send_certificate(kind(current.view, self.height, block_hash, certificate.signers, certificate.aggregate))
+        return certificate
+
+    def _send_certificate(self, message: PrepareAggregate) -> None:
+        """A collector sends the certificate it formed to every validator (a faulty collector overrides this)."""
+        self.host.broadcast(message)
 
     def _verified_quorum(self, current: Round, book: VoteBook, label: str, block_hash: bytes) -> dict[int, bytes] | None:
         """A quorum of votes for ``block_hash`` whose signatures verify, or None.
@@ -410,8 +570,8 @@ class PbftEngine:
                 self.host.request_catch_up(voter)
                 return
 
-    def _commit(self, current: Round, proposal: Proposal, votes: dict[int, bytes]) -> None:
-        certificate = CommitCertificate(current.view, sorted(votes.items())[: self.quorum])
+    def _commit(self, current: Round, proposal: Proposal, votes: LockCertificate) -> None:
+        certificate = votes if isinstance(votes, AggregateCertificate) else CommitCertificate(current.view, sorted(votes.items())[:self.quorum])  # fmt: skip
         record = self.host.ledger.commit(proposal.block, certificate, proposal.items, proposal.post)
         round_s = (self.clock.now_ns() - self.round_started_ns) / 1e9
         self.events.emit("commit", height=self.height, view=current.view, round_ms=round(round_s * 1000, 3),
@@ -433,6 +593,7 @@ class PbftEngine:
         self.entered_by_new_view = False
         self.view_changes.clear()
         self.new_view_sent.clear()
+        self._collectors.clear()  # the schedule may have changed with the committed block
         self.round_started_ns = self.clock.now_ns()
         self._replay_future()
         self.work_arrived()
@@ -552,7 +713,7 @@ class PbftEngine:
         self.events.emit("new-view-sent", height=self.height, new_view=new_view, voters=sorted(votes))
         bodies = [vc.encode_body() for vc in votes.values()]
         self.host.broadcast(NewView(new_view, self.height, bodies))
-        best = highest_certificate(list(votes.values()), self.chain_id, self.keys, self.quorum, self.host.verify)
+        best = highest_certificate(list(votes.values()), self.lock_check)
         self._enter_view(new_view, best)
 
     def _on_new_view(self, sender: int, message: NewView) -> None:
@@ -570,7 +731,7 @@ class PbftEngine:
             self.events.emit("new-view-refused", height=self.height, new_view=message.new_view, sender=sender,
                              reason=str(err))  # fmt: skip
             return
-        best = highest_certificate(changes, self.chain_id, self.keys, self.quorum, self.host.verify)
+        best = highest_certificate(changes, self.lock_check)
         self._enter_view(message.new_view, best)
 
     def _enter_view(self, view: int, justified: ViewChange | None) -> None:
@@ -580,7 +741,7 @@ class PbftEngine:
         self.view = view
         self.vc_target = None
         self.required = justified.prepared_block if justified is not None else None
-        self.required_from = sorted(decode_votes(justified.prepared_votes)) if justified is not None else []
+        self.required_from = lock_voters(justified, self.genesis) if justified is not None else []
         self.entered_by_new_view = True
         self.host.counters.view_changes += 1
         self.events.emit("view-entered", height=self.height, view=view, leader=self.leader(),

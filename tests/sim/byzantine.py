@@ -11,10 +11,21 @@ from __future__ import annotations
 import random
 from collections.abc import Callable
 
-from popbench import crypto
-from popbench.model.block import Block, vote_message
+from popbench import bls, crypto
+from popbench.model.block import AggregateCertificate, Block
 from popbench.pop.pbft_round import VOTE_ENTRY, view_change_message
-from popbench.wire import Commit, Message, NewView, Prepare, PrePrepare, ViewChange
+from popbench.wire import (
+    Commit,
+    CommitAggregate,
+    CommitShare,
+    Message,
+    NewView,
+    Prepare,
+    PrepareAggregate,
+    PrepareShare,
+    PrePrepare,
+    ViewChange,
+)
 from tests.sim.network import NS_PER_S, SimHost, SimNetwork
 
 ACT_INTERVAL_NS = (NS_PER_S // 20, NS_PER_S // 3)  # a behaviour's own moves come this often
@@ -74,9 +85,10 @@ class ByzantineHost(SimHost):
 
     # -- forging helpers -------------------------------------------------------------------------------
     def signed_vote(self, kind: type[Prepare], view: int, height: int, block_hash: bytes) -> Prepare:
-        label = "commit" if kind is Commit else "prepare"
-        signature = self.key.sign(vote_message(label, self.genesis.chain_id, view, height, block_hash))
-        return kind(view, height, block_hash, self.node_id, signature)
+        """A vote of ``kind`` (Prepare or Commit, or the share types) on the chain's vote path, validly signed."""
+        is_commit = kind in (Commit, CommitShare)
+        signature = self.engine._vote_signature("commit" if is_commit else "prepare", view, height, block_hash)
+        return self.engine.vote_types[is_commit](view, height, block_hash, self.node_id, signature)
 
     def signed_view_change(self, new_view: int, height: int, prepared_view: int, block: bytes, votes: bytes) -> ViewChange:
         vc = ViewChange(new_view, height, self.node_id, prepared_view, block, votes, bytes(64))
@@ -148,7 +160,7 @@ class PhantomVotes(Behaviour):
     def act(self) -> None:
         engine = self.host.engine
         phantom = self.rng.randbytes(32)
-        for kind in (Prepare, Commit):
+        for kind in engine.vote_types:
             self.host.send_raw_to_all(self.host.signed_vote(kind, engine.view + self.rng.randint(0, 1), engine.height, phantom))
 
 
@@ -168,7 +180,7 @@ class Amnesia(Behaviour):
 class Withholding(Behaviour):
     """Swallows some kinds of message (chosen per node) to some or all peers."""
 
-    KINDS: tuple[type[Message], ...] = (PrePrepare, Prepare, Commit, ViewChange, NewView)
+    KINDS: tuple[type[Message], ...] = (PrePrepare, Prepare, Commit, ViewChange, NewView, PrepareShare, CommitShare)
 
     def __init__(self, host: ByzantineHost) -> None:
         super().__init__(host)
@@ -261,6 +273,10 @@ class StaleViewChanges(Behaviour):
         block = self.rng.choice(proposals)
         voters = sorted(host.genesis.public_keys)[: host.genesis.quorum]
         votes = b"".join(VOTE_ENTRY.pack(voter, self.rng.randbytes(64)) for voter in voters)  # signatures it cannot make
+        if host.engine.collector_path:  # an aggregate of its own share alone, claiming a quorum of signers
+            own = host.engine.bls_key.sign(b"a lock it cannot prove")
+            bitmap = bls.signers_bitmap(range(host.genesis.quorum), host.genesis.n)
+            votes = AggregateCertificate(max(0, new_view - 1), bitmap, own).encode()
         host.send_raw_to_all(host.signed_view_change(new_view, height, max(0, new_view - 1), block, votes))
 
     def _peer(self) -> int:
@@ -312,6 +328,92 @@ class Replays(Behaviour):
             self.host.send_raw(self.rng.choice(peers), message)
 
 
+# -- Byzantine collectors (the collector vote path) -----------------------------------------------------------
+class SilentCollector(Behaviour):
+    """Collects shares and never sends the certificates it forms (replicas must fall back in time)."""
+
+    def rewrite(self, dst: int, message: Message) -> list[Message]:
+        return [] if isinstance(message, PrepareAggregate) else [message]
+
+
+class ForgedBitmap(Behaviour):
+    """Claims signers it does not have: sets every bit (or, half the time, swaps one signer for a non-signer)."""
+
+    def rewrite(self, dst: int, message: Message) -> list[Message]:
+        if not isinstance(message, PrepareAggregate):
+            return [message]
+        n = self.host.genesis.n
+        signers = bls.bitmap_signers(message.signers, n)
+        missing = [i for i in range(n) if i not in signers]
+        swap = missing and self.rng.random() < 0.5  # as many bits as signed, not the ones that signed
+        signers = [*signers[1:], self.rng.choice(missing)] if swap else list(range(n))
+        return [type(message)(message.view, message.height, message.block_hash, bls.signers_bitmap(signers, n), message.aggregate)]
+
+
+class BadAggregate(Behaviour):
+    """Sends certificates whose aggregate is not the signers': its own share alone, or bytes that are no point."""
+
+    def rewrite(self, dst: int, message: Message) -> list[Message]:
+        if not isinstance(message, PrepareAggregate):
+            return [message]
+        aggregate = self.host.engine.bls_key.sign(message.block_hash) if self.rng.random() < 0.5 else self.rng.randbytes(96)
+        return [type(message)(message.view, message.height, message.block_hash, message.signers, aggregate)]
+
+
+class ShortAggregate(Behaviour):
+    """Sends, beside or instead of its real certificates, an honest aggregate of fewer than n - f shares:
+    a correct bitmap of the few shares it has (its own among them), a quorum short."""
+
+    def rewrite(self, dst: int, message: Message) -> list[Message]:
+        if not isinstance(message, PrepareAggregate):
+            return [message]
+        engine, label = self.host.engine, "commit" if isinstance(message, CommitAggregate) else "prepare"
+        current = engine.rounds.get(message.view)
+        if current is None:
+            return [message]
+        book = current.commits if label == "commit" else current.prepares
+        shares = dict(sorted(book.votes(message.block_hash).items())[: engine.quorum - 1])
+        total = bls.aggregate(shares.values())
+        if total is None:
+            return [message]
+        bitmap = bls.signers_bitmap([self.host.genesis.index_of[v] for v in shares], self.host.genesis.n)
+        short = type(message)(message.view, message.height, message.block_hash, bitmap, total)
+        return [short] if self.rng.random() < 0.5 else [short, message]
+
+
+class EquivocatingCertificates(Behaviour):
+    """Different certificates to different peers: the real one to some; to others the same aggregate
+    claimed for another block (another proposal or none), or a PREPARE certificate passed off as COMMIT;
+    and, now and then, valid certificates over different signer subsets."""
+
+    def rewrite(self, dst: int, message: Message) -> list[Message]:
+        if not isinstance(message, PrepareAggregate) or self.rng.random() < 0.4:
+            return [message]
+        choice = self.rng.randrange(3)
+        if choice == 0:
+            other = self.host.other_block_hash(message.height, message.block_hash)
+            return [type(message)(message.view, message.height, other, message.signers, message.aggregate)]
+        if choice == 1 and type(message) is PrepareAggregate:
+            return [CommitAggregate(message.view, message.height, message.block_hash, message.signers, message.aggregate), message]
+        return [self._subset(message) or message]
+
+    def _subset(self, message: PrepareAggregate) -> PrepareAggregate | None:
+        engine, genesis = self.host.engine, self.host.genesis
+        current = engine.rounds.get(message.view)
+        if current is None:
+            return None
+        book = current.commits if isinstance(message, CommitAggregate) else current.prepares
+        votes = book.votes(message.block_hash)
+        if len(votes) <= engine.quorum:
+            return None
+        chosen = sorted(self.rng.sample(sorted(votes), engine.quorum))
+        total = bls.aggregate(votes[v] for v in chosen)
+        if total is None:
+            return None
+        bitmap = bls.signers_bitmap([genesis.index_of[v] for v in chosen], genesis.n)
+        return type(message)(message.view, message.height, message.block_hash, bitmap, total)
+
+
 CONSENSUS_BEHAVIOURS: dict[str, Callable[[ByzantineHost], Behaviour]] = {
     "amnesia": Amnesia,
     "bad-signature-votes": BadSignatureVotes,
@@ -324,10 +426,18 @@ CONSENSUS_BEHAVIOURS: dict[str, Callable[[ByzantineHost], Behaviour]] = {
     "replay": Replays,
 }
 LEDGER_BEHAVIOURS: dict[str, Callable[[ByzantineHost], Behaviour]] = {"duplicate-items": DuplicateItems}
+# The collector path's lies: drawn only by its schedules, so the all-to-all seeds keep their meaning.
+COLLECTOR_BEHAVIOURS: dict[str, Callable[[ByzantineHost], Behaviour]] = {
+    "silent-collector": SilentCollector,
+    "forged-bitmap": ForgedBitmap,
+    "bad-aggregate": BadAggregate,
+    "short-aggregate": ShortAggregate,
+    "equivocate-certificates": EquivocatingCertificates,
+}
 # Added after the byzantine family's seeds were first reported: only the mixed family draws them, so
 # those seeds keep replaying the same schedules.
 LATER_BEHAVIOURS: dict[str, Callable[[ByzantineHost], Behaviour]] = {
     "equivocate-new-view": EquivocatingNewView,
     "misattributed-proposal": MisattributedProposal,
 }
-BEHAVIOURS = {**CONSENSUS_BEHAVIOURS, **LEDGER_BEHAVIOURS, **LATER_BEHAVIOURS}
+BEHAVIOURS = {**CONSENSUS_BEHAVIOURS, **LEDGER_BEHAVIOURS, **LATER_BEHAVIOURS, **COLLECTOR_BEHAVIOURS}

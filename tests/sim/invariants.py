@@ -6,7 +6,7 @@
   below it, popbench/pop/leaders.py) as proposer (a re-proposed block
   keeps its header, so this holds for it too; the engine checks it since 01e3a4f), and lists each
   item once, every one submitted by a client and none committed before; and it carries a
-  certificate of n - f valid COMMIT signatures.
+  certificate of n - f valid COMMIT signatures (on the collector path: an aggregate of n - f shares).
 - Every honest ledger's head is the agreed block at its height (no commit bypasses the checker), and
   at the end its state has the root that block claims (a restarted node rebuilt it exactly).
 - Liveness (judged by the runner once the network is stable): every honest node commits again.
@@ -105,7 +105,7 @@ class Checker:
             return
         genesis = self.genesis
         try:
-            record.certificate.verify(genesis.chain_id, block.height, block.hash, genesis.public_keys, genesis.quorum)
+            record.certificate.check(genesis, block.height, block.hash)
         except ConsensusError as err:
             raise InvariantViolation(f"CERTIFICATE: node {node} committed height {block.height} with a bad certificate: {err}") from None
         self._certificates_checked.add(key)

@@ -9,16 +9,16 @@ from __future__ import annotations
 
 import heapq
 from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Protocol, cast
 
-from popbench import crypto
+from popbench import bls, crypto
 from popbench.counters import NodeCounters
 from popbench.genesis import Genesis
 from popbench.mempool import Mempool
-from popbench.model.block import Block, vote_message
+from popbench.model.block import AggregateCertificate, Block, vote_message
 from popbench.net.connection import Connection
 from popbench.pop import catchup as catchup_module
 from popbench.pop import ledger as ledger_module
@@ -31,12 +31,16 @@ from popbench.wire import (
     BlockRequest,
     BlockResponse,
     Commit,
+    CommitAggregate,
+    CommitShare,
     Gossip,
     ItemKind,
     ItemsRequest,
     Message,
     NewView,
     Prepare,
+    PrepareAggregate,
+    PrepareShare,
     PrePrepare,
     RejectReason,
     ViewChange,
@@ -45,7 +49,7 @@ from popbench.wire import (
 
 NS_PER_S = 1_000_000_000
 TRACE_EVENTS = 80  # events kept for the failure report
-CONSENSUS_MESSAGES = (PrePrepare, Prepare, Commit, ViewChange, NewView)
+CONSENSUS_MESSAGES = (PrePrepare, Prepare, Commit, ViewChange, NewView, PrepareShare, CommitShare, PrepareAggregate, CommitAggregate)
 
 
 class Timer:
@@ -138,12 +142,23 @@ def describe(message: Message, genesis: Genesis) -> str:
     if isinstance(message, PrePrepare):
         block = Block.decode(message.block)
         return f"PRE-PREPARE v{message.view} h{message.height} block {short(block.hash)} (header view {block.view}, proposer {block.proposer}, {len(block.proof_ids) + len(block.transfer_ids)} items)"
+    if isinstance(message, PrepareShare):  # COMMIT_SHARE too
+        label = "prepare" if type(message) is PrepareShare else "commit"
+        signed = vote_message(label, genesis.chain_id, message.view, message.height, message.block_hash)
+        index = genesis.index_of.get(message.voter, -1)
+        good = "valid share" if genesis.bls_keys.verify_share(index, signed, message.signature) else "BAD SHARE"
+        return f"{label.upper()}-SHARE v{message.view} h{message.height} block {short(message.block_hash)} voter {message.voter} {good}"
     if isinstance(message, Prepare):  # COMMIT too: it subclasses PREPARE
         label = "prepare" if type(message) is Prepare else "commit"
         signed = vote_message(label, genesis.chain_id, message.view, message.height, message.block_hash)
         key = genesis.public_keys.get(message.voter, b"")
         good = "valid sig" if crypto.verify(key, signed, message.signature) else "BAD SIG"
         return f"{label.upper()} v{message.view} h{message.height} block {short(message.block_hash)} voter {message.voter} {good}"
+    if isinstance(message, PrepareAggregate):  # COMMIT_AGGREGATE too
+        label = "prepare" if type(message) is PrepareAggregate else "commit"
+        certificate = AggregateCertificate(message.view, message.signers, message.aggregate)
+        good = "valid" if certificate.valid(genesis, message.height, message.block_hash, label) else "INVALID"
+        return f"{label.upper()}-AGGREGATE v{message.view} h{message.height} block {short(message.block_hash)} bitmap {message.signers.hex()} {good}"
     if isinstance(message, ViewChange):
         prepared = (
             f"prepared v{message.prepared_view} block {short(Block.decode(message.prepared_block).hash)} with {len(message.prepared_votes) // 68} votes"
@@ -235,6 +250,34 @@ class Peers:
 
     def validator_links(self) -> list[PeerLink]:
         return [PeerLink(self.host, peer) for peer in sorted(self.host.genesis.public_keys) if peer != self.host.node_id]
+
+
+class RememberingKeyTable(bls.BlsKeyTable):
+    """``BlsKeyTable`` whose answers are remembered: every replica checks the same certificates and a
+    pairing costs ~2 ms, so the collector-path schedules would otherwise take minutes. Exact: the same
+    question always has the same answer."""
+
+    def __init__(self, public_keys: list[bytes]) -> None:
+        super().__init__(public_keys)
+        self._known: dict[tuple[object, ...], bool] = {}
+
+    def verify_share(self, index: int, message: bytes, share: bytes) -> bool:
+        key = ("share", index, message, share)
+        if key not in self._known:
+            self._known[key] = super().verify_share(index, message, share)
+        return self._known[key]
+
+    def verify_aggregate(self, indices: Sequence[int], message: bytes, signature: bytes) -> bool:
+        key = ("aggregate", tuple(indices), message, signature)
+        if key not in self._known:
+            self._known[key] = super().verify_aggregate(indices, message, signature)
+        return self._known[key]
+
+
+def remember_bls_checks(genesis: Genesis) -> None:
+    """Give a collector-path genesis a ``RememberingKeyTable`` (the genesis caches its table per object)."""
+    if genesis.params.votes and not isinstance(genesis.__dict__.get("bls_keys"), RememberingKeyTable):
+        genesis.__dict__["bls_keys"] = RememberingKeyTable([v.bls_public_key for v in genesis.validators])
 
 
 class SimHost:

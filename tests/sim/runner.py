@@ -12,6 +12,7 @@ and the heads are checked after every event, each honest state root at the end. 
 
 from __future__ import annotations
 
+import dataclasses
 import random
 import shlex
 import traceback
@@ -21,19 +22,19 @@ from enum import StrEnum
 from functools import cache
 
 from popbench import crypto
-from popbench.genesis import ChainParams, Genesis, make_genesis
+from popbench.genesis import VOTE_PATHS, ChainParams, Genesis, make_genesis
 from popbench.model.hashing import address_of
 from popbench.model.proof import Proof
 from popbench.model.transfer import Transfer
 from popbench.pop.pbft import PbftEngine
 from popbench.wire import ItemKind
-from tests.sim.byzantine import CONSENSUS_BEHAVIOURS, LATER_BEHAVIOURS, LEDGER_BEHAVIOURS, ByzantineHost
+from tests.sim.byzantine import COLLECTOR_BEHAVIOURS, CONSENSUS_BEHAVIOURS, LATER_BEHAVIOURS, LEDGER_BEHAVIOURS, ByzantineHost
 from tests.sim.invariants import Checker, InvariantViolation
-from tests.sim.network import NS_PER_S, Adversary, EventQueue, SimHost, SimNetwork, virtual_wall_clock
+from tests.sim.network import NS_PER_S, Adversary, EventQueue, SimHost, SimNetwork, remember_bls_checks, virtual_wall_clock
 from tests.sim.scheduler import NS_PER_MS, Chaos, RandomAdversary
 
 SIM_PARAMS = ChainParams(batch_size=4, batch_interval_ms=20, view_timeout_ms=400, view_timeout_max_ms=3200,
-                         min_work_bits=0, mempool_limit=1000)  # fmt: skip
+                         min_work_bits=0, mempool_limit=1000, collector_timeout_ms=100)  # fmt: skip
 LIVENESS_BOUND_S = 40.0  # virtual seconds after stabilisation for every honest node to commit again
 MAX_STEPS = 200_000  # events per schedule; more means something loops
 LOAD_INTERVAL_NS = NS_PER_S // 10  # once stable, clients submit an item this often (a steady benchmark load)
@@ -62,7 +63,17 @@ PACKAGES = (
     ("equivocate-proposals", "forged-new-view"),
 )
 LATER_PACKAGES = (("amnesia", "equivocate-new-view", "equivocate-proposals"),)  # the mixed family's alone
-REPLAY_COMMAND = "POPBENCH_SIM_SEED={seed} POPBENCH_SIM_FAMILY={family} .venv/bin/python -m pytest tests/test_simulation.py -k replay -q"
+COLLECTOR_PACKAGES = (  # the collector path's: a lying collector beside a voter that poisons its shares
+    ("bad-signature-votes", "forged-bitmap"),
+    ("amnesia", "bad-aggregate", "bad-signature-votes"),
+    ("equivocate-certificates", "equivocate-proposals"),
+    ("silent-collector", "withhold"),
+)
+VOTES = tuple(VOTE_PATHS)  # "all-to-all", "collector": every family runs on both vote paths
+REPLAY_COMMAND = (
+    "POPBENCH_SIM_SEED={seed} POPBENCH_SIM_FAMILY={family} POPBENCH_SIM_VOTES={votes} "
+    ".venv/bin/python -m pytest tests/test_simulation.py -k replay -q"
+)
 
 
 class SimulationFailure(AssertionError):
@@ -89,32 +100,41 @@ class Schedule:
     chaos: Chaos
     items: int  # submitted during the chaotic phase
     restarts: tuple[Restart, ...] = ()
+    votes: str = "all-to-all"  # the vote path; not drawn, so a seed means the same schedule on both
 
     def summary(self) -> str:
         faulty = ", ".join(f"{node}: {'+'.join(kinds)}" for node, kinds in sorted(self.byzantine.items())) or "none"
         restarts = ", ".join(f"node {r.node} down {r.down_ns / 1e9:.2f}-{r.up_ns / 1e9:.2f}s" for r in self.restarts)
-        return f"n={self.n}, byzantine {{{faulty}}}, {self.items} items, restarts [{restarts}]; {self.chaos.summary()}"
+        return f"n={self.n}, {self.votes} votes, byzantine {{{faulty}}}, {self.items} items, restarts [{restarts}]; {self.chaos.summary()}"
 
     @property
     def replay_command(self) -> str:
-        return REPLAY_COMMAND.format(seed=self.seed, family=shlex.quote(self.family))
+        return REPLAY_COMMAND.format(seed=self.seed, family=shlex.quote(self.family), votes=self.votes)
 
 
-def draw_schedule(rng: random.Random, seed: int, family: str) -> Schedule:
-    """The schedule of ``seed`` in ``family`` (see ``Family``)."""
+def draw_schedule(rng: random.Random, seed: int, family: str, votes: str = "all-to-all") -> Schedule:
+    """The schedule of ``seed`` in ``family`` (see ``Family``) on the vote path ``votes``.
+
+    On the collector path the Byzantine menus add the collectors' lies (COLLECTOR_BEHAVIOURS); the
+    all-to-all path's draws are exactly what they were before it existed.
+    """
     if family not in FAMILIES:
         raise ValueError(f"unknown family {family!r}; known: {', '.join(FAMILIES)}")
+    if votes not in VOTES:
+        raise ValueError(f"unknown vote path {votes!r}; known: {', '.join(VOTES)}")
     family = Family(family)
+    collector = votes == "collector"
     n = 4 if rng.random() < 0.75 else rng.randint(5, 7)
     n = 7 if family == Family.MIXED else n  # f = 2: room for a Byzantine node and a restarted one
     f = (n - 1) // 3
     faulty = 0 if family == Family.HONEST else 1 if family == Family.MIXED else rng.randint(1, f)
-    menu = sorted(LEDGER_BEHAVIOURS if family == "ledger" else CONSENSUS_BEHAVIOURS)
+    consensus = {**CONSENSUS_BEHAVIOURS, **(COLLECTOR_BEHAVIOURS if collector else {})}
+    menu = sorted(LEDGER_BEHAVIOURS if family == "ledger" else consensus)
     if family == Family.MIXED:
-        menu = sorted({**CONSENSUS_BEHAVIOURS, **LATER_BEHAVIOURS})
+        menu = sorted({**consensus, **LATER_BEHAVIOURS})
     if family == "node-faults":
         menu = [NODE_FAULT + kind for kind in node_fault_engines()]
-    byzantine = {node: _draw_behaviours(rng, menu, family) for node in sorted(rng.sample(range(n), faulty))}
+    byzantine = {node: _draw_behaviours(rng, menu, family, collector) for node in sorted(rng.sample(range(n), faulty))}
     stable_at_ns = rng.randint(NS_PER_S // 2, 5 * NS_PER_S)
     chaos, items = Chaos.draw(rng, n, stable_at_ns), rng.randint(4, MAX_CHAOS_ITEMS)
     restarts: tuple[Restart, ...] = ()  # drawn last: the other families' seeds keep their meaning
@@ -122,7 +142,7 @@ def draw_schedule(rng: random.Random, seed: int, family: str) -> Schedule:
         restarts = _draw_restarts(rng, n, stable_at_ns)
     elif family == Family.MIXED:
         restarts = (_restart(rng, rng.choice([node for node in range(n) if node not in byzantine]), stable_at_ns),)
-    return Schedule(seed, family, n, byzantine, chaos, items, restarts)
+    return Schedule(seed, family, n, byzantine, chaos, items, restarts, votes)
 
 
 def _draw_restarts(rng: random.Random, n: int, stable_at_ns: int) -> tuple[Restart, ...]:
@@ -136,12 +156,13 @@ def _restart(rng: random.Random, node: int, stable_at_ns: int) -> Restart:
     return Restart(node, down_ns, min(down_ns + rng.randint(*RESTART_DOWN_NS), stable_at_ns))
 
 
-def _draw_behaviours(rng: random.Random, menu: list[str], family: Family) -> tuple[str, ...]:
+def _draw_behaviours(rng: random.Random, menu: list[str], family: Family, collector: bool = False) -> tuple[str, ...]:
     """One to three behaviours; in the byzantine family often a known-potent package (Jepsen's nemesis packages)."""
+    packages = PACKAGES + (COLLECTOR_PACKAGES if collector else ())
     if family == Family.BYZANTINE and rng.random() < PACKAGE_P:
-        return rng.choice(PACKAGES)
+        return rng.choice(packages)
     if family == Family.MIXED and rng.random() < PACKAGE_P:
-        return rng.choice(PACKAGES + LATER_PACKAGES)
+        return rng.choice(packages + LATER_PACKAGES)
     if family == "node-faults":
         return (rng.choice(menu),)
     return tuple(sorted(rng.sample(menu, rng.randint(1, min(3, len(menu))))))
@@ -160,19 +181,21 @@ def node_fault_engines() -> dict[str, type[PbftEngine]]:
 
 
 @cache
-def sim_genesis(n: int) -> tuple[Genesis, tuple[crypto.SigningKey, ...]]:
-    genesis, keys = make_genesis(n, seed=f"popbench-sim-{n}", params=SIM_PARAMS)
+def sim_genesis(n: int, votes: str = "all-to-all") -> tuple[Genesis, tuple[crypto.SigningKey, ...]]:
+    params = dataclasses.replace(SIM_PARAMS, votes=VOTE_PATHS[votes])
+    genesis, keys = make_genesis(n, seed=f"popbench-sim-{n}", params=params)
+    remember_bls_checks(genesis)
     return genesis, tuple(keys)
 
 
 @cache
-def workload(n: int, gapped: bool = False) -> tuple[tuple[ItemKind, bytes], ...]:
+def workload(n: int, gapped: bool = False, votes: str = "all-to-all") -> tuple[tuple[ItemKind, bytes], ...]:
     """Items for the chain of ``n`` validators, made once per process: proofs and some transfers.
 
     ``gapped`` adds payments whose account nonce skips ahead: admission accepts them, execution skips
     them (issue 9 item 2: a restarted node must re-apply such a block exactly as before).
     """
-    genesis, keys = sim_genesis(n)
+    genesis, keys = sim_genesis(n, votes)  # items name the chain id, which the vote path changes
     owner = crypto.derive_key("popbench-sim-owner", 0)
     items: list[tuple[ItemKind, bytes]] = []
     for index in range(WORKLOAD_ITEMS):
@@ -279,12 +302,12 @@ class Outcome:
     heights: dict[int, int]
 
 
-def run_schedule(seed: int, family: str = "byzantine") -> Outcome:
-    """Run the schedule of ``seed``; raise ``SimulationFailure`` if any invariant breaks."""
+def run_schedule(seed: int, family: str = "byzantine", votes: str = "all-to-all") -> Outcome:
+    """Run the schedule of ``seed`` on the vote path ``votes``; raise ``SimulationFailure`` if any invariant breaks."""
     rng = random.Random(seed)
-    schedule = draw_schedule(rng, seed, family)
-    genesis, keys = sim_genesis(schedule.n)
-    items = workload(schedule.n, gapped=family in (Family.HONEST, Family.MIXED))
+    schedule = draw_schedule(rng, seed, family, votes)
+    genesis, keys = sim_genesis(schedule.n, votes)
+    items = workload(schedule.n, gapped=family in (Family.HONEST, Family.MIXED), votes=votes)
     chaotic, fresh = items[: schedule.items], items[schedule.items :]
     events = EventQueue()
     adversary = RandomAdversary(rng, schedule.chaos, lambda: events.now_ns)
@@ -342,7 +365,8 @@ def _engine_state(host: SimHost) -> str:
     locked = f"locked on {lock.proposal.block.hash[:4].hex()} from view {lock.view}" if lock else "not locked"
     return (
         f"node {host.node_id} at height {host.ledger.height}, view {engine.view}, {locked}, "
-        f"refused {dict(sorted(engine.proposals_refused.items()))}, mempool {len(host.mempool)}"
+        f"refused {dict(sorted(engine.proposals_refused.items()))}, mempool {len(host.mempool)}, "
+        f"collector fallbacks {engine.collector_fallbacks}"
     )
 
 
