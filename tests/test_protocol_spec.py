@@ -723,3 +723,207 @@ def test_the_leader_reputation_rule_of_the_spec_is_popbench_s() -> None:
             heights_with_exclusions += bool(spec.excluded)
         assert reputation or not spec.misses
     assert heights_with_exclusions > 5000, "the chains exercise exclusions"
+
+
+Chain = list[tuple[int, int, int, list[int]]]
+
+
+def _with_one_down(leaders: SpecLeaders, heights: range, down: int, view: int = 0,
+                   reproposed_at: int | None = None) -> tuple[Chain, dict[int, set[int]], dict[int, set[int]]]:  # fmt: skip
+    """(height, header view, proposer, views that failed first) as the network commits with ``down`` never
+    proposing, and who was excluded and on probation at each height. At ``reproposed_at`` the failed
+    view's leader had got its block prepared before it stopped: it is re-proposed, header unchanged."""
+    chain: Chain = []
+    excluded: dict[int, set[int]] = {}
+    probation: dict[int, set[int]] = {}
+    for height in heights:
+        excluded[height], probation[height] = set(leaders.excluded), set(leaders.probation)
+        failed = []
+        while leaders.leader(view, height) == down:
+            failed.append(view)
+            view += 1
+        header_view = failed[-1] if height == reproposed_at else view
+        chain.append((height, header_view, leaders.leader(header_view, height), failed))
+        leaders.committed(height, header_view, chain[-1][2])
+    return chain, excluded, probation
+
+
+def test_the_worked_example_s_leaders_follow_from_the_spec() -> None:
+    """docs/protocol.md 13.8: validator 3 of four down from height 3, by the spec's reputation rule."""
+    assert "### 13.8 Worked example: n = 4, the leader of height 3 in view 0 is down" in SPEC.read_text()
+    leaders = SpecLeaders([0, 1, 2, 3], 4)
+    chain, excluded, probation = _with_one_down(leaders, range(1, 216), 3)
+    assert chain[:7] == [(1, 0, 1, []), (2, 0, 2, []), (3, 1, 0, [0]), (4, 1, 2, []), (5, 1, 0, []), (6, 1, 1, []), (7, 1, 2, [])]
+    assert all(excluded[h] == {3} for h in range(4, 67)) and excluded[67] == set() and probation[67] == {3}
+    assert chain[69] == (70, 2, 0, [1]) and probation[70] == {3}, "3's turn at (1, 70), on probation"
+    assert [h for h, _, _, failed in chain if failed] == [3, 70, 201]
+    assert all(excluded[h] == {3} for h in range(71, 198)) and excluded[198] == set()
+    assert [leaders.exclusion(m) for m in (1, 2, 3, 4, 5, 6)] == [64, 128, 256, 512, 1024, 1024]
+    plain, _, _ = _with_one_down(SpecLeaders([0, 1, 2, 3], 4, reputation=False), range(1, 14), 3)
+    assert [(h, failed) for h, _, _, failed in plain if failed] == [(3, [0]), (6, [1]), (9, [2]), (12, [3])]
+    # The variant: B, built by 3 in view 0, is re-proposed and commits in view 1 with its header.
+    leaders = SpecLeaders([0, 1, 2, 3], 4)
+    variant, excluded, probation = _with_one_down(leaders, range(1, 9), 3, reproposed_at=3)
+    assert variant[2] == (3, 0, 3, [0]) and excluded[4] == set(), "no failed view is read at height 3"
+    assert excluded[5] == {0}, "view 0 reads as a failed view of height 4, led by 0"
+    assert variant[3:] == [(4, 1, 1, []), (5, 1, 1, []), (6, 1, 2, []), (7, 2, 1, [1]), (8, 2, 1, [])]
+    assert excluded[8] == {3} and probation[8] == {0}
+
+
+# -- section 13, view changes step by step --------------------------------------------------------------
+PRE_PREPARE, PREPARE, COMMIT, VIEW_CHANGE, NEW_VIEW = 20, 21, 22, 23, 24
+VOTE = struct.Struct(">QQ32sI64s")  # 4. PREPARE and COMMIT
+VIEW_CHANGE_HEAD = struct.Struct(">QQIQ")  # 13.3
+VOTE_ENTRY = struct.Struct(">I64s")  # 13.3: an entry of prepared_votes
+
+
+def vote_message(kind: str, chain_id: bytes, view: int, height: int, block_hash: bytes) -> bytes:
+    """Section 8: what PREPARE, COMMIT and (with a digest for the hash) VIEW_CHANGE sign."""
+    return b"popbench/vote/v1/" + kind.encode() + b"/" + chain_id + struct.pack(">QQ", view, height) + block_hash
+
+
+def blob(data: bytes) -> bytes:
+    return struct.pack(">I", len(data)) + data
+
+
+def decode_block(encoded: bytes) -> tuple[tuple[Any, ...], list[bytes], list[bytes]]:
+    """Section 8: (header fields, proof ids, transfer ids); AssertionError if it does not decode."""
+    reader = Body(encoded)
+    fields = reader.unpack(BLOCK_HEADER)
+    proof_ids, transfer_ids = reader.hashes(), reader.hashes()
+    reader.finish()
+    return fields, proof_ids, transfer_ids
+
+
+@dataclass
+class SpecViewChange:
+    """Section 13.3."""
+
+    new_view: int
+    height: int
+    voter: int
+    prepared_view: int
+    prepared_block: bytes
+    prepared_votes: bytes
+    signature: bytes
+
+    def signed_bytes(self, chain_id: bytes) -> bytes:
+        block_hash = sha256(self.prepared_block[: BLOCK_HEADER.size]) if self.prepared_block else bytes(32)
+        digest = sha256(struct.pack(">Q", self.prepared_view) + block_hash + self.prepared_votes)
+        return vote_message("view-change", chain_id, self.new_view, self.height, digest)
+
+    def body(self) -> bytes:
+        head = VIEW_CHANGE_HEAD.pack(self.new_view, self.height, self.voter, self.prepared_view)
+        return head + blob(self.prepared_block) + blob(self.prepared_votes) + self.signature
+
+    @classmethod
+    def decode(cls, body: bytes) -> SpecViewChange:
+        reader = Body(body)
+        head = reader.unpack(VIEW_CHANGE_HEAD)
+        block, votes, signature = reader.blob(), reader.blob(), reader.take(64)
+        reader.finish()
+        return cls(*head, block, votes, signature)
+
+
+def signed_view_change(key: crypto.SigningKey, chain_id: bytes, new_view: int, height: int, voter: int, prepared_view: int = 0,
+                       block: bytes = b"", votes: bytes = b"") -> SpecViewChange:  # fmt: skip
+    change = SpecViewChange(new_view, height, voter, prepared_view, block, votes, bytes(64))
+    change.signature = key.sign(change.signed_bytes(chain_id))
+    return change
+
+
+def new_view_body(new_view: int, height: int, bodies: list[bytes]) -> bytes:
+    """Section 13.5."""
+    return struct.pack(">QQI", new_view, height, len(bodies)) + b"".join(blob(body) for body in bodies)
+
+
+def spec_valid_lock(change: SpecViewChange, new_view: int, chain_id: bytes, validators: dict[int, bytes], quorum: int) -> bool:
+    """Section 13.6, step 6."""
+    if not change.prepared_block or change.prepared_view >= new_view or len(change.prepared_votes) % VOTE_ENTRY.size:
+        return False
+    try:
+        fields, _, _ = decode_block(change.prepared_block)
+    except AssertionError:
+        return False
+    if fields[0] != change.height:
+        return False
+    message = vote_message("prepare", chain_id, change.prepared_view, change.height, sha256(change.prepared_block[: BLOCK_HEADER.size]))
+    entries = dict(VOTE_ENTRY.iter_unpack(change.prepared_votes))  # one per voter
+    valid = [voter for voter, signature in entries.items() if voter in validators and crypto.verify(validators[voter], message, signature)]
+    return len(valid) >= quorum
+
+
+def spec_check_new_view(body: bytes, height: int, chain_id: bytes, validators: dict[int, bytes],
+                        quorum: int) -> tuple[int, list[bytes], bytes | None, list[int]]:  # fmt: skip
+    """Section 13.6, steps 5-7: (new_view, the VIEW_CHANGE bodies, the obligation or None, its holders).
+    AssertionError where the spec refuses the NEW_VIEW."""
+    reader = Body(body)
+    new_view, nv_height = reader.unpack(struct.Struct(">QQ"))
+    bodies = reader.blobs()
+    reader.finish()
+    assert nv_height == height, f"NEW_VIEW for height {nv_height}, not {height}"
+    by_voter: dict[int, SpecViewChange] = {}
+    for raw in bodies:
+        change = SpecViewChange.decode(raw)
+        assert (change.new_view, change.height) == (new_view, height) and change.voter in validators, change
+        if change.prepared_block:
+            decode_block(change.prepared_block)
+        assert crypto.verify(validators[change.voter], change.signed_bytes(chain_id), change.signature), f"bad signature of {change.voter}"
+        by_voter[change.voter] = change
+    assert len(by_voter) >= quorum, f"NEW_VIEW carries {len(by_voter)} validators' VIEW_CHANGEs, quorum is {quorum}"
+    best: SpecViewChange | None = None
+    for change in by_voter.values():
+        if (best is None or change.prepared_view > best.prepared_view) and spec_valid_lock(change, new_view, chain_id, validators, quorum):
+            best = change
+    if best is None:
+        return new_view, bodies, None, []
+    return new_view, bodies, best.prepared_block, sorted(voter for voter, _ in VOTE_ENTRY.iter_unpack(best.prepared_votes))
+
+
+def test_the_view_change_vectors_follow_from_the_spec() -> None:
+    """The appendix's view-change vectors, recomputed from section 13 with the seed keys of
+    docs/genesis.md; popbench's own encoding and signed bytes agree, and 13.6 derives the obligations."""
+    from popbench.genesis import make_genesis
+    from popbench.pop.pbft_round import view_change_message
+    from popbench.wire import NewView, ViewChange
+
+    spec = "".join(SPEC.read_text().split())  # the appendix spreads long hex over lines
+    genesis, _ = make_genesis(VALIDATORS, seed="spec")  # what `popbench genesis --validators 4 --seed spec` writes
+    chain_id, quorum = genesis.chain_id, genesis.quorum
+    keys = [crypto.SigningKey(spec_seed_secret("spec", i)) for i in range(VALIDATORS)]
+    validators = {i: key.public_key for i, key in enumerate(keys)}
+    assert validators == genesis.public_keys
+    no_lock = [signed_view_change(keys[i], chain_id, 1, 3, i) for i in range(3)]
+    unlocked_new_view = new_view_body(1, 3, [change.body() for change in no_lock])
+    leaf = bytes([0x11]) * 32
+    header = BLOCK_HEADER.pack(3, 0, bytes([0x22]) * 32, 3, 1_700_000_000_000_000_000, merkle_root([leaf]), bytes([0x33]) * 32)
+    block = header + struct.pack(">I", 1) + leaf + struct.pack(">I", 0)
+    prepares = {i: keys[i].sign(vote_message("prepare", chain_id, 0, 3, sha256(header))) for i in (0, 1, 3)}
+    votes = b"".join(VOTE_ENTRY.pack(voter, signature) for voter, signature in sorted(prepares.items()))
+    locked = [signed_view_change(keys[i], chain_id, 1, 3, i, 0, block, votes) for i in (0, 1)]
+    locked_new_view = new_view_body(1, 3, [locked[0].body(), locked[1].body(), no_lock[2].body()])
+    one = no_lock[1]
+    assert one.signed_bytes(chain_id) == b"popbench/vote/v1/view-change/" + chain_id + struct.pack(">QQ", 1, 3) + sha256(bytes(40))
+    sizes = [
+        len(one.signed_bytes(chain_id)),
+        len(one.body()),
+        len(unlocked_new_view),
+        len(block),
+        len(locked[0].body()),
+        len(locked_new_view),
+    ]
+    assert sizes == [109, 100, 332, 164, 468, 1068]
+    computed = [
+        chain_id, b"popbench/vote/v1/view-change/", one.signature, one.body(), unlocked_new_view, block, sha256(header),
+        *prepares.values(), locked[0].signed_bytes(chain_id)[-32:], locked[0].signature, sha256(locked[0].body()),
+        sha256(locked_new_view),
+    ]  # fmt: skip
+    missing = [value.hex() for value in computed if value.hex() not in spec]
+    assert not missing, f"docs/protocol.md lacks these view-change vectors (or states others): {missing}"
+    assert spec_check_new_view(unlocked_new_view, 3, chain_id, validators, quorum)[2:] == (None, [])
+    assert spec_check_new_view(locked_new_view, 3, chain_id, validators, quorum)[2:] == (block, [0, 1, 3])
+    for change in [*no_lock, *locked]:  # popbench's own messages, byte for byte
+        ours = ViewChange(change.new_view, change.height, change.voter, change.prepared_view, change.prepared_block,
+                          change.prepared_votes, change.signature)  # fmt: skip
+        assert ours.encode_body() == change.body() and view_change_message(chain_id, ours) == change.signed_bytes(chain_id)
+    assert NewView(1, 3, [change.body() for change in no_lock]).encode_body() == unlocked_new_view
