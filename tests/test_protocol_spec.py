@@ -109,9 +109,14 @@ def proof_id_of(encoded: bytes) -> bytes:
     return sha256(b"popbench/proof/v1" + encoded[:-64])
 
 
+LATER_PARAMS = {"leader_reputation": 1, "votes": 0, "collectors": 2, "collector_timeout_ms": 1000}  # docs/genesis.md, `params`
+
+
 def chain_id_of(genesis_file: Path) -> bytes:
-    """docs/genesis.md: sha256 of the canonical JSON (the file `popbench genesis` writes has every default)."""
+    """docs/genesis.md: sha256 of the canonical JSON (the file `popbench genesis` writes has every default);
+    a parameter added after the format was published counts only when it is not at its default."""
     data = json.loads(genesis_file.read_text())
+    data["params"] = {key: value for key, value in data["params"].items() if LATER_PARAMS.get(key, object()) != value}
     return sha256(json.dumps(data, sort_keys=True, separators=(",", ":")).encode())
 
 
@@ -269,10 +274,20 @@ def three_of_four(tmp_path: Path):  # type: ignore[no-untyped-def]
     yield from _run_network(tmp_path, VALIDATORS - 1)
 
 
-def _run_network(tmp_path: Path, running: int):  # type: ignore[no-untyped-def]
+@pytest.fixture
+def three_of_four_all_to_all(tmp_path: Path):  # type: ignore[no-untyped-def]
+    """Validators 0-2 of four, on a genesis that states the all-to-all vote path and leader reputation."""
+    yield from _run_network(tmp_path, VALIDATORS - 1, {"votes": 0, "leader_reputation": 1})
+
+
+def _run_network(tmp_path: Path, running: int, params: dict[str, int] | None = None):  # type: ignore[no-untyped-def]
     done = subprocess.run([POPBENCH, "genesis", "--validators", str(VALIDATORS), "--output", "genesis.json", "--seed", "spec"],
                           cwd=tmp_path, capture_output=True, text=True, timeout=60)  # fmt: skip
     assert done.returncode == 0, done.stderr
+    if params:
+        data = json.loads((tmp_path / "genesis.json").read_text())
+        data["params"].update(params)
+        (tmp_path / "genesis.json").write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
     sockets = [_listening_socket() for _ in range(running)]
     ports = [sock.getsockname()[1] for sock in sockets]
     procs = []
@@ -927,3 +942,202 @@ def test_the_view_change_vectors_follow_from_the_spec() -> None:
                           change.prepared_votes, change.signature)  # fmt: skip
         assert ours.encode_body() == change.body() and view_change_message(chain_id, ours) == change.signed_bytes(chain_id)
     assert NewView(1, 3, [change.body() for change in no_lock]).encode_body() == unlocked_new_view
+
+
+# -- section 13 against real nodes: validator 3 of four takes part in a view change -------------------------
+Inbox = asyncio.Queue[tuple[int, int, bytes]]
+
+
+def test_a_view_change_taken_part_in_by_the_spec_commits_in_the_new_view(three_of_four_all_to_all) -> None:  # type: ignore[no-untyped-def]
+    root, ports, printed_chain_id = three_of_four_all_to_all
+    genesis = json.loads((root / "genesis.json").read_text())
+    chain_id = chain_id_of(root / "genesis.json")
+    assert chain_id.hex() == printed_chain_id, "stating parameters at their default does not change the chain id"
+    try:
+        asyncio.run(_view_change_as_validator_3(genesis, chain_id, ports))
+    except BaseException:
+        for node in range(len(ports)):
+            print(f"--- node-{node}.log\n" + (root / f"node-{node}.log").read_text(errors="replace")[-2000:])
+            events = root / "data" / f"node-{node}.events.jsonl"
+            if events.exists():
+                print(f"--- node-{node}.events.jsonl\n" + "".join(events.read_text().splitlines(keepends=True)[-25:]))
+        raise
+
+
+async def _pump(node: int, link: SpecClient, inbox: Inbox, announced: tuple[str, int]) -> None:
+    """Validator 3's side of one link: it answers what a validator is asked (section 6) and hands every
+    frame on; a closed link is handed on as type -1."""
+    try:
+        while True:
+            length, message_type = FRAME_HEADER.unpack(await link.reader.readexactly(5))
+            body = await link.reader.readexactly(length)
+            if message_type == BLOCK_REQUEST:
+                await link.send(BLOCK_RESPONSE, struct.pack(">I", 0))  # it holds no committed block: an empty list
+            elif message_type == PING:
+                await link.send(PONG, body)
+            elif message_type == PEERS_REQUEST:
+                host = bytes(int(part) for part in announced[0].split("."))
+                await link.send(PEERS, struct.pack(">I", 1) + PEER_ENTRY.pack(3, ROLE_VALIDATOR, host, announced[1]))
+            await inbox.put((node, message_type, body))
+    except (asyncio.IncompleteReadError, ConnectionError) as err:
+        await inbox.put((node, -1, repr(err).encode()))
+
+
+async def _next_frame(inbox: Inbox, wanted: set[int]) -> tuple[int, int, bytes]:
+    """The next frame of a type in ``wanted`` from any link; a DISCONNECT or a closed link fails the test."""
+    while True:
+        node, message_type, body = await asyncio.wait_for(inbox.get(), COMMIT_TIMEOUT_S)
+        assert message_type not in (-1, DISCONNECT), f"the link to node {node} ended: {body!r}"
+        if message_type in wanted:
+            return node, message_type, body
+
+
+async def _wait_for_height(port: int, chain_id: bytes, validators: dict[int, bytes], height: int) -> dict[str, Any]:
+    client = await _connect(port, chain_id, validators)
+    try:
+        deadline = time.monotonic() + COMMIT_TIMEOUT_S
+        while (status := await client.status())["height"] < height:
+            assert time.monotonic() < deadline, f"node never reached height {height}: {status}"
+            await asyncio.sleep(0.05)  # polling period of a condition with a deadline
+        return status
+    finally:
+        client.close()
+
+
+async def _view_change_as_validator_3(genesis: dict[str, Any], chain_id: bytes, ports: list[int]) -> None:
+    """Section 13.9: the worked example of 13.8 with validator 3 played from the spec."""
+    validators = {v["node_id"]: bytes.fromhex(v["public_key"]) for v in genesis["validators"]}
+    params = genesis["params"]
+    assert (params["votes"], params["leader_reputation"]) == (0, 1), "the test's genesis states the all-to-all vote path"
+    n, me = len(validators), 3
+    quorum, timeout_s = n - (n - 1) // 3, params["view_timeout_ms"] / 1000
+    key = crypto.SigningKey(spec_seed_secret("spec", me))
+    assert key.public_key == validators[me]
+    leaders = SpecLeaders(spec_leader_schedule([(v["node_id"], v["stake"]) for v in genesis["validators"]]), n)
+    owner = crypto.derive_key("spec-view-change", 0)
+    listener = _listening_socket()
+    announced = ("127.0.0.1", listener.getsockname()[1])
+    observer = await _connect(ports[0], chain_id, validators)  # a client: submits, and hears of commits
+    links: dict[int, SpecClient] = {}
+    inbox: Inbox = asyncio.Queue()
+    pumps: list[asyncio.Task[None]] = []
+    submitted = iter(range(100, 1000))
+
+    async def submit(note: bytes) -> bytes:
+        proof, proof_id = make_proof(owner, chain_id, note, params["min_work_bits"])
+        request_id = next(submitted)
+        await observer.send(SUBMIT, struct.pack(">IB", request_id, KIND_PROOF) + proof)
+        assert struct.unpack(">I32sB", await observer.read_until(SUBMIT_RESULT)) == (request_id, proof_id, ACCEPTED)
+        return proof_id
+
+    async def committed(proof_id: bytes) -> tuple[Block, int, int]:
+        """The committed block holding ``proof_id``, its header's view and proposer; the spec's leaders learn it."""
+        height, block_hash = await _wait_for_commit_of(observer, proof_id)
+        block = decode_record(await observer.committed_record(height))
+        _, header_view, _, proposer, *_ = BLOCK_HEADER.unpack(block.header)
+        assert sha256(block.header) == block_hash
+        message = commit_vote_message(chain_id, block.certificate_view, height, block_hash)
+        assert len({voter for voter, _ in block.certificate}) >= quorum
+        assert all(crypto.verify(validators[voter], message, signature) for voter, signature in block.certificate)
+        leaders.committed(height, header_view, proposer)
+        return block, header_view, proposer
+
+    try:
+        await _wait_for_peer_ids(observer, [1, 2])
+        await observer.send(SUBSCRIBE, bytes([TOPIC_COMMITS]))
+        for node, port in enumerate(ports):
+            links[node] = await _connect(port, chain_id, validators, (me, key), announced)
+        pumps = [asyncio.create_task(_pump(node, link, inbox, announced)) for node, link in links.items()]
+        greeted: set[int] = set()
+        while greeted != set(links):  # section 6: a node greets an established validator link with BLOCK_REQUEST
+            greeted.add((await _next_frame(inbox, {BLOCK_REQUEST}))[0])
+
+        # Heights 1 and 2: view 0, led by 1 and 2; validator 3 stays out of them.
+        for height in (1, 2):
+            assert leaders.leader(0, height) == height
+            block, header_view, proposer = await committed(await submit(b"height %d" % height))
+            assert (block.height, header_view, proposer, block.certificate_view) == (height, 0, height, 0)
+        previous_hash = sha256(block.header)
+        assert leaders.leader(0, 3) == me, "the example: validator 3 leads view 0 at height 3"
+        for port in ports[1:]:
+            await _wait_for_height(port, chain_id, validators, 2)  # every node now works on height 3
+
+        # Height 3: validator 3 proposes nothing, and asks for view 1 at once (13.2). One request moves
+        # nobody (f + 1 = 2), so the nodes wait for their timers (13.1).
+        started = time.monotonic()
+        proof_id = await submit(b"height 3")
+        mine = signed_view_change(key, chain_id, 1, 3, me)
+        for link in links.values():
+            await link.send(VIEW_CHANGE, mine.body())
+        asked: dict[int, float] = {}
+
+        def check_view_change(node: int, body: bytes) -> None:
+            change = SpecViewChange.decode(body)  # 13.4: from its link's validator, for a later view, signed
+            assert (change.voter, change.height, change.new_view) == (node, 3, 1), change
+            assert crypto.verify(validators[node], change.signed_bytes(chain_id), change.signature)
+            assert (change.prepared_view, change.prepared_block, change.prepared_votes) == (0, b"", b""), "nothing was proposed"
+            asked.setdefault(node, time.monotonic() - started)
+
+        while (frame := await _next_frame(inbox, {VIEW_CHANGE, NEW_VIEW}))[1] == VIEW_CHANGE:
+            check_view_change(frame[0], frame[2])
+        node, _, body = frame
+        new_view_after = time.monotonic() - started
+        assert node == leaders.leader(1, 3) == 0, "13.6: the NEW_VIEW comes from the leader of (1, 3)"
+        new_view, bodies, obligation, _ = spec_check_new_view(body, 3, chain_id, validators, quorum)
+        assert new_view == 1 and obligation is None, "13.6: no VIEW_CHANGE carries a lock"
+        assert mine.body() in bodies, "validator 3's VIEW_CHANGE is in the NEW_VIEW, byte for byte"
+        assert new_view_after >= 0.95 * timeout_s and all(after >= 0.95 * timeout_s for after in asked.values()), (
+            f"the nodes asked for view 1 before their timers could fire: {asked}, NEW_VIEW after {new_view_after:.3f} s"
+        )
+        assert len(bodies) >= quorum and new_view_after < timeout_s + 2.0
+        voters = [SpecViewChange.decode(raw).voter for raw in bodies]
+
+        # View 1 (13.7): a fresh block from 0; validator 3 PREPAREs it and, once prepared, COMMITs it.
+        prepares: dict[int, bytes] = {}
+        block_hash = b""
+        while not block_hash or sum(voted == block_hash for voted in prepares.values()) < quorum:
+            node, message_type, body = await _next_frame(inbox, {PRE_PREPARE, PREPARE, VIEW_CHANGE})
+            if message_type == VIEW_CHANGE:  # one that came after the NEW_VIEW on its own link
+                check_view_change(node, body)
+            elif message_type == PRE_PREPARE:
+                view, height = struct.unpack(">QQ", body[:16])
+                fields, proof_ids, transfer_ids = decode_block(body[16:])
+                block_height, block_view, prev_hash, proposer, _, items_root, _ = fields
+                assert (node, view, height) == (0, 1, 3) and (block_height, block_view, proposer) == (3, 1, 0), "a fresh block of view 1"
+                assert prev_hash == previous_hash and items_root == merkle_root(proof_ids + transfer_ids) and proof_id in proof_ids
+                block_hash = sha256(body[16 : 16 + BLOCK_HEADER.size])
+                signature = key.sign(vote_message("prepare", chain_id, 1, 3, block_hash))
+                prepares[me] = block_hash
+                for link in links.values():
+                    await link.send(PREPARE, VOTE.pack(1, 3, block_hash, me, signature))
+            else:
+                view, height, voted, voter, signature = VOTE.unpack(body)
+                if (view, height) == (1, 3):
+                    assert voter == node and crypto.verify(validators[voter], vote_message("prepare", chain_id, 1, 3, voted), signature)
+                    prepares[voter] = voted
+        signature = key.sign(vote_message("commit", chain_id, 1, 3, block_hash))
+        for link in links.values():
+            await link.send(COMMIT, VOTE.pack(1, 3, block_hash, me, signature))
+        block, header_view, proposer = await committed(proof_id)
+        assert (block.height, sha256(block.header), block.certificate_view) == (3, block_hash, 1), "block 3 commits in view 1"
+        assert leaders.excluded == {me}, "3 missed its turn at height 3 and is left out (docs/consensus.md)"
+        assert all(after >= 0.95 * timeout_s for after in asked.values()) and set(asked) >= set(voters) - {me}
+
+        # Heights 4-6 in view 1 without a timeout, led by 2, 0, 1; plain rotation would have 3 lead (1, 6).
+        assert (1 + 6) % n == me
+        for height, leader in ((4, 2), (5, 0), (6, 1)):
+            assert leaders.leader(1, height) == leader
+            block, header_view, proposer = await committed(await submit(b"height %d" % height))
+            assert (block.height, header_view, proposer, block.certificate_view) == (height, 1, leader, 1)
+        for port in ports:
+            status = await _wait_for_height(port, chain_id, validators, 6)
+            assert (status["view"], status["leader"]) == (1, leaders.leader(1, 7)), "STATUS names the spec's leader"
+        timings = {node: round(after, 3) for node, after in sorted(asked.items())}
+        print(f"asked for view 1 after (s): {timings}; NEW_VIEW(1, 3) from 0 after {new_view_after:.3f} s "
+              f"with the VIEW_CHANGEs of {voters}; heights 3-6 committed in view 1")  # fmt: skip
+    finally:
+        for task in pumps:
+            task.cancel()
+        for client in [observer, *links.values()]:
+            client.close()
+        listener.close()
