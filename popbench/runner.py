@@ -8,6 +8,8 @@ supervisor's loop: it builds its own here). The loop counts every exception that
 from __future__ import annotations
 
 import asyncio
+import cProfile
+import os
 import signal
 from collections.abc import Callable
 
@@ -27,7 +29,18 @@ def run_node_forever(
     status_every_s: float | None = None,
     on_status: StatusSink | None = None,
 ) -> AnyStatus:
-    """Serve until SIGINT or SIGTERM; returns the node's final status (its metrics summary)."""
+    """Serve until SIGINT or SIGTERM; returns the node's final status (its metrics summary).
+
+    With ``POPBENCH_CPROFILE=DIR`` (and ``POPBENCH_CPROFILE_NODES``, comma-separated ids, default 0) the
+    named nodes run under cProfile and write ``DIR/node-N.prof`` when they stop: where a round's CPU goes.
+    """
+    profile_dir = os.environ.get("POPBENCH_CPROFILE")
+    if profile_dir and str(config.node_id) in os.environ.get("POPBENCH_CPROFILE_NODES", "0").split(","):
+        profiler = cProfile.Profile()
+        try:
+            return profiler.runcall(uvloop.run, _serve(config, report, status_every_s, on_status))
+        finally:
+            profiler.dump_stats(os.path.join(profile_dir, f"node-{config.node_id}.prof"))
     return uvloop.run(_serve(config, report, status_every_s, on_status))
 
 
