@@ -5,14 +5,19 @@ from __future__ import annotations
 import asyncio
 import subprocess
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
 from popbench.errors import SyncError
+from popbench.genesis import ChainParams, make_genesis
 from popbench.model.block import CommitCertificate
 from popbench.pop import sync
+from popbench.pop.catchup import CatchUp
 from popbench.pop.ledger import CommittedBlock
+from popbench.wire import SnapshotChunk, SnapshotRequest
 from popbench.wire.status import AnyStatus
+from tests.chain_builder import NodeChain, proof_item
 from tests.cluster import POPBENCH, LocalCluster, _listening_socket
 from tests.test_pbft_network import TIMEOUT_S, all_committed, make_proofs, submit_all
 
@@ -108,3 +113,30 @@ def test_a_tampered_snapshot_or_certificate_is_refused(network: LocalCluster) ->
     record.certificate = CommitCertificate(record.certificate.view, [(voter, bytes(64)), *record.certificate.votes[1:]])
     with pytest.raises(SyncError, match="not certified"):
         sync.verify_snapshot(genesis, height, data, record.encode())
+
+
+def test_a_snapshot_request_for_the_latest_state_follows_the_head_after_height_0_was_served(tmp_path: Path) -> None:
+    """SNAPSHOT_REQUEST(0, ...) asks for the latest state. A node that had served its opening state at
+    height 0 kept answering from it after later commits, so `popbench join` got height 0, asked for the
+    block at height 0 and was given block 1 ("asked for the block at height 0, got 1")."""
+    genesis, keys = make_genesis(4, seed="snapshot-cache", params=ChainParams(min_work_bits=0))
+    chain = NodeChain(genesis, keys, tmp_path, 0)
+    answers: list[SnapshotChunk] = []
+    catchup = CatchUp(SimpleNamespace(ledger=chain.ledger))  # type: ignore[arg-type]
+    conn = SimpleNamespace(send=answers.append)
+
+    def ask(height: int) -> SnapshotChunk:
+        catchup.on_snapshot_request(conn, SnapshotRequest(height, 0))  # type: ignore[arg-type]
+        return answers[-1]
+
+    try:
+        assert ask(0).height == 0, "nothing committed: the opening state"
+        record = chain.commit_items([proof_item(keys[1], genesis, 1)], proposer=1)
+        latest = ask(0)
+        assert latest.height == 1 and latest.data == chain.ledger.state.encode_snapshot()
+        assert sync.verify_snapshot(genesis, 1, latest.data, record.encode()).height == 1, "what join then accepts"
+        chain.commit_items([proof_item(keys[2], genesis, 2)], proposer=2)
+        assert ask(1).height == 1, "a joiner's further chunks still come from the snapshot it started on"
+        assert ask(0).height == 2
+    finally:
+        chain.store.close()

@@ -330,7 +330,7 @@ async def _submit_and_verify(genesis: dict[str, Any], chain_id: bytes, ports: li
     client = await _connect(ports[0], chain_id, validators)
     try:
         await _wait_for_full_mesh(client)
-        await _check_opening_state(ports[2], chain_id, validators, genesis)
+        await _check_opening_state(ports[0], chain_id, validators, genesis)  # the node whose state is checked after the commit
         owner = crypto.derive_key("spec-client", 0)
         proof, proof_id = make_proof(owner, chain_id, b"written from the spec", genesis["params"]["min_work_bits"])
         await client.send(SUBSCRIBE, bytes([TOPIC_COMMITS]))
@@ -405,9 +405,7 @@ async def _check_state(client: SpecClient, genesis: dict[str, Any], owner: crypt
 
 async def _check_opening_state(port: int, chain_id: bytes, validators: dict[int, bytes], genesis: dict[str, Any]) -> None:
     """Before any commit a node serves the opening state at height 0; `popbench genesis` gives every
-    validator a balance too, so each account here holds a balance and a stake in one record. (Asked of
-    another node than the one whose state is checked after the commit: a node that served a height-0
-    snapshot keeps answering SNAPSHOT_REQUEST(0, ...) from it, docs/protocol.md section 6.)"""
+    validator a balance too, so each account here holds a balance and a stake in one record."""
     client = await _connect(port, chain_id, validators)
     try:
         height, records = await client.snapshot()

@@ -103,9 +103,15 @@ class CatchUp:
         conn.send(SnapshotChunk(height, index, len(chunks), chunks[index]))
 
     def _snapshot_for(self, height: int) -> tuple[int, list[bytes]]:
-        """Chunks of the state at the head; kept while asked for, so a joiner sees one consistent state."""
+        """Chunks of the state at the head; kept while asked for, so a joiner sees one consistent state.
+
+        ``height`` 0 asks for the latest state: the kept snapshot answers it only while it is still at the
+        head. (A kept height-0 snapshot once answered it after later commits too, since 0 is also its
+        height: the opening state, and ``popbench join`` then found block 1 where it asked for block 0.)
+        """
         cached = self._snapshot
-        if cached is not None and (height == cached[0] or (height == 0 and cached[0] == self.node.ledger.height)):
+        head = self.node.ledger.height
+        if cached is not None and (cached[0] == head if height == 0 else height == cached[0]):
             return cached
         data = self.node.ledger.state.encode_snapshot()
         chunks = [data[i : i + SNAPSHOT_CHUNK_BYTES] for i in range(0, len(data), SNAPSHOT_CHUNK_BYTES)] or [b""]
