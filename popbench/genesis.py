@@ -72,13 +72,13 @@ class ChainParams:
         for name in ("collectors", "collector_timeout_ms"):
             if getattr(self, name) == 0:
                 raise ConfigError("must be at least 1", key=f"params.{name}")
+        if self.min_work_bits > 64 or self.pow_initial_work_bits > 64:
+            raise ConfigError("work bits above 64 are not minable here", key="params.min_work_bits")
 
     @property
     def vote_path(self) -> str:
         """The vote path's name, as a profile spells it."""
         return next(name for name, value in VOTE_PATHS.items() if value == self.votes)
-        if self.min_work_bits > 64 or self.pow_initial_work_bits > 64:
-            raise ConfigError("work bits above 64 are not minable here", key="params.min_work_bits")
 
 
 @dataclass(frozen=True)
