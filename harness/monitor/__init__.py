@@ -1,0 +1,1 @@
+"""``popbench monitor``: the live terminal dashboard of a running network (docs/monitoring.md)."""
