@@ -14,7 +14,9 @@ key it proved (``followers``), so it can neither replace a validator's link nor 
 from __future__ import annotations
 
 import asyncio
+import errno
 import ipaddress
+import os
 import socket
 from collections.abc import Callable, Iterable
 
@@ -113,7 +115,7 @@ class PeerManager:
             return await loop.create_connection(factory, *address)
         sock = source_socket(source)
         try:
-            await loop.sock_connect(sock, address)
+            await connect_numeric(sock, address)
             return await loop.create_connection(factory, sock=sock)
         except BaseException:  # refused, timed out or cancelled: the socket is still ours to close
             sock.close()
@@ -237,6 +239,34 @@ def dial_source(own_host: str, address: Address) -> Address | None:
     127.0.0.1 would make every node look alike to the kernel; from its own address, an iptables or tc rule
     on a (source, destination) pair touches exactly that pair of nodes (docs/faults.md)."""
     return (own_host, 0) if _is_ipv4_loopback(own_host) and _is_ipv4_loopback(address[0]) else None
+
+
+async def connect_numeric(sock: socket.socket, address: Address) -> None:
+    """Connect a non-blocking socket to a numeric ``address`` on the running loop, with no name lookup.
+
+    uvloop's ``sock_connect`` resolves even a numeric address through getaddrinfo on libuv's thread pool,
+    which starts 4 threads in the node at its first dial; a node stays single-threaded (docs/supervisor.md,
+    "Host checks"), so the connect is done here: ``connect_ex``, then wait until the socket is writable and
+    read its error."""
+    loop = asyncio.get_running_loop()
+    code = sock.connect_ex(address)
+    if code not in (0, errno.EINPROGRESS):
+        raise OSError(code, f"connect to {address[0]}:{address[1]}: {os.strerror(code)}")
+    if code == errno.EINPROGRESS:
+        writable: asyncio.Future[None] = loop.create_future()
+        loop.add_writer(sock.fileno(), _resolve, writable)
+        try:
+            await writable
+        finally:
+            loop.remove_writer(sock.fileno())
+    code = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+    if code:
+        raise OSError(code, f"connect to {address[0]}:{address[1]}: {os.strerror(code)}")
+
+
+def _resolve(future: asyncio.Future[None]) -> None:
+    if not future.done():
+        future.set_result(None)
 
 
 def source_socket(source: Address) -> socket.socket:
