@@ -30,6 +30,7 @@ CREATE TABLE IF NOT EXISTS pow_arrivals (
     hash BLOB PRIMARY KEY, height INTEGER NOT NULL, miner INTEGER NOT NULL, seen_ns INTEGER NOT NULL);
 """
 Row = tuple[bytes, int, int, int, int]
+ITEM_QUERY_CHUNK = 500  # ids per IN (...) query: under SQLite's default limit of bound parameters
 
 
 def node_database(data_dir: Path, node_id: int) -> Path:
@@ -123,6 +124,20 @@ class Store:
 
     def has_item(self, item_id: bytes) -> bool:
         return self._one("SELECT 1 FROM items WHERE id = ?", (item_id,)) is not None
+
+    def item_committed(self, item_id: bytes, up_to_height: int) -> bool:
+        """Whether ``item_id`` was committed in a block at or below ``up_to_height``."""
+        return self._one("SELECT 1 FROM items WHERE id = ? AND height <= ?", (item_id, up_to_height)) is not None
+
+    def items_committed(self, item_ids: Sequence[bytes], up_to_height: int) -> set[bytes]:
+        """Those of ``item_ids`` committed at or below ``up_to_height`` (one query per 500 ids)."""
+        found: set[bytes] = set()
+        for start in range(0, len(item_ids), ITEM_QUERY_CHUNK):
+            chunk = item_ids[start : start + ITEM_QUERY_CHUNK]
+            marks = ",".join("?" * len(chunk))
+            rows = self._all(f"SELECT id FROM items WHERE height <= ? AND id IN ({marks})", (up_to_height, *chunk))
+            found.update(row[0] for row in rows)
+        return found
 
     # -- PoW chain ---------------------------------------------------------------------------------
     def save_pow_block(self, block_hash: bytes, prev_hash: bytes, height: int, total_work: int, encoded: bytes) -> None:

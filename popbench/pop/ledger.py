@@ -11,7 +11,8 @@ accounts that execution wrote, so a restarted node holds the state root its cert
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
+from collections import deque
+from collections.abc import Callable, Iterable, Sequence
 
 from popbench.errors import ConsensusError, ProtocolError, StorageError, SyncError
 from popbench.genesis import Genesis
@@ -27,6 +28,49 @@ from popbench.wire.codec import Reader, Writer
 
 GENESIS_HASH = bytes(32)
 REPLAY_PAGE_BLOCKS = 256  # blocks read from the database at a time when replaying from genesis
+RECENT_BLOCKS = 64  # the blocks whose item ids stay in memory; older ids are looked up in the database
+
+
+class CommittedIds:
+    """Every item id committed at or below the head, to refuse replays; memory holds only recent ones.
+
+    The whole set is the database's ``items`` table, written in the same transaction as the block (so it
+    is exactly the committed chain's ids, after a crash too); memory keeps the last ``RECENT_BLOCKS``
+    blocks' ids, where a replay or a late gossip copy usually hits, and anything older costs one primary-key
+    lookup. A node's memory therefore does not grow with the chain, and a replay is refused at any age
+    (docs/consensus.md, "Replay protection").
+    """
+
+    def __init__(self, store: Store, height: int, recent_blocks: int = RECENT_BLOCKS) -> None:
+        self._store = store
+        self._recent_blocks = recent_blocks
+        self._blocks: deque[list[bytes]] = deque()
+        self._recent: set[bytes] = set()
+        self.height = height  # ids the store holds at heights above this do not count (a replay from genesis)
+
+    def __contains__(self, item_id: object) -> bool:
+        if item_id in self._recent:
+            return True
+        return isinstance(item_id, bytes) and self._store.item_committed(item_id, self.height)
+
+    def among(self, ids: Iterable[bytes]) -> list[bytes]:
+        """Those of ``ids`` already committed, in their order: memory first, one query for the rest."""
+        ids = list(ids)
+        unknown = [i for i in ids if i not in self._recent]
+        older = self._store.items_committed(unknown, self.height) if unknown else set()
+        return [i for i in ids if i in self._recent or i in older]
+
+    def add_block(self, height: int, ids: Iterable[bytes]) -> None:
+        block = list(ids)
+        self._blocks.append(block)
+        self._recent.update(block)
+        while len(self._blocks) > self._recent_blocks:
+            self._recent.difference_update(self._blocks.popleft())
+        self.height = height
+
+    def in_memory(self) -> int:
+        """Ids held in memory (at most RECENT_BLOCKS blocks' worth)."""
+        return len(self._recent)
 
 
 class CommittedBlock:
@@ -66,8 +110,8 @@ class Ledger:
             validator_reward=genesis.params.validator_reward,
         )
         self.validator_addresses = [v.address for v in genesis.validators]
-        self.committed_ids: set[bytes] = set()
         self.height = 0
+        self.committed_ids = CommittedIds(store, 0)
         self.head_hash = GENESIS_HASH
         self.last_commit_ns = 0
         self.wall_ns: Callable[[], int] = time.time_ns  # block timestamps; a clock-skew fault shifts it
@@ -81,7 +125,7 @@ class Ledger:
             return
         self.height, self.head_hash = head
         self.state = State.from_rows(self.store.load_accounts())
-        self.committed_ids = self.store.seen_ids()
+        self.committed_ids = CommittedIds(self.store, self.height)  # the store holds them all
         certified_root = self.store.state_root_at(self.height)
         if self.state.root() != certified_root:
             self._rebuild_by_replay(certified_root)
@@ -101,7 +145,8 @@ class Ledger:
         """The stored accounts disagree with the head's state root (a database an older version wrote):
         re-execute every stored block from genesis through :meth:`execute`, then rewrite the accounts."""
         head_height = self.height
-        self.height, self.head_hash, self.state, self.committed_ids = 0, GENESIS_HASH, self._genesis_state(), set()
+        self.height, self.head_hash, self.state = 0, GENESIS_HASH, self._genesis_state()
+        self.committed_ids = CommittedIds(self.store, 0)  # the stored ids above the replayed height do not count
         while self.height < head_height:
             page = self.store.committed_range(self.height + 1, REPLAY_PAGE_BLOCKS)
             if not page:
@@ -159,7 +204,7 @@ class Ledger:
             raise ConsensusError(f"the items given for block {block.height} are not its ids in order")
         if block.items_root != Block.items_root_of(block.proof_ids, block.transfer_ids):
             raise ConsensusError("items root does not match the block's ids")
-        replayed = [i for i in ids if i in self.committed_ids]
+        replayed = self.committed_ids.among(ids)
         if replayed:
             raise ConsensusError(f"block includes {len(replayed)} already committed items")
 
@@ -198,8 +243,7 @@ class Ledger:
         self.height = block.height
         self.head_hash = block.hash
         self.leaders.advance(block)
-        self.committed_ids.update(block.proof_ids)
-        self.committed_ids.update(block.transfer_ids)
+        self.committed_ids.add_block(block.height, [*block.proof_ids, *block.transfer_ids])
 
     def apply_committed(self, data: bytes) -> CommittedBlock:
         """Catch-up: check a stored block's certificate and state root, then commit it.
