@@ -88,7 +88,7 @@ def test_the_screen_shows_health_the_latency_and_a_ranked_leaderboard_with_rewar
             rewards = [int(line.split("│")[1].split()[-1].replace(",", "")) for line in board]
             assert all(r > 0 for r in rewards)  # every validator earns validator_reward per block
             for node in range(4):
-                assert f"│ {node}     up " in screen
+                assert re.search(rf"│ {node} +up ", screen), screen
             await pilot.press("q")
         assert not app.is_running and not app.collector._clients  # q quit and closed every connection
 
@@ -109,13 +109,13 @@ def test_a_stopped_and_a_killed_node_show_as_down_and_never_hold_up_the_refresh(
             assert took < 6 * INTERVAL_S + 2.0, f"6 refreshes took {took:.1f} s with a node stopped"
             screen = app.screen_text()
             assert "DEGRADED" in screen and "active nodes  3 / 4" in screen and "1 node down <= f = 1" in screen
-            assert "│ 3     silent " in screen and "node 3 down: no answer by the deadline" in screen, screen
+            assert re.search(r"│ 3 +silent ", screen) and "node 3 down: no answer by the deadline" in screen, screen
             height = app.live.height
             await until(app, pilot, lambda: app.live.height > height, 30, "blocks from the three live nodes")
             cluster.kill(2)
             await until(app, pilot, lambda: "node 2 down: its process is gone" in app.screen_text(), 10, "node 2 down")
             screen = app.screen_text()
-            assert "CRITICAL" in screen and "2 down > f = 1: no quorum" in screen and "│ 2     down " in screen
+            assert "CRITICAL" in screen and "2 down > f = 1: no quorum" in screen and re.search(r"│ 2 +down ", screen)
             await pilot.press("ctrl+c")
         assert not app.is_running
 

@@ -91,8 +91,10 @@ class MonitorApp(App[None]):
 
     def on_mount(self) -> None:
         board, nodes = self.query_one("#board", DataTable), self.query_one("#nodes", DataTable)
-        board.add_columns(*(view.POW_COLUMNS if self.target.consensus == "pow" else view.LEADERBOARD_COLUMNS))
-        nodes.add_columns(*view.NODE_COLUMNS)
+        for header, width in view.POW_COLUMNS if self.target.consensus == "pow" else view.LEADERBOARD_COLUMNS:
+            board.add_column(header, width=width)
+        for header, width in view.NODE_COLUMNS:
+            nodes.add_column(header, width=width)
         self.query_one("#findings", RichLog).border_title = "findings"
         self.run_worker(self._watch(), exclusive=True, name="watch")
 
@@ -168,13 +170,16 @@ class MonitorApp(App[None]):
 
 
 def fill(table: DataTable[str], rows: list[tuple[str, ...]]) -> None:
-    """Update the table in place, row by row (keyed by the first cell's position), so nothing flickers
-    and the rows keep their places; rows beyond the new count are removed."""
+    """Update the table in place, row by row (keyed by position), so nothing flickers; only the cells
+    whose text changed are updated (the columns have fixed widths: nothing is re-measured); rows
+    beyond the new count are removed."""
     for index, row in enumerate(rows):
         key = str(index)
         if key in table.rows:
-            for column, value in zip(table.columns, row, strict=True):
-                table.update_cell(key, column, value, update_width=True)
+            before = table.get_row(key)
+            for column, old, value in zip(table.columns, before, row, strict=True):
+                if old != value:
+                    table.update_cell(key, column, value)
         else:
             table.add_row(*row, key=key)
     for stale in [k for k in table.rows if int(str(k.value)) >= len(rows)]:

@@ -16,9 +16,12 @@ from popbench.wire.status import PowStatus
 
 HEALTH_STYLE = {Health.HEALTHY: "bold green", Health.DEGRADED: "bold yellow", Health.CRITICAL: "bold white on red"}
 MEDALS = ("★1", "★2", "★3")
-LEADERBOARD_COLUMNS = ("rank", "validator", "rounds", "proposed", "voted", "accuracy", "rewards")
-NODE_COLUMNS = ("node", "state", "height", "view", "peers", "mempool", "cpu", "memory")
-POW_COLUMNS = ("node", "state", "height", "tip", "mined", "hash rate", "reorgs", "stale")
+# (header, width): fixed widths, so an update never re-measures a column (Textual measures every cell of
+# a column whose width fits its content, and did so at each update: over 1 s of CPU a refresh at 100 nodes)
+LEADERBOARD_COLUMNS = (("rank", 4), ("validator", 14), ("rounds", 7), ("proposed", 8), ("voted", 7), ("accuracy", 8), ("rewards", 9))
+NODE_COLUMNS = (("node", 5), ("state", 6), ("height", 7), ("view", 5), ("peers", 5), ("mempool", 7), ("cpu", 5), ("memory", 8))
+POW_COLUMNS = (("node", 5), ("state", 6), ("height", 7), ("tip", 10), ("mined", 6), ("hash rate", 11), ("reorgs", 6), ("stale", 6))
+TABLE_ROWS = 24  # rows a table shows at most, whatever the network's size: the drawing cost stays bounded
 
 
 def health_text(live: LiveState) -> Text:
@@ -97,14 +100,23 @@ def ms(seconds: float) -> str:
     return f"{seconds * 1000:,.0f} ms" if seconds < 10 else f"{seconds:,.1f} s"
 
 
-def leaderboard_rows(chain: ChainReader) -> list[tuple[str, ...]]:
+def more_row(width: int, hidden: int, what: str) -> tuple[str, ...]:
+    return ("…", f"+{hidden:,} {what}", *([""] * (width - 2)))
+
+
+def leaderboard_rows(chain: ChainReader, limit: int = TABLE_ROWS) -> list[tuple[str, ...]]:
+    """The top of the board; a last row says how many validators are below it."""
     rows: list[tuple[str, ...]] = []
-    for place, standing in enumerate(ranked(chain.standings)):
+    standings = ranked(chain.standings)
+    shown = standings if len(standings) <= limit else standings[: limit - 1]
+    for place, standing in enumerate(shown):
         mark = MEDALS[place] if place < len(MEDALS) and standing.rounds else f"{place + 1}"
         accuracy = "-" if standing.accuracy is None else f"{100 * standing.accuracy:.1f} %"
         rewards = "-" if standing.rewards is None else f"{standing.rewards:,}"
         rows.append((mark, f"validator {standing.node_id}", f"{standing.rounds:,}", f"{standing.proposed:,}", f"{standing.voted:,}",
                      accuracy, rewards))  # fmt: skip
+    if len(shown) < len(standings):
+        rows.append(more_row(len(LEADERBOARD_COLUMNS), len(standings) - len(shown), "more"))
     return rows
 
 
@@ -115,8 +127,16 @@ def leaderboard_title(chain: ChainReader) -> str:
     return f"leaderboard · {chain.blocks_read:,} blocks{skipped}{rewards}"
 
 
-def node_rows(live: LiveState) -> list[tuple[str, ...]]:
-    return [node_row(node) for node in live.nodes.values()]
+def node_rows(live: LiveState, limit: int = TABLE_ROWS) -> list[tuple[str, ...]]:
+    """Nodes not answering first (down, then silent), then the answering ones, each by id; a last row
+    says how many more there are when they do not all fit."""
+    order = {"down": 0, "silent": 1, "up": 2}
+    nodes = sorted(live.nodes.values(), key=lambda n: (order[n.state], n.node_id))
+    if len(nodes) <= limit:
+        return [node_row(node) for node in nodes]
+    shown, hidden = nodes[: limit - 1], nodes[limit - 1 :]
+    up = sum(1 for n in hidden if n.up)
+    return [*(node_row(node) for node in shown), more_row(len(NODE_COLUMNS), len(hidden), f"more, {up:,} up")]
 
 
 def node_row(node: NodeLive) -> tuple[str, ...]:
@@ -132,7 +152,7 @@ def pow_rows(live: LiveState) -> list[tuple[str, ...]]:
     """PoW: the nodes ranked by blocks mined (the chain's own leaderboard)."""
     rows: list[tuple[str, ...]] = []
     nodes = sorted(live.nodes.values(), key=lambda n: -(n.status.pow.blocks_mined if isinstance(n.status, PowStatus) else -1))
-    for node in nodes:
+    for node in nodes[:TABLE_ROWS]:
         status = node.status
         if not isinstance(status, PowStatus):
             rows.append((str(node.node_id), node.state, "-", "-", "-", "-", "-", "-"))
