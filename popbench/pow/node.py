@@ -131,12 +131,16 @@ class PowNode(NodeBase):
         reason, item_id = self.pool.admit(message.item)
         conn.send(SubmitResult(message.request_id, item_id, reason))
         if reason == RejectReason.ACCEPTED:
-            self.peers.broadcast(Gossip(ItemKind.TRANSFER, [message.item]))
+            self.peers.broadcast(Gossip(ItemKind.TRANSFER, [message.item]), self.peers.peer_links())
 
     def _on_gossip(self, conn: Connection, message: Gossip) -> None:
-        if message.kind == ItemKind.TRANSFER:
-            for raw in message.items:
-                self.pool.admit(raw)
+        """Admit gossiped transfers and pass the new ones on to every other peer (flooding): on a graph
+        that is not a full mesh, one hop would leave most miners without the transfer."""
+        if message.kind != ItemKind.TRANSFER:
+            return
+        fresh = [raw for raw in message.items if self.pool.admit(raw)[0] == RejectReason.ACCEPTED]
+        if fresh:
+            self.peers.broadcast(Gossip(ItemKind.TRANSFER, fresh), self._links_except(conn))
 
     def _on_items_request(self, conn: Connection, message: ItemsRequest) -> None:
         found = [item.raw for item in (self.pool.mempool.get(i) for i in message.ids) if item is not None]
@@ -171,12 +175,18 @@ class PowNode(NodeBase):
         for added in result.added:
             self._persist(added, seen_ns)
         if result.reorg is not None:
-            self._tip_moved(result.reorg)
+            self._tip_moved(result.reorg, source)
         return len(result.added)
 
     def broadcast(self, message: PowAnnounce) -> None:
         self.peers.broadcast(message, self.peers.peer_links())  # validators and followers
         self._notify(TOPIC_BLOCKS, message)
+
+    def push_block(self, message: PowBlockMessage, source: Connection | None) -> None:
+        self.peers.broadcast(message, self._links_except(source))
+
+    def _links_except(self, source: Connection | None) -> list[Connection]:
+        return [conn for conn in self.peers.peer_links() if conn is not source]
 
     def _persist(self, block: PowBlock, seen_ns: int) -> None:
         entry = self.tree.entry(block.hash)
@@ -184,14 +194,14 @@ class PowNode(NodeBase):
         self.store.save_pow_block(block.hash, block.prev_hash, block.height, entry.total_work, block.encode())
         self.store.save_pow_arrival(block.hash, block.height, block.miner, seen_ns)
 
-    def _tip_moved(self, reorg: Reorg) -> None:
+    def _tip_moved(self, reorg: Reorg, source: Connection | None) -> None:
         self.pool.blocks_attached(reorg.attached)
         if reorg.depth:
             self.reorgs += 1
             self.deepest_reorg = max(self.deepest_reorg, reorg.depth)
             self.pool.return_transfers(transfers_to_return(reorg))
         self.miner.tip_changed()
-        self.relay.announce_tip()
+        self.relay.announce_tip(source)
         self._confirm()
 
     def _verify_transfer(self, transfer: Transfer) -> None:

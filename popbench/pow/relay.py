@@ -1,6 +1,8 @@
 """Block propagation and catch-up between PoW nodes: announce, fetch, serve.
 
-- A node announces every new tip to its peers (POW_ANNOUNCE: hash, height, cumulative work).
+- A node pushes every new tip block to its peers (POW_BLOCK, unasked) but the one it came from, then
+  announces it (POW_ANNOUNCE: hash, height, cumulative work): one one-way delay per hop, not the three
+  of announce, fetch and answer.
 - A peer that lacks an announced block with more work than its tip fetches it: POW_GET_BLOCK when it is
   one block ahead, POW_GET_CHAIN with a locator otherwise, or when a fetched block turns out an orphan.
 - POW_GET_CHAIN is answered with main-chain blocks after the first locator hash the server knows; the
@@ -36,6 +38,9 @@ class RelayHost(Protocol):
 
     def broadcast(self, message: PowAnnounce) -> None: ...
 
+    def push_block(self, message: PowBlockMessage, source: Connection | None) -> None:
+        """Send a block to every peer link but ``source`` (the link it came from; None: mined here)."""
+
 
 class BlockRelay:
     """The propagation half of a PoW node; the node owns the tree and the links."""
@@ -51,7 +56,10 @@ class BlockRelay:
         self._peer_work: dict[Connection, int] = {}  # the most work each link has announced
 
     # -- outgoing ----------------------------------------------------------------------------------
-    def announce_tip(self) -> None:
+    def announce_tip(self, source: Connection | None = None) -> None:
+        """A new tip: push its block to every peer but ``source``, then announce it. A peer that already
+        holds the block ignores both; the announce keeps telling each peer how much work we hold."""
+        self.host.push_block(PowBlockMessage(self.host.tree.tip.block.encode()), source)
         self.host.broadcast(self._tip_announce())
 
     def greet(self, conn: Connection) -> None:
