@@ -44,9 +44,36 @@ class InvalidKind(StrEnum):
 class FaultKind(StrEnum):
     """What a profile's ``[[faults]]`` entry does to a node."""
 
-    KILL = "kill"
+    KILL = "kill"  # SIGKILL; with duration_s, forked again when it heals
     RESTART = "restart"
     BYZANTINE = "byzantine"
+    PAUSE = "pause"  # SIGSTOP, SIGCONT when it heals
+    PARTITION = "partition"  # no packet crosses between the target's sides until it heals
+    LINK = "link"  # delay, jitter, loss, bandwidth on the target's links
+    CLOCK_SKEW = "clock-skew"  # the target's wall clock offset and its timers' drift
+    DISK = "disk"  # the target's database writes slow, failing, or the disk full
+    WIPE = "wipe"  # killed, its data directory emptied, forked again: it rejoins from its peers
+
+
+class LeaderRotation(StrEnum):
+    """Who leads a view (docs/consensus.md, "Leader reputation"); the genesis's params.leader_reputation."""
+
+    REPUTATION = "reputation"
+    ROUND_ROBIN = "round-robin"
+
+
+class FaultMechanism(StrEnum):
+    """How a network fault is carried out (docs/faults.md); the report names the one that ran."""
+
+    AUTO = "auto"  # kernel where the harness is root and iptables/tc work, else transport
+    KERNEL = "kernel"  # iptables and tc netem on each node's own loopback address
+    TRANSPORT = "transport"  # the nodes' own connections drop, hold or lose frames
+
+
+class DiskMode(StrEnum):
+    SLOW = "slow"  # every commit's write waits delay_ms first
+    FAIL = "fail"  # writes fail with an I/O error
+    FULL = "full"  # writes fail as on a full disk
 
 
 class RunPhase(StrEnum):

@@ -18,7 +18,7 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any, TypeVar, get_type_hints
 
-from harness.kinds import FaultKind, InvalidKind, LoadShape, Topology, WorkloadMode
+from harness.kinds import DiskMode, FaultKind, FaultMechanism, InvalidKind, LeaderRotation, LoadShape, Topology, WorkloadMode
 from popbench.errors import ConfigError
 from popbench.kinds import ByzantineBehaviour, ConsensusKind, CryptoBackend, VotePath, values
 from popbench.model.proof import MAX_PAYLOAD_BYTES
@@ -97,6 +97,9 @@ class Consensus:
     view_timeout_max_ms: int = bounded(30000, COUNT)
     min_work_bits: int = bounded(8, WORK_BITS)
     crypto: CryptoBackend = CryptoBackend.COINCURVE
+    # "reputation": a validator that missed its turn leads nothing for a while (popbench/pop/leaders.py);
+    # "round-robin": the wave-2 rotation, leader_for_view(v + h), kept to compare the two
+    leader_rotation: LeaderRotation = LeaderRotation.REPUTATION
 
 
 @dataclass(frozen=True)
@@ -155,10 +158,47 @@ class Slo:
 
 @dataclass(frozen=True)
 class Fault:
+    """One planned fault (docs/faults.md): what, when, for how long, to whom, and its figures."""
+
     at_s: float = field(metadata={BOUND_KEY: NON_NEGATIVE})
     kind: FaultKind
-    node: int = field(metadata={BOUND_KEY: NON_NEGATIVE})
+    # who: "node:3", "leader" (the current one), "random:2" (nodes drawn from the run's seed),
+    # "fraction:0.25"; partitions also take "halves", "minority" (f nodes), "bridge" (two halves that
+    # only node 0 joins); the old key `node = 3` means "node:3"
+    target: str = ""
+    duration_s: float = bounded(0.0, NON_NEGATIVE)  # heals this long after at_s; 0: never (kill: left down)
     behaviour: str = ""  # for byzantine: a ByzantineBehaviour value (popbench.kinds)
+    delay_ms: float = bounded(0.0, NON_NEGATIVE)  # link: one-way delay; disk slow: per write
+    jitter_ms: float = bounded(0.0, NON_NEGATIVE)  # link
+    loss: float = bounded(0.0, FRACTION)  # link: share of packets (frames) lost
+    rate_kbit: float = bounded(0.0, NON_NEGATIVE)  # link: bandwidth cap, 0: none
+    offset_ms: float = bounded(0.0, Bound(low=-86_400_000, high=86_400_000))  # clock-skew: wall clock offset, up to a day either way
+    drift_ppm: float = bounded(0.0, Bound(low=-500_000, high=500_000))  # clock-skew: timers run this much fast (+) or slow
+    mode: str = ""  # disk: a DiskMode value
+    mechanism: FaultMechanism = FaultMechanism.AUTO  # partition and link: kernel or transport
+
+    @property
+    def node(self) -> int:
+        """The node a ``node:N`` target names (-1 for any other target)."""
+        kind, _, value = self.target.partition(":")
+        return int(value) if kind == "node" else -1
+
+
+NEMESIS_KINDS = ("kill", "pause", "partition", "link", "clock-skew", "disk", "wipe")
+
+
+@dataclass(frozen=True)
+class Nemesis:
+    """A random nemesis (harness/nemesis.py): faults drawn from a seed within a declared tolerance."""
+
+    kind: str = "none"  # "none" or "random" (popbench run --nemesis random)
+    seed: int = bounded(-1, Bound(low=-1, high=2**63 - 1))  # -1: the run's seed
+    max_faulty: int = bounded(1, NON_NEGATIVE)  # nodes faulty at once, at most (capped at f)
+    kinds: list[str] = field(default_factory=lambda: list(NEMESIS_KINDS))
+    min_duration_s: float = bounded(3.0, POSITIVE)
+    max_duration_s: float = bounded(10.0, POSITIVE)
+    min_quiet_s: float = bounded(3.0, NON_NEGATIVE)  # between one fault's heal and the next fault
+    max_quiet_s: float = bounded(8.0, NON_NEGATIVE)
 
 
 @dataclass(frozen=True)
@@ -173,11 +213,12 @@ class Profile:
     score: Score = field(default_factory=Score)
     slo: Slo = field(default_factory=Slo)
     faults: list[Fault] = field(default_factory=list)
+    nemesis: Nemesis = field(default_factory=Nemesis)
     source: str = ""
 
 
 SECTIONS: dict[str, type] = {"network": Network, "consensus": Consensus, "workload": Workload,
-                             "miners": Miners, "run": Run, "score": Score, "slo": Slo}  # fmt: skip
+                             "miners": Miners, "run": Run, "score": Score, "slo": Slo, "nemesis": Nemesis}  # fmt: skip
 
 
 # -- loading ------------------------------------------------------------------------------------------
@@ -283,8 +324,9 @@ def validate(profile: Profile) -> None:
         raise ConfigError("must be at least consensus.view_timeout_ms (the first timeout doubles up to it)",
                           key="consensus.view_timeout_max_ms", source=src)  # fmt: skip
     _check_latency(net, src)
+    _check_nemesis(profile.nemesis, src)
     for fault in profile.faults:
-        if not 0 <= fault.node < net.nodes:
+        if fault.target.startswith("node:") and not 0 <= fault.node < net.nodes:
             raise ConfigError(f"node {fault.node} does not exist in a {net.nodes}-node run", key="faults.node", source=src)
     for node in profile.miners.mining_nodes:
         if node >= net.nodes:
@@ -343,13 +385,68 @@ def _fault(raw: Any, index: int, source: str) -> Fault:
     key = f"faults[{index}]"
     if not isinstance(raw, dict):
         raise ConfigError("must be a table", key=key, source=source)
-    for required in ("at_s", "kind", "node"):
+    for required in ("at_s", "kind"):
         if required not in raw:
-            raise ConfigError("missing (every fault needs at_s, kind and node)", key=f"{key}.{required}", source=source)
-    fault = _section(Fault, raw, key, source)
+            raise ConfigError("missing (every fault needs at_s, kind and a target or node)", key=f"{key}.{required}", source=source)
+    raw = _with_target(raw, key, source)
+    fault: Fault = _section(Fault, raw, key, source)
     if fault.kind == FaultKind.BYZANTINE:
         _choice(fault.behaviour, BYZANTINE_KINDS, f"{key}.behaviour", source)
-    return fault  # type: ignore[no-any-return]
+    if fault.kind == FaultKind.DISK:
+        _choice(fault.mode, tuple(values(DiskMode)), f"{key}.mode", source)
+    _check_target(fault, key, source)
+    return fault
+
+
+SINGLE_NODE_KINDS = (FaultKind.BYZANTINE, FaultKind.RESTART)  # these name one node
+PARTITION_TARGETS = ("halves", "minority", "bridge", "leader")
+
+
+def _with_target(raw: dict[str, Any], key: str, source: str) -> dict[str, Any]:
+    """``node = 3`` is the older spelling of ``target = "node:3"``; exactly one of them is required."""
+    if "node" in raw and "target" in raw:
+        raise ConfigError("give node or target, not both", key=f"{key}.node", source=source)
+    if "node" not in raw and "target" not in raw:
+        raise ConfigError("missing (every fault needs at_s, kind and a target or node)", key=f"{key}.target", source=source)
+    if "node" not in raw:
+        return raw
+    node = raw["node"]
+    if not isinstance(node, int) or isinstance(node, bool) or node < 0:
+        raise ConfigError(f"must be a node id (at least 0), got {node!r}", key=f"{key}.node", source=source)
+    return {**{k: v for k, v in raw.items() if k != "node"}, "target": f"node:{node}"}
+
+
+def _check_target(fault: Fault, key: str, source: str) -> None:
+    kind, _, value = fault.target.partition(":")
+    if fault.kind in SINGLE_NODE_KINDS and kind != "node":
+        raise ConfigError(f"a {fault.kind} fault names one node (node = N), got {fault.target!r}", key=f"{key}.target", source=source)
+    if kind == "node" and value.isdigit():
+        return
+    if kind == "random" and value.isdigit() and int(value) >= 1:
+        return
+    if kind == "fraction" and _is_share(value):
+        return
+    if fault.target == "leader" or (fault.kind == FaultKind.PARTITION and fault.target in PARTITION_TARGETS):
+        return
+    known = "node:N, leader, random:K, fraction:F" + (", halves, minority, bridge" if fault.kind == FaultKind.PARTITION else "")
+    raise ConfigError(f"unknown target {fault.target!r} (known: {known})", key=f"{key}.target", source=source)
+
+
+def _check_nemesis(nemesis: Nemesis, source: str) -> None:
+    _choice(nemesis.kind, ("none", "random"), "nemesis.kind", source)
+    for kind in nemesis.kinds:
+        _choice(kind, NEMESIS_KINDS, "nemesis.kinds", source)
+    if not nemesis.kinds:
+        raise ConfigError("must name at least one kind", key="nemesis.kinds", source=source)
+    if nemesis.max_duration_s < nemesis.min_duration_s or nemesis.max_quiet_s < nemesis.min_quiet_s:
+        raise ConfigError("each max_* must be at least its min_*", key="nemesis.max_duration_s", source=source)
+
+
+def _is_share(text: str) -> bool:
+    try:
+        return 0 < float(text) <= 1
+    except ValueError:
+        return False
 
 
 def _coerce(value: Any, hint: Any, key: str, source: str) -> Any:

@@ -16,10 +16,12 @@ from __future__ import annotations
 
 import itertools
 import random
+from collections.abc import Callable
 
 import pytest
 
 from popbench.events import MemoryEvents
+from popbench.wire import Message
 from tests.sim.invariants import InvariantViolation
 from tests.sim.network import NS_PER_S, EventQueue
 from tests.sim.runner import World, item_ids, run_world, sim_genesis, workload
@@ -95,3 +97,51 @@ def test_f_crashed_validators_cost_one_view_timeout_each_then_no_gap_near_a_time
 
     run_world(world, f"schedule: {list(crashed)} of {n} down, node 1's timers 5 ms late\nreplay: -k crashed_validators", script)
     assert len(times) >= 20
+
+
+# -- f validators paused for a long stretch, then resumed -------------------------------------------------
+PAUSE_FROM_NS, PAUSE_UNTIL_NS = 2 * NS_PER_S, 9 * NS_PER_S
+
+
+class Paused(LateTimers):
+    """As SIGSTOP does: nothing reaches the paused nodes' processes and none of their timers fires until they
+    resume; what was sent to them waits in the kernel and arrives when they do."""
+
+    def __init__(self, paused: tuple[int, ...], now_ns: Callable[[], int]) -> None:
+        super().__init__(lambda now, src, dst, message: True, now_ns)
+        self.paused = paused
+
+    def _held_ns(self, node: int, delay_ns: int) -> int:
+        due = self.now_ns() + delay_ns
+        return PAUSE_UNTIL_NS - self.now_ns() + 1 if node in self.paused and PAUSE_FROM_NS <= due < PAUSE_UNTIL_NS else delay_ns
+
+    def delivery_delays_ns(self, src: int, dst: int, message: Message) -> list[int]:
+        return [self._held_ns(dst, delay) for delay in super().delivery_delays_ns(src, dst, message)]
+
+    def timer_delay_ns(self, node: int, delay_s: float) -> int:
+        return self._held_ns(node, super().timer_delay_ns(node, delay_s))
+
+
+@pytest.mark.parametrize(("n", "paused"), [(4, (1,)), (7, (1, 4))], ids=["1-of-4", "2-of-7"])
+def test_f_paused_validators_cost_a_view_timeout_each_and_catch_up_when_resumed(n: int, paused: tuple[int, ...]) -> None:
+    genesis, keys = sim_genesis(n)
+    events = EventQueue()
+    world = World(genesis, keys, events, Paused(paused, lambda: events.now_ns), {}, random.Random(21), item_ids(workload(n)))
+    timeout_ns = genesis.params.view_timeout_ms * NS_PER_MS
+    live = [node for node in range(n) if node not in paused]
+
+    def script() -> None:
+        world.honest = live  # the clients and the gap figure count the nodes that run throughout
+        world.keep_submitting(0, list(workload(n)))
+        for host in world.hosts:
+            host.start()
+        times = _commit_times_ns(world)
+        during = [b - a for a, b in itertools.pairwise(t for t in times if PAUSE_FROM_NS <= t < PAUSE_UNTIL_NS)]
+        if not during or max(during) > timeout_ns * 3 // 2 * len(paused):
+            raise InvariantViolation(f"LIVENESS: while {list(paused)} were paused the gaps between commits were {during[:20]}")
+        world.honest = list(range(n))
+        heights = world.honest_heights()
+        if min(heights.values()) < max(heights.values()) - 1:
+            raise InvariantViolation(f"LIVENESS: {RUN_NS / 1e9:.0f} s in, {RUN_NS / 1e9 - 9:.0f} s after the resume, heights {heights}")
+
+    run_world(world, f"schedule: {list(paused)} of {n} paused 2-9 s\nreplay: -k paused_validators", script)

@@ -8,8 +8,20 @@ from msgspec.structs import replace
 
 from harness.metrics.findings import findings
 from harness.metrics.results import Finding, FindingKind, Severity, Stall
-from harness.metrics.timeline import NodeState, SampleRow, SecondRow, Timeline, TimelineHeader, load_timeline, write_timeline
+from harness.metrics.timeline import (
+    NodeState,
+    SampleRow,
+    SecondRow,
+    Timeline,
+    TimelineHeader,
+    load_timeline,
+    sample_states,
+    write_timeline,
+)
+from harness.observe.collect import Sample
 from harness.run.phases import RunData
+from popbench.wire.status import CounterTotals
+from tests.test_cost import status
 from tests.test_score_v2 import healthy, smoke
 
 ORIGIN_NS = 1_000_000_000_000
@@ -84,3 +96,23 @@ def test_a_timeline_survives_its_file(tmp_path: Path) -> None:
     stored = timeline([second(t, 2) for t in range(11)], [SampleRow(t_s=t + 0.5, nodes=state()) for t in range(11)])
     write_timeline(stored, tmp_path)
     assert load_timeline(tmp_path) == stored
+
+
+def test_view_change_findings_add_up_to_the_count_the_grade_reads() -> None:
+    """Issue 17: a grade line said 172 view changes and its findings added to 158. A node that misses a
+    sample no longer makes the sum fall and rise again, and what the samples did not see is named too."""
+
+    def views_sample(at_s: float, counts: dict[int, int]) -> Sample:
+        statuses = {n: replace(status(n, 0, 0, {}), counters=CounterTotals(view_changes=c)) for n, c in counts.items()}
+        return Sample(ORIGIN_NS + int(at_s * 1e9), statuses, {}, 0.0)
+
+    samples = [views_sample(0.0, dict.fromkeys(range(4), 10)), views_sample(1.0, {0: 11, 1: 11, 2: 11}),  # node 3 late
+               views_sample(2.0, dict.fromkeys(range(4), 12))]  # fmt: skip
+    rows = sample_states(samples, ORIGIN_NS)
+    assert [row.nodes.view_changes for row in rows] == [40, 43, 48]
+    metrics = healthy()
+    metrics = replace(metrics, stability=replace(metrics.stability, view_changes_total=50))  # 2 more by the final STATUS
+    found = [f for f in findings(run_data(), metrics, timeline([], rows)) if f.kind == FindingKind.VIEW_CHANGE]
+    assert sum(f.figures["added"] for f in found) == 50
+    assert [f.figures["added"] for f in found] == [40, 3, 5, 2]
+    assert "before the first status sample" in found[0].message and "after the last status sample" in found[-1].message

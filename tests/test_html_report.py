@@ -14,6 +14,8 @@ from pathlib import Path
 import msgspec
 import pytest
 from click.testing import CliRunner
+from matplotlib.backends.backend_agg import FigureCanvasAgg, RendererAgg
+from matplotlib.figure import Figure
 
 from harness.load.records import ProofRecord, write_records
 from harness.load.workload import Expect
@@ -21,11 +23,12 @@ from harness.metrics.results import Finding, FindingKind, Severity
 from harness.metrics.service import ServiceInputs, service
 from harness.metrics.throughput import SteadyWindow
 from harness.metrics.timeline import NodeState, SampleRow, SecondRow, Timeline, TimelineHeader, write_timeline
-from harness.report import html
+from harness.profile import load_profile
+from harness.report import html, html_plots
 from harness.report.build import load_report, write_report
-from harness.report.html_data import block_propagation, latency_curve, per_second_from_timeline
+from harness.report.html_data import LatencyCurve, Marks, block_propagation, latency_curve, node_resources, per_second_from_timeline
 from harness.report.schema import Files, Report, Score
-from harness.report.score import score
+from harness.report.score import RunOutcome, score
 from popbench.genesis import make_genesis
 from tests.chain_builder import PowNodeChain, pow_params
 
@@ -275,3 +278,76 @@ def test_headless_chromium_renders_the_page(run_dir: Path) -> None:
     done = subprocess.run(command, capture_output=True, text=True, timeout=120, check=False)
     assert shot.exists(), f"chromium wrote no screenshot (exit {done.returncode}):\n{done.stderr[-2000:]}"
     assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and shot.stat().st_size > 50_000  # a blank page is a few kB
+
+
+# -- what a reader sees first (issue 17, item C) -------------------------------------------------------
+HEADLINE_LABELS = ("score", "committed per second", "p99 latency against L", "delivery", "findings")
+
+
+def test_the_verdict_and_the_five_headline_figures_come_before_any_plot_or_table(run_dir: Path) -> None:
+    text = html.write_html(v2_report(run_dir), run_dir).read_text(encoding="utf-8")
+    first_plot, first_table = text.index("<figure"), text.index("<table")
+    assert text.index('class="verdict"') < first_plot
+    for label in HEADLINE_LABELS:
+        assert text.index(f'<div class="label">{label}</div>') < min(first_plot, first_table), label
+    assert first_plot < text.index("class='findings'") and first_plot < text.index("class='score-items'")
+
+
+def test_an_interrupted_run_says_it_has_no_grade(run_dir: Path) -> None:
+    report = v2_report(run_dir)
+    assert report.metrics.service is not None
+    metrics = msgspec.structs.replace(report.metrics, service=msgspec.structs.replace(report.metrics.service, interrupted_at_s=9.0))
+    stopped = msgspec.structs.replace(report, status="partial", ended_early="interrupted by SIGINT", metrics=metrics,
+                                      score=score(metrics, report.profile, RunOutcome(ended_early="interrupted by SIGINT")))  # fmt: skip
+    text = html.write_html(stopped, run_dir).read_text(encoding="utf-8")
+    verdict = text[: text.index("<figure")]
+    assert "interrupted: no grade" in verdict and "provisional" in verdict and "grade A" not in verdict
+
+
+def test_the_header_describes_what_ran_not_the_profile_as_shipped(run_dir: Path) -> None:
+    shipped = load_profile("testnet-100")
+    ran = dataclasses.replace(shipped, network=dataclasses.replace(shipped.network, nodes=16),
+                              run=dataclasses.replace(shipped.run, duration_s=30.0))  # fmt: skip
+    report = msgspec.structs.replace(v2_report(run_dir), profile=ran)
+    assert report.deployment is not None
+    report = msgspec.structs.replace(report, deployment=msgspec.structs.replace(report.deployment, nodes=16))
+    page = rendered(report, run_dir)
+    text = html.write_html(report, run_dir).read_text(encoding="utf-8")
+    assert "16 pbft nodes" in text[: text.index("<figure")] and "a 30 s window" in text
+    profile_row = next(row[1] for _, rows in page.tables for row in rows if row[:1] == ["profile"])
+    assert "run with nodes 16 (the profile's 100), duration 30 s (the profile's 60 s)" in profile_row
+    assert "(for its own settings)" in profile_row
+
+
+def test_plots_fill_their_container_and_keep_legends_off_the_data(run_dir: Path) -> None:
+    svg = html_plots.timeline_svg(per_second_from_timeline(timeline()), html_data_marks(), node_resources(timeline()))
+    root = svg[: svg.index(">")]
+    assert 'width="100%"' in root and "pt" not in root.split("viewBox")[0]
+    figure = html_plots.timeline_figure(per_second_from_timeline(timeline()), html_data_marks(), node_resources(timeline()))
+    renderer = drawn(figure)
+    for axes in figure.axes:
+        legend = axes.get_legend()
+        if legend is not None:
+            assert legend.get_window_extent(renderer).x0 >= axes.get_window_extent(renderer).x1  # beside the plot, not on it
+    assert any(a.get_ylabel() == "backlog, items" for a in figure.axes)  # the backlog has its own axis ...
+    assert not any("backlog" in a.get_ylabel() and "per second" in a.get_ylabel() for a in figure.axes)  # ... not the rates'
+
+
+def test_log_axes_read_plain_numbers() -> None:
+    curve = LatencyCurve(sorted([60.0 + i for i in range(150)] + [400.0]), 151)
+    figure = html_plots.latency_cdf_figure(curve, 1000.0, 0.99)
+    drawn(figure)
+    labels = [t.get_text() for t in figure.axes[0].get_xticklabels(minor=True) + figure.axes[0].get_xticklabels()]
+    assert {"50", "100", "200", "500"} <= set(labels), labels
+    assert not [label for label in labels if "^" in label or "times" in label]
+
+
+def drawn(figure: Figure) -> RendererAgg:
+    """Lay the figure out as the SVG writer does, so extents and tick labels are final."""
+    canvas = FigureCanvasAgg(figure)
+    canvas.draw()
+    return canvas.get_renderer()
+
+
+def html_data_marks() -> Marks:
+    return Marks((2.0, 9.0), [(4.0, 1.0)], [5.0])

@@ -27,6 +27,10 @@ FIXTURES = Path(__file__).parent / "fixtures"
 V1_REPORTS = sorted(FIXTURES.glob("report_v1_*.json"))
 METRICS_DOC = Path(__file__).resolve().parent.parent / "docs" / "metrics.md"
 RUN_TIMEOUT_S = 150.0
+V4_FIELDS = {
+    "service": {"interrupted_at_s", "in_flight_at_stop"},
+    "throughput": {"valid_offered_per_s", "backlog_at_start", "backlog_at_end"},
+}
 
 
 def test_the_shipped_json_schema_is_the_one_the_types_generate() -> None:
@@ -56,19 +60,30 @@ def test_a_version_1_report_loads_with_every_figure_unchanged(path: Path) -> Non
 
 
 def without_v3_fields(section: dict[str, Any], *extra: str) -> dict[str, Any]:
-    """A section without the fields schema version 3 added with defaults (and ``extra``)."""
-    added = {"nodes_down_by_plan_at_end", "uss_samples_in_window", "wall_hash_efficiency", *extra}
+    """A section without the fields schema versions 3 and 4 added with defaults (and ``extra``)."""
+    added = {"nodes_down_by_plan_at_end", "uss_samples_in_window", "wall_hash_efficiency", *V4_FIELDS["throughput"], *extra}
     return {key: value for key, value in section.items() if key not in added}
 
 
 @pytest.mark.parametrize("path", V1_REPORTS, ids=lambda p: p.stem)
-def test_a_version_2_report_upgrades_to_3_keeping_its_score_and_its_issues_as_notes(path: Path) -> None:
+def test_a_version_2_report_upgrades_keeping_its_score_and_its_issues_as_notes(path: Path) -> None:
     version_2 = v1_to_v2(orjson.loads(path.read_bytes()))
     version_2["issues"] = ["2 protocol errors (malformed frames) were counted"]
     report = decode_report(orjson.dumps(version_2))
-    assert report.schema_version == SCHEMA_VERSION == 3
+    assert report.schema_version == SCHEMA_VERSION == 4
     assert isinstance(report.score, ScoreV1) and report.score.total == version_2["score"]["total"]
     assert [(i.kind, i.message) for i in report.issues] == [(FindingKind.NOTE, "2 protocol errors (malformed frames) were counted")]
+
+
+def test_a_version_3_report_reads_with_its_grade_and_nothing_in_flight() -> None:
+    current = orjson.loads(encode_report(load_report(V1_REPORTS[0])))
+    for section, names in V4_FIELDS.items():
+        if current["metrics"][section] is not None:
+            current["metrics"][section] = {k: v for k, v in current["metrics"][section].items() if k not in names}
+    current["schema_version"] = 3
+    report = decode_report(orjson.dumps(current))
+    assert report.schema_version == 4 and report.score.grade == current["score"]["grade"]
+    assert report.metrics.throughput is not None and report.metrics.throughput.backlog_at_start is None
 
 
 @pytest.mark.parametrize("path", V1_REPORTS, ids=lambda p: p.stem)

@@ -119,7 +119,7 @@ def test_all_fine_earns_every_point_and_an_a() -> None:
 
 def test_a_dead_network_that_commits_nothing_fails_with_the_stall_named() -> None:
     """4 nodes, 2 killed at 1 s by plan: no quorum, nothing commits in the steady window."""
-    kills = [Fault(at_s=1.0, kind=FaultKind.KILL, node=2), Fault(at_s=1.0, kind=FaultKind.KILL, node=3)]
+    kills = [Fault(at_s=1.0, kind=FaultKind.KILL, target="node:2"), Fault(at_s=1.0, kind=FaultKind.KILL, target="node:3")]
     profile = dataclasses.replace(smoke(), faults=kills)
     metrics = healthy(committed=0, committed_within_target=0, within_target_share=0.0, p99_all_ms=None, p99_unbounded=True,
                       committed_in_window=0, delivery=0.0, commits_seen=0, stalls=[Stall(start_s=2.0, length_s=7.0)],

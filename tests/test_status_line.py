@@ -3,11 +3,15 @@ progress lines while a large network forks and connects (harness/observe/progres
 
 from __future__ import annotations
 
+from collections import deque
+
 import pytest
 
-from harness.observe.collect import Sample
-from harness.observe.progress import StatusLine, StepProgress, WindowPhase, phase_at
+from harness.load.drivers import recent_p99_ms
+from harness.observe.collect import ProcessSample, Sample
+from harness.observe.progress import StatusLine, StepProgress, WindowPhase, phase_at, stale_note
 from harness.profile import Run
+from tests.test_cost import status
 
 RUN = Run(duration_s=60.0, warmup_s=10.0, cooldown_s=5.0, status_interval_s=1.0)
 WINDOW_START_NS = 1_000_000_000_000
@@ -86,3 +90,40 @@ def test_a_small_network_prints_no_progress_lines() -> None:
         clock.now += 10.0
         progress.advance()
     assert printed == [] and progress.count == 4
+
+
+def _sample(at_s: float, answered: dict[int, int], alive: set[int]) -> Sample:
+    """Nodes in ``answered`` (node -> proofs committed) answered STATUS; ``alive`` are running processes."""
+    statuses = {node: status(node, proofs, proofs // 10, {}) for node, proofs in answered.items()}
+    processes = {node: ProcessSample(cpu_s=0.0, uss_bytes=None, open_files=1, ctx_switches=0) for node in alive}
+    return Sample(WINDOW_START_NS + int(at_s * 1e9), statuses, processes, 0.0)
+
+
+def test_the_line_says_how_many_nodes_are_alive_and_how_many_answered() -> None:
+    printed: list[str] = []
+    line = StatusLine(RUN, printed.append)
+    window = (WINDOW_START_NS, WINDOW_START_NS + int(RUN.duration_s * 1e9))
+    line.on_sample(_sample(11.0, {0: 100, 1: 100, 2: 100}, {0, 1, 2}), window)
+    line._last_print = -1e9  # the test does not wait half an interval between lines
+    # node 2 is busy past the deadline: alive, not answering, and its count is not lost from the rate
+    line.on_sample(_sample(12.0, {0: 200, 1: 190}, {0, 1, 2}), window)
+    assert "nodes 3 alive 2 answered" in printed[-1] and "committed 100/s" in printed[-1], printed
+    line._last_print = -1e9
+    line.on_sample(_sample(13.0, {2: 300}, {0, 1, 2}), window)  # the others are late now: the count carries on
+    assert "committed 100/s" in printed[-1] and "height 30" in printed[-1] and "nodes 3 alive 1 answered" in printed[-1]
+
+
+def test_an_old_driver_report_is_shown_with_its_time() -> None:
+    line = StatusLine(RUN, print)
+    now_ns = WINDOW_START_NS + 63 * 1_000_000_000
+    line.driver_progress("driver-0", {"p99_ms": None, "outstanding": 748, "at_ns": now_ns - 5 * 1_000_000_000})
+    assert stale_note(line.outstanding_as_of_ns() or 0, (WINDOW_START_NS, 0), now_ns) == " (as of t+58.0s)"
+    assert stale_note(now_ns - 1_000_000_000, (WINDOW_START_NS, 0), now_ns) == ""
+
+
+def test_a_drivers_p99_covers_the_commits_of_its_whole_window() -> None:
+    second = 1_000_000_000
+    recent = deque([(0, 900_000_000), (2 * second, 100_000_000), (4 * second, 120_000_000)])
+    assert recent_p99_ms(recent, since_ns=1 * second) == pytest.approx(120.0)  # the oldest commit dropped
+    assert len(recent) == 2
+    assert recent_p99_ms(recent, since_ns=5 * second) is None and not recent  # none in the window: "-"

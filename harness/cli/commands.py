@@ -23,6 +23,11 @@ COMMAND_MODULES: dict[str, str] = {
     "sweep": "harness.cli.sweep",
     "compare": "harness.cli.compare",
     "baseline": "harness.cli.compare",
+    "monitor": "harness.cli.monitor",
+    "host-supervisor": "harness.cli.multihost",
+    "coordinate": "harness.cli.multihost",
+    "deploy": "harness.cli.deploy",
+    "flood": "harness.cli.flood",
 }
 
 

@@ -9,6 +9,7 @@ from pathlib import Path
 import click
 import uvloop
 
+from harness.cli import numeric
 from harness.cli.node import parse_address
 from harness.monitor.app import MonitorApp
 from harness.monitor.targets import Target, from_addresses, from_run_dir
@@ -26,7 +27,7 @@ def register(group: click.Group) -> None:
 
 @click.command("monitor")
 @click.argument("targets", nargs=-1, required=True)
-@click.option("--interval", "interval_s", type=click.FloatRange(min=0.1), help="Seconds between refreshes  [default: the run's, or 1]")
+@click.option("--interval", "interval_s", type=numeric.number(0.1, 3600.0), help="Seconds between refreshes  [default: the run's, or 1]")
 @click.option("--genesis", type=click.Path(exists=True, dir_okay=False, path_type=Path),
               help="Genesis of nodes given by address (f, and the leaderboard's rewards).")  # fmt: skip
 def monitor_command(targets: tuple[str, ...], interval_s: float | None, genesis: Path | None) -> None:

@@ -14,6 +14,7 @@ import orjson
 import uvloop
 
 from harness.cli.numeric import integer
+from harness.observe.prometheus import NodeMetricsServer
 from popbench import crypto
 from popbench.client import NodeClient
 from popbench.errors import ConfigError
@@ -133,7 +134,8 @@ def register(group: click.Group) -> None:
 )
 @click.option("--consensus", type=click.Choice(values(ConsensusKind)), help="pbft (PoP validator, default) or pow (Antimony).")
 @click.option("--mine/--no-mine", default=None, help="PoW only: mine blocks (default: on).")
-def node_command(config_file: str | None, **options: Any) -> None:
+@click.option("--metrics-port", type=integer(0, 65535), help="Serve /metrics (Prometheus text format) on 127.0.0.1:PORT.")
+def node_command(config_file: str | None, metrics_port: int | None, **options: Any) -> None:
     """Run one validator in the foreground, with a status line every second."""
     if config_file:
         options = {**_load_config(Path(config_file)), **{k: v for k, v in options.items() if v not in (None, ())}}
@@ -142,10 +144,15 @@ def node_command(config_file: str | None, **options: Any) -> None:
             raise click.UsageError(f"--{required.replace('_', '-')} is required (or give --config)")
     config = config_from_options(options)
     previous: list[AnyStatus] = []
+    metrics = NodeMetricsServer(metrics_port, STATUS_EVERY_S) if metrics_port is not None else None  # binds now: a port in use fails here
+    if metrics is not None:
+        click.echo(f"metrics: http://127.0.0.1:{metrics.port}/metrics")
 
     def print_status(status: AnyStatus) -> None:
         click.echo(status_line(status, previous[-1] if previous else None))
         previous[:] = [status]
+        if metrics is not None:
+            metrics.on_status(status)
 
     final = run_node_forever(config, None, STATUS_EVERY_S, print_status)
     summary = {"height": final.height, "view": final.view, "peers": final.peers, "unexpected_exceptions": final.unexpected_exceptions}

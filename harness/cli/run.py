@@ -8,6 +8,7 @@ measurement (the load generator fell behind); 130 interrupted (a partial report 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import os
 import signal
 import sys
@@ -23,6 +24,9 @@ from harness.kinds import Topology
 from harness.metrics import assemble as metrics
 from harness.metrics.findings import findings
 from harness.metrics.timeline import write_timeline
+from harness.nemesis import with_nemesis
+from harness.observe.prometheus import run_metrics_server
+from harness.observe.service_live import service_writer
 from harness.profile import Profile, apply_overrides, list_profiles, load_profile, scaling_note
 from harness.regress.pyperf_export import PyperfExport
 from harness.regress.render import append_step_summary, render_spread_table
@@ -68,6 +72,9 @@ def register(group: click.Group) -> None:
 @click.option("--seed", type=profile_key("run.seed"), help="Seed for keys, topology and the workload plan.")
 @click.option("--output", type=click.Path(path_type=Path), help="Run directory (default: reports/<run-id>).")
 @click.option("--min-score", type=profile_key("score.min_score"), help="Exit 1 when the score (0-100) is below this.")
+@click.option("--metrics-port", type=integer(0, 65535), help="Serve /metrics (Prometheus text format) on 127.0.0.1:PORT while it runs.")
+@click.option("--nemesis", "nemesis_kind", type=click.Choice(["none", "random"]),
+              help="random: draw faults from the seed within the profile's [nemesis] tolerance (docs/faults.md).")  # fmt: skip
 @click.option(
     "--repeat",
     "repeats",
@@ -76,13 +83,17 @@ def register(group: click.Group) -> None:
     show_default=True,
     help="Run K whole runs into OUTPUT/run-1 ... run-K and summarise their spread (docs/regression.md).",
 )
-def run_command(profile_name: str, output: Path | None, min_score: float | None, repeats: int, **overrides: Any) -> None:
+def run_command(profile_name: str, output: Path | None, min_score: float | None, repeats: int, nemesis_kind: str | None,
+                metrics_port: int | None, **overrides: Any) -> None:  # fmt: skip
     """Fork a real network on this host, load it, measure it, score it, and write a report."""
     warning = repeat_warning(repeats, click.get_current_context().get_parameter_source("repeats"))
     if warning:
         click.echo(f"warning: {warning}", err=True)
     loaded = load_profile(profile_name)
     profile = apply_overrides(loaded, **overrides)
+    if nemesis_kind is not None:
+        profile = dataclasses.replace(profile, nemesis=dataclasses.replace(profile.nemesis, kind=nemesis_kind))
+    profile = with_nemesis(profile)
     note = scaling_note(loaded.run, profile.run)
     run_id = new_run_id(profile)
     run_dir = output or REPORTS_DIR / run_id
@@ -91,8 +102,8 @@ def run_command(profile_name: str, output: Path | None, min_score: float | None,
     if note:
         click.echo(note)
     if repeats > 1:
-        sys.exit(_run_repeats(profile, run_dir, run_id, repeats, min_score))
-    data = uvloop.run(_execute(profile, run_dir, run_id))
+        sys.exit(_run_repeats(profile, run_dir, run_id, repeats, min_score, metrics_port))
+    data = uvloop.run(_execute(profile, run_dir, run_id, metrics_port))
     report = _finish(data)
     click.echo(render.console(report))
     click.echo(f"\nreport: {run_dir / 'report.json'}  summary: {run_dir / 'summary.md'}  page: {run_dir / html.HTML_NAME}")
@@ -112,12 +123,22 @@ def repeat_warning(repeats: int, source: ParameterSource | None) -> str | None:
             f"(exit 3) unless a figure moves beyond its fixed tolerance")  # fmt: skip
 
 
-async def _execute(profile: Profile, run_dir: Path, run_id: str) -> RunData:
+async def _execute(profile: Profile, run_dir: Path, run_id: str, metrics_port: int | None = None) -> RunData:
     run = Run(profile, run_dir, run_id, lambda line: click.echo(line, err=False))
     loop = asyncio.get_running_loop()
     loop.add_signal_handler(signal.SIGINT, run.interrupt, "interrupted by SIGINT")
     loop.add_signal_handler(signal.SIGTERM, run.interrupt, "interrupted by SIGTERM")
-    return await run.execute()
+    run.sample_listeners.append(service_writer(run_dir, run.status_line, profile.slo))  # for popbench monitor RUN_DIR
+    if metrics_port is None:
+        return await run.execute()
+    server = run_metrics_server(metrics_port, profile, run.status_line)  # binds now: a port in use fails before anything is forked
+    run.sample_listeners.append(server.metrics.observe)  # fed by the collector's samples, as the report is
+    await server.start()
+    click.echo(f"metrics: http://127.0.0.1:{server.port}/metrics")
+    try:
+        return await run.execute()
+    finally:
+        server.close()
 
 
 def _finish(data: RunData, to_step_summary: bool = True) -> Report:
@@ -149,12 +170,13 @@ def _exit_status(report: Report, data: RunData, profile: Profile, min_score: flo
 REPEATS_INTERRUPTED = 130  # as an interrupted single run
 
 
-def _run_repeats(profile: Profile, directory: Path, set_id: str, repeats: int, min_score: float | None) -> int:
+def _run_repeats(profile: Profile, directory: Path, set_id: str, repeats: int, min_score: float | None,
+                 metrics_port: int | None = None) -> int:  # fmt: skip
     """K whole runs into DIR/run-1 ... run-K, then repeats.json and pyperf.json; the worst exit status of
     the runs (130 when interrupted: the finished repeats are kept and summarised)."""
 
     def run_once(run_dir: Path, run_id: str) -> RepeatRun:
-        data = uvloop.run(_execute(profile, run_dir, run_id))
+        data = uvloop.run(_execute(profile, run_dir, run_id, metrics_port))
         report = _finish(data, to_step_summary=False)
         status = _exit_status(report, data, profile, min_score)
         click.echo(f"{run_id}: {report.status}, exit {status}  ({run_dir / 'report.json'})")

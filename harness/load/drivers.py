@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,7 +19,7 @@ from typing import Any
 
 from harness.load import workload
 from harness.load.records import NO_ANSWER, ProofRecord, write_records
-from harness.stats import percentile
+from harness.stats import LATENCY_BUCKETS_S, latency_bucket, percentile
 from popbench.client import NodeClient
 from popbench.errors import ClientError
 from popbench.wire import TOPIC_COMMITS, Committed, ItemKind, RejectReason, SubmitResult
@@ -51,6 +52,7 @@ class DriverSpec:
     drain_s: float = 5.0  # after the last send, how long to wait for outstanding commits
     records_path: Path = field(default_factory=lambda: Path("records.bin"))
     go_path: Path = field(default_factory=lambda: Path("go"))  # where the supervisor writes the start time
+    p99_window_s: float = PROGRESS_EVERY_S  # each progress report's p99 covers the commits seen this long before it
 
 
 class Driver:
@@ -67,7 +69,9 @@ class Driver:
         self.invalid_committed = 0
         self.sent = 0
         self.committed = 0
-        self.recent_latencies_ns: list[int] = []  # commits since the last progress report
+        self.recent: deque[tuple[int, int]] = deque()  # (seen ns, latency ns) of the commits of the last p99 window
+        self.latency_buckets = [0] * (len(LATENCY_BUCKETS_S) + 1)  # every commit's latency, for /metrics' histogram
+        self.latency_sum_ns = 0
         self.unreachable: list[str] = []
 
     async def connect(self) -> None:
@@ -153,7 +157,9 @@ class Driver:
                 self.invalid_committed += 1
                 continue
             self.committed += 1
-            self.recent_latencies_ns.append(seen_ns - record.due_ns)
+            self.recent.append((seen_ns, seen_ns - record.due_ns))
+            self.latency_buckets[latency_bucket((seen_ns - record.due_ns) / 1e9)] += 1
+            self.latency_sum_ns += seen_ns - record.due_ns
             if record.reason == RejectReason.ACCEPTED:
                 self._settle()
 
@@ -178,13 +184,23 @@ class Driver:
 
 
 async def _report_progress(driver: Driver, report: Report) -> None:
-    """Every second: how many went out and committed, and the p99 commit latency of that second."""
+    """Every second: how many went out and committed, the items outstanding, and the p99 commit latency of
+    the commits seen in the last ``p99_window_s`` (the status interval: a line then speaks for all of it,
+    not for whichever second came last, which in a network committing a block every 2 s often had none)."""
     while True:
         await asyncio.sleep(PROGRESS_EVERY_S)  # the progress period, not a synchronisation
-        fresh, driver.recent_latencies_ns = sorted(driver.recent_latencies_ns), []
-        p99_ns = percentile(fresh, 0.99)  # the report's definition too, so live and final p99 agree
-        p99_ms = p99_ns / 1e6 if p99_ns is not None else None
-        report("progress", {"sent": driver.sent, "committed": driver.committed, "p99_ms": p99_ms, "outstanding": driver.outstanding})
+        report("progress", {"sent": driver.sent, "committed": driver.committed, "p99_ms": recent_p99_ms(driver.recent,
+                            time.time_ns() - int(driver.spec.p99_window_s * 1e9)), "outstanding": driver.outstanding,
+                            "latency_buckets": driver.latency_buckets, "latency_sum_s": driver.latency_sum_ns / 1e9})  # fmt: skip
+
+
+def recent_p99_ms(recent: deque[tuple[int, int]], since_ns: int) -> float | None:
+    """Drop the commits seen before ``since_ns``; the nearest-rank p99 latency of the rest (the report's
+    definition too, so live and final p99 agree), or None when none is left."""
+    while recent and recent[0][0] < since_ns:
+        recent.popleft()
+    p99_ns = percentile(sorted(latency for _, latency in recent), 0.99)
+    return p99_ns / 1e6 if p99_ns is not None else None
 
 
 def prepare(spec: DriverSpec) -> list[workload.Planned]:

@@ -55,6 +55,8 @@ class Miner:
         self.latencies_ns: list[int] = []
         self._sent_at: dict[bytes, int] = {}
         self._counter = 0
+        self._submitted: dict[int, bytes] = {}  # request id -> proof id, until its answer
+        self.accepted_ids: list[bytes] = []  # what the node acknowledged: the run's accounting judges each
 
     async def connect(self) -> None:
         node = self.spec.nodes[self.spec.index % len(self.spec.nodes)]
@@ -94,14 +96,18 @@ class Miner:
         assert self.client is not None
         self.found += 1
         self._sent_at[proof.id] = time.time_ns()
+        self._submitted[self.found] = proof.id
         try:
             self.client.submit(self.found, ItemKind.PROOF, proof.encode())
         except ClientError:
             self.rejected += 1
 
     def _on_result(self, result: SubmitResult) -> None:
+        proof_id = self._submitted.pop(result.request_id, None)
         if result.reason == RejectReason.ACCEPTED:
             self.accepted += 1
+            if proof_id is not None:
+                self.accepted_ids.append(proof_id)
         else:
             self.rejected += 1
 
@@ -119,7 +125,8 @@ class Miner:
                 "hashes_per_s": self.hashes / wall_s if wall_s > 0 else 0.0,
                 "hashes_per_cpu_s": self.hashes / cpu_s if cpu_s > 0 else 0.0,
                 "found": self.found, "accepted": self.accepted, "rejected": self.rejected, "committed": self.committed,
-                "commit_latency_ms": sorted(v / 1e6 for v in self.latencies_ns)}  # fmt: skip
+                "commit_latency_ms": sorted(v / 1e6 for v in self.latencies_ns),
+                "accepted_ids": [proof_id.hex() for proof_id in self.accepted_ids]}  # fmt: skip
 
 
 async def run_miner(spec: MinerSpec, report: Report, stop: asyncio.Event, go: asyncio.Future[int]) -> dict[str, Any]:

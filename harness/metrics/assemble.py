@@ -5,6 +5,7 @@ The result is a typed :class:`~harness.metrics.results.Metrics` tree, the ``metr
 
 from __future__ import annotations
 
+import msgspec
 from msgspec.structs import replace
 
 from harness.host.calibrate import pop_ceiling
@@ -15,8 +16,9 @@ from harness.metrics import network as net
 from harness.metrics import throughput as tp
 from harness.metrics.cost import cost as window_cost
 from harness.metrics.pow import pow_metrics
+from harness.metrics.recovery import fault_recoveries
 from harness.metrics.results import Metrics, Mining, PowMining, Service, Throughput
-from harness.metrics.service import POW_STALL_INTERVALS, ServiceInputs, planned_down_spans, service
+from harness.metrics.service import POW_STALL_INTERVALS, ServiceInputs, planned_deaths, planned_down_spans, service
 from harness.metrics.timeline import Timeline, build_timeline
 from harness.run.phases import RunData
 from popbench.pow.rules import CONFIRMATIONS as POW_CONFIRMATIONS
@@ -24,13 +26,25 @@ from popbench.wire.status import AnyStatus
 
 
 def steady_window(data: RunData) -> tp.SteadyWindow | None:
-    """The load window minus warm-up and cool-down, cut short where an interrupted run ended."""
+    """The load window minus warm-up and cool-down, cut short where an interrupted run stopped. A run
+    interrupted before its steady window began is measured over the part of the load window that ran
+    (warm-up and all): what elapsed, rather than nothing (docs/metrics.md, "An interrupted run")."""
     if data.window is None:
         return None
     run = data.profile.run
+    stop = data.phases.get(RunPhase.STOPPING, data.window[1])
     start = data.window[0] + int(run.warmup_s * 1e9)
-    end = min(data.window[1] - int(run.cooldown_s * 1e9), data.phases.get(RunPhase.STOPPING, data.window[1]))
-    return tp.SteadyWindow(start, end) if end > start else None
+    end = min(data.window[1] - int(run.cooldown_s * 1e9), stop)
+    if end > start:
+        return tp.SteadyWindow(start, end)
+    ran_until = min(data.window[1], stop)
+    return tp.SteadyWindow(data.window[0], ran_until) if data.interrupted and ran_until > data.window[0] else None
+
+
+def stopped_ns(data: RunData) -> int | None:
+    """When an interrupted run was stopped (None: it ran to the end, or failed): what was in flight then
+    is left out of the figures, not counted as lost."""
+    return data.phases.get(RunPhase.STOPPING) if data.interrupted else None
 
 
 def compute(data: RunData) -> Metrics:
@@ -39,12 +53,16 @@ def compute(data: RunData) -> Metrics:
     bounds = (steady.start_ns, steady.end_ns) if steady else (0, 0)
     run_s = ((data.phases.get(RunPhase.STOPPED) or data.started_ns) - data.started_ns) / 1e9
     cores = data.calibration.cores if data.calibration else 1
-    planned_kills = {f["node"] for f in data.faults_applied if f["kind"] == "kill"}
+    planned_kills = planned_deaths(data.faults_applied)
     latest = _latest_statuses(data, steady.end_ns if steady else None)
     records = tp.load_records(data.records_paths)
     throughput = _throughput(data, records, steady)
     stability = net.stability(data.final_statuses, data.crashes, planned_kills, nodes, _node_span_s(data), data.safety,
                               len(_down_at_end(data)))  # fmt: skip
+    if data.faults_applied and data.window:
+        commits = sorted(r.commit_ns for r in records if r.commit_ns)
+        recovery = fault_recoveries(data.faults_applied, commits, data.samples, data.window[1], data.window[0])
+        stability = msgspec.structs.replace(stability, recovery=recovery)
     return Metrics(
         connectivity=net.connectivity(
             latest, data.deployment.get("intended_links", 0), nodes, data.phases, data.started_ns, data.final_statuses
@@ -82,6 +100,7 @@ def _service(data: RunData, records: list[ProofRecord], steady: tp.SteadyWindow 
         stall_threshold_s=stall_threshold_s(data), expected_commit_s=expected_commit_s(data), intended_edges=data.intended_edges,
         down_spans=planned_down_spans(data.faults_applied, end_ns),
         light_load_below_per_s=_light_load_below(data, throughput), has_load=bool(records) and profile.workload.rate > 0,
+        stopped_ns=stopped_ns(data),
     )  # fmt: skip
     return service(records, data.samples, inputs)
 
@@ -112,11 +131,14 @@ def _light_load_below(data: RunData, throughput: Throughput | None) -> float | N
 
 def _down_at_end(data: RunData) -> set[int]:
     """Nodes whose last planned fault was a kill: they are not expected to report at the end."""
-    last: dict[int, str] = {}
+    down: set[int] = set()
     for fault in sorted(data.faults_applied, key=lambda f: int(f["at_ns"])):
-        if fault["kind"] in ("kill", "restart") and not fault.get("error"):
-            last[int(fault["node"])] = str(fault["kind"])
-    return {node for node, kind in last.items() if kind == "kill"}
+        nodes = {int(node) for node in fault.get("nodes") or [fault["node"]]}
+        if fault["kind"] == "kill" or (fault["kind"] == "wipe" and fault.get("pid") is None):
+            down |= nodes
+        elif fault["kind"] in ("restart", "wipe") and not fault.get("error"):
+            down -= nodes
+    return down
 
 
 def _with_wall_efficiency(mining: Mining | None, data: RunData) -> Mining | None:
@@ -154,8 +176,11 @@ def _node_span_s(data: RunData) -> float:
 def _throughput(data: RunData, records: list[ProofRecord], steady: tp.SteadyWindow | None) -> Throughput | None:
     if steady is None or not data.records_paths:
         return None
-    late_limit_ms = tp.generator_late_limit_ms(data.profile.slo.latency_ms)
-    return tp.throughput(records, steady, _ceiling(data), _expected_commit_delay_ms(data), late_limit_ms)
+    slo = data.profile.slo
+    in_flight = tp.in_flight_at_stop(stopped_ns(data), int(slo.latency_ms * 1e6))
+    return tp.throughput(
+        records, steady, _ceiling(data), _expected_commit_delay_ms(data), tp.generator_late_limit_ms(slo.latency_ms), in_flight
+    )
 
 
 def _ceiling(data: RunData) -> float:

@@ -14,6 +14,7 @@ from collections.abc import Iterator
 
 from harness.kinds import ChildKind
 from harness.metrics.results import SEVERITY_ORDER, Finding, FindingKind, Metrics, Service, Severity
+from harness.metrics.service import planned_deaths
 from harness.metrics.timeline import Timeline
 from harness.profile import Slo
 from harness.run.phases import RunData
@@ -30,7 +31,7 @@ def findings(data: RunData, metrics: Metrics, timeline: Timeline | None) -> list
     found = [*_hard(data, metrics, origin_ns), *_service(metrics.service, data.profile.slo), *_load(data, metrics)]
     found += _faults(data, origin_ns)
     if timeline is not None:
-        found += [*_view_changes(timeline), *_backlog(timeline), *_memory(timeline)]
+        found += [*_view_changes(timeline, metrics.stability.view_changes_total), *_backlog(timeline), *_memory(timeline)]
     return sorted(found, key=lambda f: (SEVERITY_ORDER.index(f.severity), f.at_s if f.at_s is not None else -1.0))
 
 
@@ -44,6 +45,12 @@ def _hard(data: RunData, metrics: Metrics, origin_ns: int) -> Iterator[Finding]:
     if s.safety is not None and not s.safety.agree:
         yield _finding(FindingKind.SAFETY, Severity.FAIL, None, "safety violation: nodes committed different blocks "
                        "at the same height (or a chain failed verification)", conflicts=s.safety.conflicts_total)  # fmt: skip
+    items = s.safety.accounting if s.safety is not None else None
+    if items is not None and not items.ok:
+        yield _finding(FindingKind.ITEMS_LOST, Severity.FAIL, None,
+                       f"of {items.acknowledged:,} acknowledged items {items.lost} were lost, {items.duplicated} committed "
+                       f"twice; {items.unexpected} committed items no driver or miner submitted (ids in stability.safety.accounting)",
+                       lost=items.lost, duplicated=items.duplicated, unexpected=items.unexpected)  # fmt: skip
     if metrics.invalid_proofs.committed:
         yield _finding(FindingKind.INVALID_COMMITTED, Severity.FAIL, None,
                        f"{metrics.invalid_proofs.committed} invalid items were committed", committed=metrics.invalid_proofs.committed)  # fmt: skip
@@ -53,7 +60,7 @@ def _hard(data: RunData, metrics: Metrics, origin_ns: int) -> Iterator[Finding]:
         yield _finding(
             FindingKind.INTERRUPTED, Severity.WARN, None, f"the run ended early ({data.interrupted}): figures cover only what ran"
         )
-    planned = {int(f["node"]) for f in data.faults_applied if f["kind"] == "kill"}
+    planned = planned_deaths(data.faults_applied)
     for crash in s.crashes:
         if crash.kind == ChildKind.NODE and crash.index in planned:
             continue
@@ -139,25 +146,41 @@ def _load(data: RunData, metrics: Metrics) -> Iterator[Finding]:
 def _faults(data: RunData, origin_ns: int) -> Iterator[Finding]:
     for fault in data.faults_applied:
         error = f" ({fault['error']})" if fault.get("error") else ""
+        nodes = ", ".join(str(n) for n in fault.get("nodes") or [fault["node"]])
+        how = f" by {fault['mechanism']}" if fault.get("mechanism") else ""
+        verb = "healed" if fault.get("action") == "heal" else "planned fault"
         yield _finding(FindingKind.FAULT_APPLIED, Severity.INFO, (int(fault["at_ns"]) - origin_ns) / 1e9,
-                       f"planned fault: {fault['kind']} node {fault['node']}{error}", node=int(fault["node"]))  # fmt: skip
+                       f"{verb}: {fault['kind']} node {nodes}{how}{error}", node=int(fault["node"]))  # fmt: skip
 
 
 # -- from the timeline ---------------------------------------------------------------------------------
-def _view_changes(timeline: Timeline) -> Iterator[Finding]:
-    """Each sample interval in which the nodes' summed view changes rose (the first MAX_PER_KIND)."""
-    rose = []
+def _view_changes(timeline: Timeline, total: int) -> Iterator[Finding]:
+    """Each sample interval in which the nodes' view changes rose (the first MAX_PER_KIND, then the rest
+    in one line), and those the samples did not see (before the first, after the last), so the findings
+    add up to ``total``, the count the grade reads (the nodes' final STATUS, summed)."""
     states = [(row.t_s, row.nodes.view_changes) for row in timeline.samples if row.nodes.view_changes is not None]
-    for (_, before), (t_s, after) in itertools.pairwise(states):
-        if after > before:
-            rose.append((t_s, after - before, after))
-    for t_s, added, total in rose[:MAX_PER_KIND]:
-        yield _finding(FindingKind.VIEW_CHANGE, Severity.WARN, t_s, f"view changes: +{added} by t+{t_s:.1f}s (summed over nodes: {total})",
-                       added=added, total=total)  # fmt: skip
+    rose = [(t_s, after - before, after) for (_, before), (t_s, after) in itertools.pairwise(states) if after > before]
+    for t_s, added, running in rose[:MAX_PER_KIND]:
+        yield _finding(FindingKind.VIEW_CHANGE, Severity.WARN, t_s, f"view changes: +{added} by t+{t_s:.1f}s ({running} since the start)",
+                       added=added, total=running)  # fmt: skip
     if len(rose) > MAX_PER_KIND:
-        yield _finding(
-            FindingKind.VIEW_CHANGE, Severity.WARN, None, f"view changes rose in {len(rose) - MAX_PER_KIND} more sample intervals"
-        )
+        more = sum(added for _, added, _ in rose[MAX_PER_KIND:])
+        yield _finding(FindingKind.VIEW_CHANGE, Severity.WARN, None,
+                       f"view changes: +{more} more in {len(rose) - MAX_PER_KIND} more sample intervals", added=more)  # fmt: skip
+    yield from _unsampled_view_changes(states, total)
+
+
+def _unsampled_view_changes(states: list[tuple[float, int]], total: int) -> Iterator[Finding]:
+    """View changes before the first status sample (while connecting) and after the last (the stop)."""
+    if not states:
+        return
+    (first_s, first), (last_s, last) = states[0], states[-1]
+    if first > 0:
+        yield _finding(FindingKind.VIEW_CHANGE, Severity.WARN, first_s, f"view changes: +{first} before the first status sample",
+                       added=first)  # fmt: skip
+    if total > last:  # a killed node's count is in the samples, not in a final STATUS: then nothing is left over
+        yield _finding(FindingKind.VIEW_CHANGE, Severity.WARN, last_s,
+                       f"view changes: +{total - last} after the last status sample (in the nodes' final STATUS)", added=total - last)  # fmt: skip
 
 
 def _backlog(timeline: Timeline) -> Iterator[Finding]:

@@ -74,6 +74,10 @@ class Throughput(Record, frozen=True, kw_only=True):
     plan_exhausted: bool
     valid_rejected_by_reason: dict[str, int]
     expected_commit_delay_ms: float | None
+    # schema 4: what makes offered and committed per second add up (None in older reports)
+    valid_offered_per_s: float | None = None  # valid items due in the steady window / its length (offered_per_s counts invalid ones too)
+    backlog_at_start: int | None = None  # valid items sent, not refused, not yet committed at the steady window's start
+    backlog_at_end: int | None = None  # the same at its end: committed_per_s ~ valid sent per s + (start - end) / window
 
 
 class InvalidProofs(Record, frozen=True, kw_only=True):
@@ -128,11 +132,15 @@ class Service(Record, frozen=True, kw_only=True):
     least_links_at_s: float | None  # the first sample where that least share was seen
     light_load: bool | None  # PoP with load: offered below score.light_load_fraction x ceiling_per_s; else None
     light_load_below_per_s: float | None  # that threshold, items/s
+    # schema 4: an interrupted run is measured over what ran (docs/metrics.md, "An interrupted run")
+    interrupted_at_s: float | None = None  # when the run was stopped (offset); None: it ran to the end
+    in_flight_at_stop: int = 0  # valid items due in the window still in flight at the stop: left out of due and every figure
 
 
 # -- findings: the report's issues (harness/metrics/findings.py) ---------------------------------------
 class FindingKind(StrEnum):
     SAFETY = "safety"  # two nodes committed different blocks at one height
+    ITEMS_LOST = "items_lost"  # an acknowledged item not committed, one committed twice, or one nobody submitted
     INVALID_COMMITTED = "invalid_committed"
     RUN_FAILED = "run_failed"
     INTERRUPTED = "interrupted"
@@ -226,6 +234,22 @@ class Cost(Record, frozen=True, kw_only=True):
 
 
 # -- stability -----------------------------------------------------------------------------------------
+class FaultRecovery(Record, frozen=True, kw_only=True):
+    """How the network took one planned fault (harness/metrics/recovery.py; docs/faults.md)."""
+
+    fault: int  # its index in the profile's [[faults]]
+    kind: str
+    nodes: list[int]
+    at_s: float
+    healed_at_s: float | None  # None: it never healed (a kill left down)
+    longest_gap_s: float  # the longest time without a commit from the fault to its heal (or the window's end)
+    committed_per_s_before: float
+    committed_per_s_during: float
+    first_commit_after_heal_s: float | None
+    converged_after_heal_s: float | None  # every answering node at one height, at least the pre-heal highest
+    view_changes: int | None  # summed over nodes, from before the fault to CONVERGE_GRACE_S after its heal
+
+
 class Stability(Record, frozen=True, kw_only=True):
     nodes_reporting_at_end: int
     nodes: int
@@ -240,6 +264,7 @@ class Stability(Record, frozen=True, kw_only=True):
     safety: SafetyCheck | None
     unexpected_exceptions: int = 0  # summed over the nodes' final STATUS (popbench.loop_exceptions)
     nodes_down_by_plan_at_end: int = 0  # nodes a planned kill left down (no later restart): not expected to report
+    recovery: list[FaultRecovery] = msgspec.field(default_factory=list)  # one per timed fault applied in the window
 
 
 # -- resources -----------------------------------------------------------------------------------------

@@ -17,7 +17,7 @@ from typing import Any
 from harness.load.records import ProofRecord
 from harness.load.workload import Expect
 from harness.metrics.results import CommitSource, Service, Stall
-from harness.metrics.throughput import SteadyWindow
+from harness.metrics.throughput import SteadyWindow, in_flight_at_stop
 from harness.observe.collect import Sample
 
 POW_STALL_INTERVALS = 10  # PoW stall threshold in target block intervals (6 would false-alarm ~7 % of 60 s runs)
@@ -37,11 +37,14 @@ class ServiceInputs:
     down_spans: dict[int, list[tuple[int, int]]]  # node -> [from_ns, to_ns) spans a planned kill kept it down
     light_load_below_per_s: float | None  # None: light load does not apply (PoW, or no ceiling)
     has_load: bool
+    stopped_ns: int | None = None  # when an interrupted run was stopped; None: it ran to the end
 
 
 def service(records: list[ProofRecord], samples: list[Sample], inputs: ServiceInputs) -> Service:
     steady, target_ns = inputs.steady, int(inputs.latency_target_ms * 1e6)
-    due = [r for r in records if r.expect == Expect.COMMIT and steady.holds(r.due_ns)]
+    in_flight = in_flight_at_stop(inputs.stopped_ns, target_ns)
+    window_due = [r for r in records if r.expect == Expect.COMMIT and steady.holds(r.due_ns)]
+    due = [r for r in window_due if not in_flight(r)]  # an interrupted run judges only the items it could
     latencies = sorted(r.commit_ns - r.due_ns for r in due if r.commit_ns)
     within = sum(1 for latency in latencies if latency <= target_ns)
     in_window = sum(1 for r in due if r.commit_ns and r.commit_ns < steady.end_ns + target_ns)
@@ -67,6 +70,8 @@ def service(records: list[ProofRecord], samples: list[Sample], inputs: ServiceIn
         least_links_at_s=_offset_s(least[1], inputs.origin_ns) if least else None,
         light_load=(offered_per_s < light) if light is not None and inputs.has_load else None,
         light_load_below_per_s=light if inputs.has_load else None,
+        interrupted_at_s=_offset_s(inputs.stopped_ns, inputs.origin_ns) if inputs.stopped_ns is not None else None,
+        in_flight_at_stop=len(window_due) - len(due),
     )  # fmt: skip
 
 
@@ -150,25 +155,40 @@ def least_links(samples: list[Sample], steady: SteadyWindow, intended: Sequence[
 
 
 def links_share_at(sample: Sample, intended: Sequence[tuple[int, int]], down_spans: dict[int, list[tuple[int, int]]]) -> float | None:
+    """The share of the intended links the sample saw up. A link is seen through either end's STATUS, so
+    a link whose two ends both missed the sample's deadline is unknown, not down, and is left out (on a
+    saturated host a fifth of the nodes may answer late, which is no lost link)."""
     down = {node for node, spans in down_spans.items() if any(a <= sample.at_ns < b for a, b in spans)}
-    expected = [edge for edge in intended if not down.intersection(edge)]
+    expected = [edge for edge in intended if not down.intersection(edge) and sample.statuses.keys() & set(edge)]
     if not expected:
         return None
     up = {frozenset((node, peer)) for node, status in sample.statuses.items() for peer in status.peer_ids if peer != node}
     return sum(1 for edge in expected if frozenset(edge) in up) / len(expected)
 
 
+KILLING_KINDS = ("kill", "wipe")  # planned faults a node dies of (its exit is no unplanned crash)
+
+
+def planned_deaths(applied: list[dict[str, Any]]) -> set[int]:
+    """Nodes a planned fault killed."""
+    return {int(node) for f in applied if f["kind"] in KILLING_KINDS for node in f.get("nodes") or [f["node"]]}
+
+
 def planned_down_spans(applied: list[dict[str, Any]], end_ns: int) -> dict[int, list[tuple[int, int]]]:
-    """From the applied faults: each planned kill keeps its node down until its next restart (plus the
-    reconnect grace), or to ``end_ns``."""
+    """From the applied faults: each node a planned fault cuts off (a kill, a pause, a wipe, the smaller
+    side of a partition: ``cut_off``) is down by plan from the fault until it heals (a kill: until the
+    node's next restart), plus the reconnect grace, or to ``end_ns``."""
     spans: dict[int, list[tuple[int, int]]] = {}
     for fault in sorted(applied, key=lambda f: int(f["at_ns"])):
-        node, at_ns = int(fault["node"]), int(fault["at_ns"])
-        if fault["kind"] == "kill":
-            spans.setdefault(node, []).append((at_ns, end_ns))
-        elif fault["kind"] == "restart" and spans.get(node):
-            killed_at, _ = spans[node][-1]
-            spans[node][-1] = (killed_at, at_ns + int(RESTART_RECONNECT_GRACE_S * 1e9))
+        at_ns = int(fault["at_ns"])
+        healing = fault.get("action") == "heal" or fault["kind"] == "restart"
+        nodes = [int(n) for n in fault.get("cut_off", [fault["node"]] if fault["kind"] in (*KILLING_KINDS, "restart") else [])]
+        for node in nodes:
+            if not healing:
+                spans.setdefault(node, []).append((at_ns, end_ns))
+            elif spans.get(node):
+                began, _ = spans[node][-1]
+                spans[node][-1] = (began, at_ns + int(RESTART_RECONNECT_GRACE_S * 1e9))
     return spans
 
 

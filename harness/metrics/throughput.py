@@ -9,7 +9,7 @@ the driver minus due time, so a generator that sent late is charged to the netwo
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,6 +19,7 @@ from harness.metrics.results import GeneratorLateness, InvalidProofs, LatencySum
 from harness.stats import percentile
 from popbench.wire import RejectReason
 
+NOT_REFUSED = frozenset({RejectReason.ACCEPTED, NO_ANSWER})  # answered ACCEPTED, or not answered (yet)
 GENERATOR_LATE_MIN_MS = 50.0  # the generator fell behind: p99 send lateness above this ...
 GENERATOR_LATE_SHARE_OF_TARGET = 0.10  # ... and above this share of the service level's latency target
 
@@ -44,11 +45,40 @@ def load_records(paths: Iterable[Path]) -> list[ProofRecord]:
     return records
 
 
-def throughput(records: list[ProofRecord], steady: SteadyWindow, ceiling_per_s: float,
-               expected_commit_delay_ms: float | None, late_limit_ms: float = GENERATOR_LATE_MIN_MS) -> Throughput:  # fmt: skip
+InFlight = Callable[[ProofRecord], bool]
+
+
+def _never(record: ProofRecord) -> bool:
+    return False
+
+
+def in_flight_at_stop(stopped_ns: int | None, latency_target_ns: int) -> InFlight:
+    """An interrupted run's items still in flight when it was stopped: valid, not committed, not refused,
+    and due less than L before the stop, so they could still have met the service level. Nothing can be
+    said of them, so they are left out (counted apart) rather than judged as never committed; an item
+    that had already waited longer than L missed its target whatever came after, and stays a miss.
+    ``stopped_ns`` None (the run ran to the end): nothing is in flight, every due item is judged."""
+    if stopped_ns is None:
+        return _never
+    since_ns = stopped_ns - latency_target_ns
+
+    def in_flight(r: ProofRecord) -> bool:
+        return r.expect == Expect.COMMIT and not r.commit_ns and r.due_ns > since_ns and r.reason in NOT_REFUSED
+
+    return in_flight
+
+
+def outstanding_at(records: Iterable[ProofRecord], at_ns: int) -> int:
+    """The backlog at ``at_ns``: valid items sent before it, not refused, and not seen committed before it."""
+    return sum(1 for r in records if r.expect == Expect.COMMIT and 0 < r.sent_ns < at_ns and r.reason in NOT_REFUSED
+               and not 0 < r.commit_ns < at_ns)  # fmt: skip
+
+
+def throughput(records: list[ProofRecord], steady: SteadyWindow, ceiling_per_s: float, expected_commit_delay_ms: float | None,
+               late_limit_ms: float = GENERATOR_LATE_MIN_MS, in_flight: InFlight = _never) -> Throughput:  # fmt: skip
     due = [r for r in records if steady.holds(r.due_ns)]
     sent = [r for r in due if r.sent_ns]
-    valid = [r for r in sent if r.expect == Expect.COMMIT]
+    valid = [r for r in sent if r.expect == Expect.COMMIT and not in_flight(r)]
     committed_in_window = sum(1 for r in records if r.expect == Expect.COMMIT and r.commit_ns and steady.holds(r.commit_ns))
     committed_of_due = [r for r in valid if r.commit_ns]
     per_s = committed_in_window / steady.seconds
@@ -69,6 +99,8 @@ def throughput(records: list[ProofRecord], steady: SteadyWindow, ceiling_per_s: 
         plan_exhausted=bool(records) and all(r.sent_ns for r in records),  # closed loop: the pool ran dry
         valid_rejected_by_reason=rejections(records),
         expected_commit_delay_ms=expected_commit_delay_ms,
+        valid_offered_per_s=sum(1 for r in due if r.expect == Expect.COMMIT) / steady.seconds,
+        backlog_at_start=outstanding_at(records, steady.start_ns), backlog_at_end=outstanding_at(records, steady.end_ns),
     )  # fmt: skip
 
 

@@ -15,21 +15,22 @@ Every offset ``t_s`` is seconds after the load window started, as everywhere in 
 from __future__ import annotations
 
 import itertools
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 import msgspec
 
-from harness.load.records import NO_ANSWER, ProofRecord
+from harness.load.records import ProofRecord
 from harness.load.workload import Expect
 from harness.metrics.results import Record
+from harness.metrics.throughput import outstanding_at
 from harness.observe.collect import Sample
 from harness.stats import percentile
 from popbench.errors import HarnessError
-from popbench.wire import RejectReason
+from popbench.wire.status import AnyStatus
 
 TIMELINE_NAME = "timeline.jsonl"
-TIMELINE_VERSION = 1
+TIMELINE_VERSION = 2  # 2: NodeState.nodes_alive and SampleRow.took_s (both None when read from version 1)
 ROW_S = 1.0
 
 
@@ -38,7 +39,7 @@ class NodeState(Record, frozen=True, kw_only=True):
 
     nodes_up: int  # nodes that answered STATUS
     height: int | None  # highest committed height (PoW: tip height) among them
-    view_changes: int | None  # cumulative view changes, summed over the nodes that answered
+    view_changes: int | None  # cumulative view changes summed over every node, each by its latest answer (None: none yet)
     links_up: int  # distinct links either end lists in its peer_ids
     cpu_percent_mean: float | None  # per node, CPU since the previous sample (100 = one core): mean over nodes
     cpu_percent_max: float | None
@@ -46,6 +47,7 @@ class NodeState(Record, frozen=True, kw_only=True):
     uss_mib_max: float | None
     mempool_mean: float | None
     mempool_max: int | None
+    nodes_alive: int | None = None  # node processes running (version 2; None in older timelines): alive, answering or not
 
 
 class TimelineHeader(Record, frozen=True, kw_only=True, tag="header", tag_field="row"):
@@ -72,6 +74,7 @@ class SecondRow(Record, frozen=True, kw_only=True, tag="second", tag_field="row"
 class SampleRow(Record, frozen=True, kw_only=True, tag="sample", tag_field="row"):
     t_s: float
     nodes: NodeState
+    took_s: float | None = None  # how long the sample took, request to deadline (version 2): the observer's own lag
 
 
 class Timeline(Record, frozen=True, kw_only=True):
@@ -109,25 +112,42 @@ def _second(records: list[ProofRecord], states: list[SampleRow], origin_ns: int,
     return SecondRow(
         t_s=_s(a, origin_ns), length_s=(b - a) / 1e9, steady=steady[0] <= a < steady[1],
         offered=sum(1 for r in records if a <= r.due_ns < b), submitted=sum(1 for r in records if r.sent_ns and a <= r.sent_ns < b),
-        committed=len(committed), outstanding=_outstanding(records, b), latency_p50_ms=percentile(committed, 0.5), latency_p99_ms=percentile(committed, 0.99),
+        committed=len(committed), outstanding=outstanding_at(records, b), latency_p50_ms=percentile(committed, 0.5), latency_p99_ms=percentile(committed, 0.99),
         nodes=inside[-1].nodes if inside else None,
     )  # fmt: skip
 
 
-def _outstanding(records: list[ProofRecord], at_ns: int) -> int:
-    not_refused = {RejectReason.ACCEPTED, NO_ANSWER}
-    return sum(1 for r in records if r.expect == Expect.COMMIT and 0 < r.sent_ns < at_ns and r.reason in not_refused
-               and not 0 < r.commit_ns < at_ns)  # fmt: skip
+class ViewChangeCount:
+    """Every node's view changes so far, each by its latest answer. A node that misses a sample keeps its
+    count (summing only the nodes that answered made the total fall and rise again, so the rises added to
+    more than happened); a restarted node's counter starts again at zero, so the count before its restart
+    is kept."""
+
+    def __init__(self) -> None:
+        self._latest: dict[int, tuple[int, int]] = {}  # node -> (pid, its counter at its latest answer)
+        self._before_restarts = 0
+
+    def update(self, statuses: Iterable[AnyStatus]) -> int | None:
+        for status in statuses:
+            previous = self._latest.get(status.node_id)
+            if previous is not None and previous[0] != status.pid:
+                self._before_restarts += previous[1]
+            self._latest[status.node_id] = (status.pid, status.counters.view_changes)
+        if not self._latest:
+            return None
+        return self._before_restarts + sum(count for _, count in self._latest.values())
 
 
 def sample_states(samples: Sequence[Sample], origin_ns: int) -> list[SampleRow]:
     rows: list[SampleRow] = []
+    views = ViewChangeCount()
     for before, sample in zip([None, *samples], samples, strict=False):
-        rows.append(SampleRow(t_s=_s(sample.at_ns, origin_ns), nodes=node_state(sample, before)))
+        state = node_state(sample, before, views.update(sample.statuses.values()))
+        rows.append(SampleRow(t_s=_s(sample.at_ns, origin_ns), nodes=state, took_s=sample.took_s))
     return rows
 
 
-def node_state(sample: Sample, before: Sample | None) -> NodeState:
+def node_state(sample: Sample, before: Sample | None, view_changes: int | None) -> NodeState:
     statuses = list(sample.statuses.values())
     links = {frozenset((s.node_id, peer)) for s in statuses for peer in s.peer_ids if peer != s.node_id}
     cpu = _cpu_percent(sample, before)
@@ -135,10 +155,10 @@ def node_state(sample: Sample, before: Sample | None) -> NodeState:
     mempool = [s.mempool for s in statuses]
     return NodeState(
         nodes_up=len(statuses), height=max((s.height for s in statuses), default=None),
-        view_changes=sum(s.counters.view_changes for s in statuses) if statuses else None, links_up=len(links),
+        view_changes=view_changes, links_up=len(links),
         cpu_percent_mean=_mean(cpu), cpu_percent_max=max(cpu, default=None),
         uss_mib_mean=_mean(uss), uss_mib_max=max(uss, default=None),
-        mempool_mean=_mean([float(m) for m in mempool]), mempool_max=max(mempool, default=None),
+        mempool_mean=_mean([float(m) for m in mempool]), mempool_max=max(mempool, default=None), nodes_alive=len(sample.processes),
     )  # fmt: skip
 
 

@@ -3,31 +3,39 @@
 Every status line starts with the time since the load window started, the window's length and the phase
 the run is in (warm-up, steady, cool-down, then drain while the drivers wait for outstanding items):
 ``t+12.0s/60s  steady  height 153 ...``; in the drain it ends with the items still outstanding.
-PoP example: ``t+12.0s/60s  steady  height 153  committed 412/s  p99 180 ms  peers 99.0  nodes up 100  cpu nodes 181%``
-- height: the highest committed height among nodes that answered;
-- committed/s: proofs committed since the previous line, by the node that committed most, per second;
-- p99: the worst per-driver p99 commit latency over the drivers' last progress second;
-- peers: mean validator links per answering node; nodes up: nodes that answered STATUS in time;
+PoP example: ``t+12.0s/60s  steady  height 153  committed 412/s  p99 180 ms  peers 99.0  nodes 100 alive 97 answered  cpu nodes 181%``
+- height: the highest committed height, each node by its latest answer;
+- committed/s: growth since the previous sample of the most proofs any node has committed (each node by
+  its latest answer), per second;
+- p99: the worst driver's p99 commit latency over the commits it saw in the last status interval
+  (``-``: none in it);
+- peers: mean validator links per answering node;
+- nodes: node processes alive, and of them the nodes that answered STATUS by the sample's deadline
+  (a node busy past the deadline is alive but not answering: see harness/observe/collect.py);
 - cpu nodes: the nodes' summed CPU over the interval (100% = one core).
-PoW example: ``t+30.0s/60s  steady  height 41  tips 1  hash rate 1.85 MH/s  work bits 21  stale 2  nodes up 10  cpu nodes 190%``
+In the drain the line ends with the drivers' outstanding items, with the time of their report when it
+is more than STALE_AFTER_S old.
+PoW example: ``t+30.0s/60s  steady  height 41  tips 1  hash rate 1.85 MH/s  work bits 21  stale 2  cpu nodes 190%  nodes 10 alive 10 answered``
 - tips: distinct tips among the nodes; hash rate: hashes over the interval, all nodes together;
-- stale: the most stale (off-main-chain) blocks any one node knows.
+- stale: blocks mined (all nodes) that are not on the heaviest tip's chain, as the report counts them.
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
 from harness.observe.collect import Sample
 from harness.profile import Run
-from popbench.wire.status import PowStatus
+from popbench.wire.status import PowSection, PowStatus
 
 PROGRESS_STEPS = 10  # forking and waiting print a line at every tenth of the nodes
 PROGRESS_MIN_TOTAL = 20  # fewer nodes than this fork and connect in a moment: no progress lines
 PROGRESS_EVERY_S = 1.0  # at most one progress line a second per step
+STALE_AFTER_S = 2.0  # a driver's figure older than this is shown with its time (drivers report every second)
 
 
 class WindowPhase(StrEnum):
@@ -90,50 +98,110 @@ class StepProgress:
             self.console(f"  {self.label} {self.count}/{self.total}")
 
 
+@dataclass
+class DriverProgress:
+    """A driver's latest progress report (harness/load/drivers.py): its p99 over the last status interval's
+    commits (None: none in it), its items outstanding, and when it reported (wall-clock ns)."""
+
+    p99_ms: float | None = None
+    outstanding: int | None = None
+    at_ns: int = 0
+    sent: int = 0  # items sent so far (popbench monitor's delivery, harness/observe/service_live.py)
+    committed: int = 0  # of them, seen committed
+    latency_buckets: list[int] = field(default_factory=list)  # every commit's latency so far, per LATENCY_BUCKETS_S (/metrics)
+    latency_sum_s: float = 0.0
+
+
 class StatusLine:
+    """Prints a line per periodic sample, from what the collector and the drivers last said.
+
+    Nodes that did not answer a sample keep their last answer for the height and the committed count
+    (so a node busy past the sample's deadline does not make the count jump), but only the nodes that
+    answered count as answering: the line says how many answered and how many are alive as processes."""
+
     def __init__(self, run: Run, console: Callable[[str], None]) -> None:
         self.run = run
         self.interval_s = run.status_interval_s
         self.console = console
         self.previous: Sample | None = None
-        self.p99_ms: dict[str, float | None] = {}
-        self.outstanding: dict[str, int] = {}
+        self.drivers: dict[str, DriverProgress] = {}
+        self._committed: dict[int, int] = {}  # node id -> its proofs_committed at its latest answer
+        self._heights: dict[int, int] = {}  # node id -> its height at its latest answer
+        self._committed_before = 0
         self._last_print = 0.0
 
+    @property
+    def outstanding(self) -> int:
+        """Items the drivers wait for, as of their latest progress reports."""
+        return sum(d.outstanding or 0 for d in self.drivers.values())
+
+    def outstanding_as_of_ns(self) -> int | None:
+        """When the oldest of those reports was made (None: no driver reported yet)."""
+        return min((d.at_ns for d in self.drivers.values() if d.outstanding is not None), default=None)
+
     def driver_progress(self, driver: str, event: dict[str, Any]) -> None:
-        self.p99_ms[driver] = event.get("p99_ms")
+        progress = self.drivers.setdefault(driver, DriverProgress())
+        progress.p99_ms = event.get("p99_ms")
+        progress.at_ns = int(event.get("at_ns") or time.time_ns())
         if "outstanding" in event:
-            self.outstanding[driver] = int(event["outstanding"])
+            progress.outstanding = int(event["outstanding"])
+        progress.sent = int(event.get("sent") or progress.sent)
+        progress.committed = int(event.get("committed") or progress.committed)
+        if "latency_buckets" in event:
+            progress.latency_buckets, progress.latency_sum_s = list(event["latency_buckets"]), float(event["latency_sum_s"])
 
     def on_sample(self, sample: Sample, window: tuple[int, int] | None) -> None:
         previous, self.previous = self.previous, sample
+        self._remember(sample)
         if previous is None or time.monotonic() - self._last_print < self.interval_s * 0.5:
+            self._committed_before = self.committed_count()
             return
         self._last_print = time.monotonic()
         self.console(self.render(previous, sample, window))
+        self._committed_before = self.committed_count()
+
+    def _remember(self, sample: Sample) -> None:
+        for node_id, status in sample.statuses.items():
+            self._heights[node_id] = status.height
+            if not isinstance(status, PowStatus):
+                self._committed[node_id] = status.counters.proofs_committed
+
+    def committed_count(self) -> int:
+        """The most proofs any node has committed, by its latest answer."""
+        return max(self._committed.values(), default=0)
 
     def render(self, previous: Sample, sample: Sample, window: tuple[int, int] | None) -> str:
         elapsed_s = max(1e-9, (sample.at_ns - previous.at_ns) / 1e9)
         since = (sample.at_ns - window[0]) / 1e9 if window else 0.0
         head = clock(since, self.run) if window else f"t{since:+.1f}s"
-        tail = self._drain_tail(since)
+        tail = self._drain_tail(since, window)
+        nodes = f"nodes {len(sample.processes)} alive {len(sample.statuses)} answered"
         if any(isinstance(s, PowStatus) for s in sample.statuses.values()):
-            return f"{head}  " + _pow_line(previous, sample, elapsed_s) + tail
+            return f"{head}  " + _pow_line(previous, sample, elapsed_s) + f"  {nodes}" + tail
         statuses = sample.statuses.values()
-        height = max((s.height for s in statuses), default=0)
-        rate = (_committed(sample) - _committed(previous)) / elapsed_s
-        p99 = max((v for v in self.p99_ms.values() if v is not None), default=None)
+        rate = max(0, self.committed_count() - self._committed_before) / elapsed_s
+        p99 = max((d.p99_ms for d in self.drivers.values() if d.p99_ms is not None), default=None)
         peers = sum(s.peers for s in statuses) / len(statuses) if statuses else 0.0
         cpu = _cpu_delta(previous, sample) / elapsed_s * 100
         p99_text = f"{p99:,.0f} ms" if p99 is not None else "-"
-        return (f"{head}  height {height}  committed {rate:,.0f}/s  p99 {p99_text}  "
-                f"peers {peers:.1f}  nodes up {len(sample.statuses)}  cpu nodes {cpu:.0f}%{tail}")  # fmt: skip
+        return (f"{head}  height {max(self._heights.values(), default=0)}  committed {rate:,.0f}/s  p99 {p99_text}  "
+                f"peers {peers:.1f}  {nodes}  cpu nodes {cpu:.0f}%{tail}")  # fmt: skip
 
-    def _drain_tail(self, since_s: float) -> str:
-        """In the drain: how many items the drivers still wait for (their last progress report)."""
-        if phase_at(since_s, self.run) is not WindowPhase.DRAIN or not self.outstanding:
+    def _drain_tail(self, since_s: float, window: tuple[int, int] | None) -> str:
+        """In the drain: how many items the drivers still wait for, and when they said so if that was a
+        while ago (their reports come once a second)."""
+        as_of = self.outstanding_as_of_ns()
+        if phase_at(since_s, self.run) is not WindowPhase.DRAIN or as_of is None:
             return ""
-        return f"  outstanding {sum(self.outstanding.values()):,}"
+        return f"  outstanding {self.outstanding:,}" + stale_note(as_of, window)
+
+
+def stale_note(at_ns: int, window: tuple[int, int] | None, now_ns: int | None = None) -> str:
+    """`` (as of t+58.2s)`` when a figure is more than STALE_AFTER_S old, else nothing."""
+    now = time.time_ns() if now_ns is None else now_ns
+    if (now - at_ns) / 1e9 <= STALE_AFTER_S:
+        return ""
+    return f" (as of t{(at_ns - window[0]) / 1e9:+.1f}s)" if window else f" (as of {(now - at_ns) / 1e9:.1f} s ago)"
 
 
 def _pow_line(previous: Sample, sample: Sample, elapsed_s: float) -> str:
@@ -144,11 +212,15 @@ def _pow_line(previous: Sample, sample: Sample, elapsed_s: float) -> str:
     cpu = _cpu_delta(previous, sample) / elapsed_s * 100
     return (f"height {max(p.height for p in sections)}  tips {len({p.tip_hash for p in sections})}  "
             f"hash rate {rate / 1e6:,.2f} MH/s  work bits {max(p.work_bits for p in sections)}  "
-            f"stale {max(p.stale_blocks for p in sections)}  nodes up {len(sections)}  cpu nodes {cpu:.0f}%")  # fmt: skip
+            f"stale {stale_mined(sections)}  cpu nodes {cpu:.0f}%")  # fmt: skip
 
 
-def _committed(sample: Sample) -> int:
-    return max((s.counters.proofs_committed for s in sample.statuses.values()), default=0)
+def stale_mined(sections: list[PowSection]) -> int:
+    """Blocks mined that are not on the heaviest tip's chain: every node's blocks mined (since its start)
+    less that chain's height, which holds one mined block per height. The report's stale blocks, counted
+    on the chain as it stands (docs/metrics.md), not the blocks off its own chain that one node knows."""
+    heaviest = max(sections, key=lambda p: p.total_work)
+    return max(0, sum(p.blocks_mined for p in sections) - heaviest.height)
 
 
 def _cpu_delta(previous: Sample, sample: Sample) -> float:

@@ -285,6 +285,17 @@ class Supervisor:
         """Fault injection: SIGKILL one child; it is recorded as a crash."""
         self.signal([name], signal.SIGKILL)
 
+    def wait_exited(self, names: Iterable[ChildId]) -> None:
+        """Reap these children, blocking until each has exited (after a SIGKILL: at once)."""
+        for name in names:
+            child = self.children[name]
+            if child.alive:
+                try:
+                    _, status = os.waitpid(child.pid, 0)
+                except ChildProcessError:
+                    status = 0
+                self._exited(child, status)
+
     async def stop(self, names: Iterable[ChildId], grace_s: float = 10.0) -> None:
         chosen = [n for n in names if self.children[n].alive]
         self.signal(chosen, signal.SIGTERM)

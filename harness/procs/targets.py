@@ -11,6 +11,7 @@ from typing import Any
 
 import uvloop
 
+from harness.host.pinning import set_own_niceness
 from harness.load.drivers import DriverSpec, drive
 from harness.load.miners import MinerSpec, run_miner
 from harness.procs.child import ChildContext
@@ -21,10 +22,14 @@ from popbench.runner import run_node_forever
 GO_SIGNAL = signal.SIGUSR1
 
 
-def node_target(config: NodeConfig) -> Any:
-    """A node child: serve until SIGTERM, then report the final status (counters survive the node)."""
+def node_target(config: NodeConfig, nice: int | None = None) -> Any:
+    """A node child: serve until SIGTERM, then report the final status (counters survive the node).
+    ``nice``: the niceness it takes as it starts (harness/host/pinning.py; None: the harness's); a restart
+    runs the same target, so it takes the same."""
 
     def main(ctx: ChildContext) -> None:
+        if nice is not None:
+            set_own_niceness(nice)
         final = run_node_forever(config, report=lambda event, fields: ctx.report(event, **fields))
         ctx.report("final", status=final)
 

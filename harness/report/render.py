@@ -32,9 +32,30 @@ def headline(report: Report) -> list[tuple[str, str]]:
     return [
         ("run", report.run_id), ("status", report.status + (f" ({report.ended_early})" if report.ended_early else "")),
         ("network", network),
-        ("score", f"{score.total:.1f} / 100  grade {score.grade}" + ("" if score.passed_safety else "  SAFETY FAILED")),
+        ("score", score_text(report) + ("" if score.passed_safety else "  SAFETY FAILED")),
         *verdict(score),
     ]  # fmt: skip
+
+
+def score_text(report: Report) -> str:
+    """``97.0 / 100  grade A``; an interrupted run's says it has no grade, and what ran earned provisionally."""
+    score = report.score
+    if score.grade is not None:
+        return f"{score.total:.1f} / 100  grade {score.grade}"
+    return f"interrupted: no grade ({provisional_text(report)})"
+
+
+def provisional_text(report: Report) -> str:
+    """What an interrupted run earned over what ran, labelled as provisional (docs/scoring.md)."""
+    score, service = report.score, report.metrics.service
+    if service is None:
+        return "stopped before the load window started: nothing was measured"
+    stop = f"; stopped at t+{service.interrupted_at_s:.1f}s" if service.interrupted_at_s is not None else ""
+    ran = f"the {service.steady_end_s - service.steady_start_s:.1f} s that ran (t+{service.steady_start_s:.1f}s to t+{service.steady_end_s:.1f}s{stop})"
+    provisional = score.provisional_grade if isinstance(score, Score) else None
+    if provisional is None:
+        return f"nothing was judged over {ran}"
+    return f"provisional {score.total:.1f} / 100, grade {provisional}, over {ran}"
 
 
 def verdict(score: AnyScore) -> list[tuple[str, str]]:
@@ -42,7 +63,7 @@ def verdict(score: AnyScore) -> list[tuple[str, str]]:
     if not isinstance(score, Score):
         return []
     why = "; ".join(c.message for c in score.conditions) or "kept pace within the service level, no stall, every link up"
-    rows = [("grade because", why)]
+    rows = [("grade because" if score.grade is not None else "provisionally, because", why)]
     if not score.valid_measurement:
         rows.append(("NOT VALID as a measurement", "; ".join(i.message for i in score.invalid_because)))
     return rows
@@ -152,7 +173,8 @@ def _service_rows(v: Service | None) -> list[list[str]]:
     p99 = "unbounded" if v.p99_unbounded else _fmt(v.p99_all_ms, " ms", 0)
     stalls = ", ".join(f"t+{s.start_s:.1f}s for {s.length_s:.1f} s" for s in v.stalls[:5]) or "none"
     return [
-        ["service", "due / committed in window (delivery)", f"{v.due:,} / {v.committed_in_window:,} ({_fmt((v.delivery or 0) * 100, ' %')})"],
+        ["service", f"due / committed by the window's end + L (delivery){_in_flight(v)}",
+         f"{v.due:,} / {v.committed_in_window:,} ({_fmt((v.delivery or 0) * 100, ' %')})"],
         ["service", f"within L = {v.latency_target_ms:g} ms, p99 over all due", f"{_fmt((v.within_target_share or 0) * 100, ' %', 2)}, {p99}"],
         ["service", f"stalls over {v.stall_threshold_s:g} s ({v.commit_source})", f"{_fmt(v.stalled_s, ' s')} ({stalls})"],
         ["service", "least links share, light load", f"{_fmt(v.least_links_share, '', 3)}, {_fmt(v.light_load)}"],
@@ -164,14 +186,29 @@ def _throughput_rows(t: Throughput | None, invalid: InvalidProofs) -> list[list[
         return [["throughput", "no load window", "-"]]
     lat = t.commit_latency
     return [
-        ["throughput", "offered / committed per s", f"{_fmt(t.offered_per_s)} / {_fmt(t.committed_per_s)}"],
+        ["throughput", "offered per s (all / valid)", f"{_fmt(t.offered_per_s)} / {_fmt(t.valid_offered_per_s)}"],
+        ["throughput", "committed per s (commits seen in the window, whatever their due time)", _committed_text(t)],
         ["throughput", "fraction of ceiling", f"{_fmt((t.fraction_of_ceiling or 0) * 100, ' %', 2)} of {_fmt(t.ceiling_per_s, '/s', 0)}"],
-        ["throughput", "delivery (valid committed)", f"{t.valid_committed:,} / {t.valid_submitted:,}"],
+        ["throughput", "valid sent / committed by the drain's end", f"{t.valid_submitted:,} / {t.valid_committed:,}"],
         ["throughput", "commit latency p50/p95/p99/max",
          " / ".join(_fmt(v, "", 0) for v in (lat.p50_ms, lat.p95_ms, lat.p99_ms, lat.max_ms)) + " ms"],
         ["throughput", "generator send lateness p99", _fmt(t.generator.send_late_p99_ms, " ms")],
         ["throughput", "invalid sent / committed", f"{invalid.sent} / {invalid.committed}"],
     ]  # fmt: skip
+
+
+def _in_flight(v: Service) -> str:
+    """An interrupted run's service figures leave out what was still in flight at the stop: say so."""
+    return f"; {v.in_flight_at_stop:,} in flight at the stop left out" if v.interrupted_at_s is not None else ""
+
+
+def _committed_text(t: Throughput) -> str:
+    """Commits seen per second, with the backlog at the window's edges that makes it differ from the
+    valid offered rate (docs/metrics.md, ``committed_per_s``)."""
+    shown = _fmt(t.committed_per_s)
+    if t.backlog_at_start is None or t.backlog_at_end is None:
+        return shown
+    return f"{shown} (backlog {t.backlog_at_start:,} at the window's start, {t.backlog_at_end:,} at its end)"
 
 
 def _mining_rows(mining: Mining | None) -> list[list[str]]:

@@ -12,6 +12,12 @@ Schema versions (bump SCHEMA_VERSION and note the change here whenever a field c
      findings of kind ``note``), ``files.timeline`` names timeline.jsonl, and new fields with defaults:
      ``stability.nodes_down_by_plan_at_end``, ``resources.uss_samples_in_window``,
      ``mining.wall_hash_efficiency`` (PoW).
+  4  an interrupted run is measured over what ran and not graded: ``score.grade`` may be None, with
+     ``score.provisional_grade`` (the ``ended_early`` condition is no longer produced);
+     ``service.interrupted_at_s`` and ``service.in_flight_at_stop`` (items in flight at the stop are left
+     out of every service figure); ``throughput.valid_offered_per_s``, ``backlog_at_start`` and
+     ``backlog_at_end`` (what makes offered and committed per second add up). Each new field has a default,
+     so a version-3 report reads unchanged.
 
 The JSON Schema in docs/report.schema.json is generated from these types:
 ``python -m harness.report.schema`` rewrites it, ``--check`` exits 1 when it is stale.
@@ -32,7 +38,7 @@ from harness.metrics.results import Finding, Metrics, Record
 from harness.profile import Profile
 from popbench.kinds import ConsensusKind
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 SCHEMA_PATH = Path(__file__).resolve().parent.parent.parent / "docs" / "report.schema.json"
 RunStatus = Literal["complete", "partial", "failed"]
 
@@ -53,6 +59,7 @@ class GradeReason(StrEnum):
     """A condition that decided the grade. Hard gates fail the run whatever ``--min-score`` says."""
 
     SAFETY_FAILED = "safety_failed"  # hard gate
+    ITEMS_LOST = "items_lost"  # hard gate: Jepsen's accounting (harness/run/accounting.py) found a lost or unexpected item
     INVALID_COMMITTED = "invalid_committed"  # hard gate
     UNPLANNED_CRASH = "unplanned_crash"  # hard gate
     NODE_NOT_REPORTING = "node_not_reporting"  # hard gate
@@ -67,7 +74,7 @@ class GradeReason(StrEnum):
     VIEW_CHANGES_UNPLANNED = "view_changes_unplanned"  # views changed in a run without a planned fault
     NO_LOAD = "no_load"  # no submission load: the service level was not tried
     UNEXPECTED_EXCEPTIONS = "unexpected_exceptions"  # a node counted an exception at its event loop
-    ENDED_EARLY = "ended_early"  # interrupted: the figures cover only part of the run
+    ENDED_EARLY = "ended_early"  # formula 2 before schema 4: an interrupted run was capped at B (now it is not graded)
     POINTS_BELOW_GRADE = "points_below_grade"  # the points fell below the floor of the grade the conditions allow
 
 
@@ -109,8 +116,9 @@ class Score(Record, frozen=True, kw_only=True, tag=2, tag_field="version"):
     ``total = min(cap, round(earned x scale, 1))`` with ``scale = 100 / possible``; ``arithmetic`` spells
     it out line by line so the parts visibly add up to the total shown."""
 
-    total: float
-    grade: Grade
+    total: float  # an interrupted run's total is provisional, like its grade
+    grade: Grade | None  # None: not graded, the run was interrupted (provisional_grade says what ran earned)
+    provisional_grade: Grade | None = None  # interrupted: the grade the conditions give over what ran (None: nothing judged)
     earned: float  # sum of the items' points
     possible: float  # sum of the items' max_points (100 when every dimension was exercised)
     scale: float  # 100 / possible
@@ -187,11 +195,20 @@ class AppliedFault(Record, frozen=True, kw_only=True):
     """A timed fault as applied (harness/run/faults.py): a restart names the new pid, or why it failed."""
 
     kind: FaultKind
-    node: int
+    node: int  # the first node it hit (-1: none)
     at_ns: int
     planned_at_s: float
     pid: int | None = None
     error: str | None = None
+    action: str = "apply"  # "apply" or "heal" (the heal of a kill or a wipe is recorded as a restart)
+    nodes: list[int] = msgspec.field(default_factory=list)  # every node it hit
+    target: str = ""  # as the profile said it: node:N, leader, random:K, fraction:F, halves, minority, bridge
+    cut_off: list[int] = msgspec.field(default_factory=list)  # nodes whose links it takes down by plan (left out of the links figure)
+    mechanism: str | None = None  # partition, link, clock-skew, disk: "kernel" or "transport"
+    pairs: int | None = None  # partition and link: node pairs it cut or shaped
+    note: str | None = None
+    healed_at_window_end: bool = False
+    fault: int | None = None  # its index in the profile's [[faults]]: pairs an apply with its heal
 
 
 class GitState(Record, frozen=True, kw_only=True):

@@ -131,6 +131,10 @@ def _hard_gates(metrics: Metrics, outcome: RunOutcome) -> Iterator[Condition]:
     s = metrics.stability
     if s.safety is not None and not s.safety.agree:
         yield _condition(GradeReason.SAFETY_FAILED, Grade.F, "safety violation: nodes committed different blocks at one height")
+    items = s.safety.accounting if s.safety is not None else None
+    if items is not None and not items.ok:
+        yield _condition(GradeReason.ITEMS_LOST, Grade.F, f"acknowledged items lost {items.lost}, committed twice "
+                         f"{items.duplicated}, committed unsubmitted {items.unexpected}")  # fmt: skip
     if metrics.invalid_proofs.committed:
         yield _condition(GradeReason.INVALID_COMMITTED, Grade.F, f"{metrics.invalid_proofs.committed} invalid items were committed")
     if s.unplanned_crashes:
@@ -157,7 +161,8 @@ def _service_conditions(metrics: Metrics, profile: Profile) -> Iterator[Conditio
     if profile.workload.rate <= 0:
         return
     if not service.due:
-        yield _condition(GradeReason.NOTHING_DUE, Grade.F, "no valid item was due in the steady window of a run with load")
+        if service.interrupted_at_s is None:  # stopped before anything came due: nothing to judge, no failure
+            yield _condition(GradeReason.NOTHING_DUE, Grade.F, "no valid item was due in the steady window of a run with load")
         return
     delivery = service.delivery or 0.0
     if delivery < slo.min_delivery:
@@ -181,13 +186,12 @@ def _caveats(metrics: Metrics, profile: Profile, outcome: RunOutcome) -> Iterato
                          f"({profile.score.light_load_fraction:.0%} of the verify-bound ceiling)")  # fmt: skip
     views = metrics.stability.view_changes_total
     if views and not profile.faults:
-        yield _condition(GradeReason.VIEW_CHANGES_UNPLANNED, Grade.B, f"{views} view changes (summed over nodes) without a planned fault")
+        yield _condition(GradeReason.VIEW_CHANGES_UNPLANNED, Grade.B,
+                         f"{views} view changes (the nodes' final counts, summed: the whole run) without a planned fault")  # fmt: skip
     if metrics.stability.unexpected_exceptions:
         yield _condition(
             GradeReason.UNEXPECTED_EXCEPTIONS, Grade.B, f"{metrics.stability.unexpected_exceptions} exceptions reached a node's loop"
         )
-    if outcome.ended_early:
-        yield _condition(GradeReason.ENDED_EARLY, Grade.B, f"the run ended early ({outcome.ended_early})")
 
 
 def invalidity(metrics: Metrics) -> list[Invalidity]:
@@ -216,11 +220,16 @@ def score(metrics: Metrics, profile: Profile, outcome: RunOutcome | None = None)
         grade = grade_of_points(total)
         found.insert(0, _condition(GradeReason.POINTS_BELOW_GRADE, grade, f"{total:.1f} points are below the conditions' grade floor"))
     safety = metrics.stability.safety is None or metrics.stability.safety.agree
+    lines = arithmetic(scored, earned, possible, scaled, total, grade, found)
+    if outcome.ended_early:  # not graded: what ran gets a provisional grade, labelled as such (docs/scoring.md)
+        lines[-1] = f"provisional: {lines[-1]}; no grade: the run was interrupted ({outcome.ended_early})"
     return Score(
-        total=total, grade=grade, earned=earned, possible=possible, scale=scale, scaled=scaled,
+        total=total, grade=None if outcome.ended_early else grade,
+        provisional_grade=(grade if possible else None) if outcome.ended_early else None,
+        earned=earned, possible=possible, scale=scale, scaled=scaled,
         cap=GRADE_CAP[grade] if total < scaled else None, items=scored, left_out=left_out, conditions=found,
         hard_gate=any(c.hard_gate for c in found), valid_measurement=not invalidity(metrics), invalid_because=invalidity(metrics),
-        passed_safety=safety, arithmetic=arithmetic(scored, earned, possible, scaled, total, grade, found),
+        passed_safety=safety, arithmetic=lines,
         notes=[f"left out: {why}" for why in left_out] + (["the remaining items are scaled to 100"] if left_out and possible else []),
     )  # fmt: skip
 

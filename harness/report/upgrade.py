@@ -84,4 +84,11 @@ def v2_to_v3(report: JsonObject) -> JsonObject:
     return {**report, "schema_version": 3, "metrics": metrics, "issues": issues, "files": files}
 
 
-UPGRADES: dict[int, Callable[[JsonObject], JsonObject]] = {1: v1_to_v2, 2: v2_to_v3}
+# -- version 3 -> 4 ------------------------------------------------------------------------------------
+def v3_to_v4(report: JsonObject) -> JsonObject:
+    """Nothing moves: every field version 4 added has a default (no provisional grade, nothing in flight at
+    a stop, no backlog figures), and a version-3 score keeps the grade it was given."""
+    return {**report, "schema_version": 4}
+
+
+UPGRADES: dict[int, Callable[[JsonObject], JsonObject]] = {1: v1_to_v2, 2: v2_to_v3, 3: v3_to_v4}

@@ -22,15 +22,18 @@ from harness.host import limits, pinning
 from harness.host.calibrate import Calibration, calibrate
 from harness.host.cputime import own_cpu_s
 from harness.host.deploy import Deployment, deploy
+from harness.host.nodes_file import write_nodes_file
 from harness.kinds import ChildId, ChildKind, RunPhase
 from harness.load import workload
-from harness.load.drivers import DriverSpec
+from harness.load.drivers import PROGRESS_EVERY_S, DriverSpec
 from harness.load.miners import MINER_PAYLOAD_BYTES, MinerSpec
-from harness.observe.collect import Boundary, Collector, Sample, uss_every_samples
-from harness.observe.progress import StatusLine, StepProgress
+from harness.observe.collect import Boundary, Collector, Sample, sample_deadline_s, uss_every_samples
+from harness.observe.progress import StatusLine, StepProgress, stale_note
 from harness.procs.supervisor import Crash, Supervisor
 from harness.procs.targets import GO_SIGNAL, driver_target, miner_target, node_target, send_go
 from harness.profile import Profile
+from harness.run.accounting import account_run
+from harness.run.fault_net import kernel_loopback, net_faults
 from harness.run.faults import FaultScheduler
 from harness.run.pow_chains import StoredChain, read_chains
 from harness.run.safety import SafetyCheck, check_pow_safety, check_safety
@@ -95,11 +98,13 @@ class Run:
         self.supervisor: Supervisor | None = None
         self.deployment: Deployment | None = None
         self.collector: Collector | None = None
+        self.sample_listeners: list[Callable[[Sample], None]] = []  # told of every sample (popbench run --metrics-port)
         self.node_names: list[ChildId] = []
         self.driver_names: list[ChildId] = []
         self.miner_names: list[ChildId] = []
         self._body_task: asyncio.Future[None] | None = None
         self._enough_blocks = asyncio.Event()
+        self.priorities: pinning.Priorities | None = None  # set after calibrating (harness/host/pinning.py)
 
     def interrupt(self, reason: str) -> None:
         """First call: stop the run's body (shut-down and report still happen). Second: kill everything now."""
@@ -137,6 +142,8 @@ class Run:
             self._count_harness_exceptions()
             if self.deployment is not None:
                 self.deployment.close()
+            if self.priorities is not None:
+                self.priorities.restore()
             self._check_safety()
         return data
 
@@ -146,17 +153,26 @@ class Run:
         cores = pinning.available_cores()
         self.pins = pinning.plan(cores)
         pinning.pin_harness(self.pins)
-        self.data.notes += [limits.raise_open_files(limits.fds_needed(net.nodes, load.drivers)),
-                            limits.check_memory(net.nodes), f"pinning: {self.pins.describe()}"]  # fmt: skip
+        miners = self.profile.miners.count if net.consensus == "pbft" else 0
+        links = None if net.consensus == "pbft" or net.topology != "k-regular" else 2 * net.degree
+        needs = limits.HostNeeds(net.nodes, load.drivers, miners, links)  # refused with the numbers before a fork
+        self.data.notes += [*limits.check_host(needs), f"pinning: {self.pins.describe()}"]
         self.data.notes = [note for note in self.data.notes if note]
         self.console(f"calibrating this host ({len(cores)} cores) ...")
         self.data.calibration = calibrate(len(cores), self._hash_prefix_bytes())
         self.data.mark(RunPhase.CALIBRATED)
-        self.deployment = deploy(self.profile, self.data.run_dir)
+        self.priorities = pinning.set_priorities(self.pins)  # after calibrating, so calibration is measured as before
+        self.data.notes.append(self.priorities.describe())
+        self.deployment = self._deploy()
+        write_nodes_file(self.deployment, self.data.run_dir)  # where the nodes listen, for popbench monitor RUN_DIR
         self.data.deployment = self.deployment.describe()
         self.data.intended_edges = sorted((min(edge), max(edge)) for edge in self.deployment.topology.intended)
         self.data.data_dir = self.deployment.data_dir
         self.data.mark(RunPhase.DEPLOYED)
+
+    def _deploy(self) -> Deployment:
+        """Genesis, topology and every node's socket; a multi-host coordinator overrides it (harness/multihost)."""
+        return deploy(self.profile, self.data.run_dir, loopback=kernel_loopback(self.profile))  # per-node for kernel faults
 
     def _hash_prefix_bytes(self) -> int:
         """What the run's miners grind: a PoW block header, or a PoP proof (head + miner payload)."""
@@ -182,7 +198,7 @@ class Run:
         self.readiness = {event: StepProgress(event, deployment.count, self.console) for event in ("listening", "connected")}
         for node_id in range(deployment.count):
             name = ChildId(ChildKind.NODE, node_id)
-            self.supervisor.spawn(name, node_target(deployment.node_config(node_id)),
+            self.supervisor.spawn(name, node_target(deployment.node_config(node_id), self.priorities.nodes if self.priorities else None),
                                   deployment.sockets[node_id], cpus=self.pins.for_node(node_id))  # fmt: skip
             self.node_names.append(name)
             forked.advance()
@@ -198,8 +214,10 @@ class Run:
     def _start_collector(self) -> None:
         assert self.supervisor is not None and self.deployment is not None
         pids = {child.index: pid for child, pid in self.supervisor.pids(ChildKind.NODE).items()}
+        run = self.profile.run
         self.collector = Collector(dict(enumerate(self.deployment.addresses())), self.deployment.genesis.chain_id, pids,
-                                   uss_every=uss_every_samples(self.profile.run))  # fmt: skip
+                                   uss_every=uss_every_samples(run), deadline_s=sample_deadline_s(run.status_interval_s),
+                                   listeners=self.sample_listeners)  # fmt: skip
 
     def _has_load(self) -> bool:
         load = self.profile.workload
@@ -245,7 +263,7 @@ class Run:
             seed=run.seed, run_tag=run.seed & 0xFFFFFFFF, closed_loop_in_flight=max(1, closed) if closed else 0,
             window_s=run.duration_s, item_kind=ItemKind.TRANSFER if pow_run else ItemKind.PROOF,
             drain_s=run.drain_s, records_path=self.data.run_dir / f"records-{index}.bin",
-            go_path=self.data.run_dir / "go",
+            go_path=self.data.run_dir / "go", p99_window_s=max(PROGRESS_EVERY_S, run.status_interval_s),
         ) for index in range(load.drivers)]  # fmt: skip
 
     def _offsets(self) -> list[int]:
@@ -273,16 +291,18 @@ class Run:
     async def _watch_until(self, end_ns: int) -> None:
         assert self.supervisor is not None and self.collector is not None
         stop = asyncio.Event()
-        faults = FaultScheduler(self.profile.faults, self.supervisor, self.collector, self.data.faults_applied, self.console)
-        sampling = asyncio.ensure_future(self.collector.run(self.profile.run.status_interval_s, stop, self._on_sample))
-        edges = asyncio.ensure_future(self._sample_steady_edges())
+        faults = self._fault_scheduler()
+        sampling = asyncio.ensure_future(
+            self.collector.run(self.profile.run.status_interval_s, stop, self._on_sample, self._steady_edges())
+        )
         faulting = asyncio.ensure_future(faults.run(self.data.window[0] if self.data.window else time.time_ns()))
         try:
             await self._wait_window_end(end_ns)
             self.data.mark(RunPhase.WINDOW_END)
+            faulting.cancel()
+            faults.heal_all()  # a partition or a pause still in force heals now, so the network can drain
             if self.driver_names:
-                outstanding = sum(self.status_line.outstanding.values())  # as of the drivers' last progress report
-                self.console(f"window over: draining up to {self.profile.run.drain_s:g} s for {outstanding:,} outstanding items")
+                self._say_draining()
             if self.profile.network.consensus == "pow":
                 await self._wait_tips_converge()
             await self._stop_miners()
@@ -290,20 +310,37 @@ class Run:
             self.data.mark(RunPhase.DRAINED)
         finally:
             faulting.cancel()
+            faults.net.close()  # no rule, shaped link or fault file outlives the run, however it ended
             stop.set()
-            edges.cancel()  # done by now unless the run ended early (cost.py then falls back to periodic samples)
-            await asyncio.gather(sampling, edges, return_exceptions=True)
+            await asyncio.gather(sampling, return_exceptions=True)
 
-    async def _sample_steady_edges(self) -> None:
-        """Sample at the steady window's start and at its end, so the cost figures difference the kernel's
-        CPU counters and the nodes' work counters over exactly that window (harness/metrics/cost.py)."""
-        assert self.collector is not None and self.data.window is not None
+    def _fault_scheduler(self) -> FaultScheduler:
+        """Who applies the timed faults: this supervisor; a multi-host coordinator asks the hosts instead."""
+        assert self.supervisor is not None and self.collector is not None
+        supervisor = self.supervisor
+        assert self.data.data_dir is not None
+        net = net_faults(self.profile, self.data.data_dir, lambda: {c.index: pid for c, pid in supervisor.pids(ChildKind.NODE).items()},
+                         self.deployment.addresses() if self.deployment is not None else [])  # fmt: skip
+        return FaultScheduler(self.profile.faults, supervisor, self.collector, self.data.faults_applied, self.console, net,
+                              self.profile.run.seed)  # fmt: skip
+
+    def _say_draining(self) -> None:
+        """The drain's start, with the drivers' backlog as of their last progress reports (and when that was,
+        if it was a while ago: a figure must not read as current when it is not)."""
+        line = self.status_line
+        as_of = line.outstanding_as_of_ns()
+        stale = stale_note(as_of, self.data.window) if as_of is not None else ""
+        self.console(f"window over: draining up to {self.profile.run.drain_s:g} s for {line.outstanding:,} outstanding items{stale}")
+
+    def _steady_edges(self) -> list[tuple[int, Boundary]]:
+        """The steady window's start and end, sampled on purpose so the cost figures difference the kernel's
+        CPU counters and the nodes' work counters over exactly that window (harness/metrics/cost.py); a
+        run that ends early misses the end, and cost.py falls back to the periodic samples."""
+        assert self.data.window is not None
         run = self.profile.run
         start_ns = self.data.window[0] + int(run.warmup_s * 1e9)
         end_ns = self.data.window[1] - int(run.cooldown_s * 1e9)
-        if end_ns > start_ns:
-            await self.collector.sample_at(start_ns, Boundary.STEADY_START)
-            await self.collector.sample_at(end_ns, Boundary.STEADY_END)
+        return [(start_ns, Boundary.STEADY_START), (end_ns, Boundary.STEADY_END)] if end_ns > start_ns else []
 
     async def _wait_window_end(self, end_ns: int) -> None:
         """The window ends on time, or early once a PoW race has mined the blocks it was asked for."""
@@ -395,6 +432,9 @@ class Run:
             self.data.safety = check_pow_safety(data_dir, nodes, genesis, self.data.pow_chains)
         else:
             self.data.safety = check_safety(data_dir, nodes, genesis)
+            miners = [bytes.fromhex(i) for summary in self.data.miner_summaries for i in summary.get("accepted_ids", ())]
+            self.data.safety.accounting = account_run(data_dir, self.data.safety.heights, self.data.records_paths, miners,
+                                                      drained=self.data.interrupted is None)  # fmt: skip
 
     # -- events --------------------------------------------------------------------------------------
     def _on_event(self, child: Any, event: dict[str, Any]) -> None:

@@ -21,6 +21,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from harness.run.accounting import Accounting
 from harness.run.pow_chains import StoredChain, read_chain
 from popbench.errors import ConsensusError, ProtocolError, StorageError
 from popbench.genesis import Genesis
@@ -60,6 +61,12 @@ class SafetyCheck:
     heights: dict[int, int] = field(default_factory=dict)  # node id -> verified height (PoW: main-chain tip)
     unverified: list[Unverified] = field(default_factory=list)
     conflicts_total: int = 0
+    accounting: Accounting | None = None  # PBFT: where every acknowledged item ended up (harness/run/accounting.py)
+
+    @property
+    def items_ok(self) -> bool:
+        """No acknowledged item lost, none committed twice, none committed that nobody submitted."""
+        return self.accounting is None or self.accounting.ok
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -21,6 +21,7 @@ from popbench.node_config import NodeConfig, Reporter
 from popbench.pop.admission import Admission
 from popbench.pop.byzantine import engine_for
 from popbench.pop.catchup import CatchUp
+from popbench.pop.clock import LoopClock
 from popbench.pop.ledger import CommittedBlock, Ledger
 from popbench.pop.status import pop_node_status
 from popbench.wire import (
@@ -70,6 +71,8 @@ class Node(NodeBase):
         self.engine = engine_for(config.byzantine, self, config.role)
         self.events = EventLog(events_path(config.data_dir, config.node_id))
         self.engine.events = self.events
+        if self.faults.active:  # restarted while a fault of the harness's lasts
+            self.faults_changed()
         self.catchup = CatchUp(self)
         self.subscribers: set[Connection] = set()
         self.round_times_s: list[float] = []
@@ -130,6 +133,14 @@ class Node(NodeBase):
 
     def status(self) -> PopStatus:
         return pop_node_status(self)
+
+    def faults_changed(self) -> None:
+        clock = self.faults.clock
+        self.ledger.wall_ns = clock.wall_ns
+        if isinstance(self.engine.clock, LoopClock):
+            self.engine.clock.set_drift(clock.drift_ppm)
+        self.events.emit("faults-loaded", blocked=sorted(self.faults.links.blocked), shaped=len(self.faults.links.shapes),
+                         clock_offset_ms=clock.offset_ms, drift_ppm=clock.drift_ppm, disk=self.faults.disk.mode)  # fmt: skip
 
     # -- validators ----------------------------------------------------------------------------------
     def _on_committed_notice(self, conn: Connection, message: Committed) -> None:

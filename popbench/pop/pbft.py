@@ -19,7 +19,7 @@ from typing import Protocol
 
 from popbench import bls, crypto
 from popbench.counters import NodeCounters
-from popbench.errors import ConsensusError, ProtocolError
+from popbench.errors import ConsensusError, ProtocolError, StorageError
 from popbench.events import EventSink, NoEvents
 from popbench.genesis import VOTES_COLLECTOR, Genesis
 from popbench.mempool import Mempool, PoolItem
@@ -572,7 +572,11 @@ class PbftEngine:
 
     def _commit(self, current: Round, proposal: Proposal, votes: LockCertificate) -> None:
         certificate = votes if isinstance(votes, AggregateCertificate) else CommitCertificate(current.view, sorted(votes.items())[:self.quorum])  # fmt: skip
-        record = self.host.ledger.commit(proposal.block, certificate, proposal.items, proposal.post)
+        try:
+            record = self.host.ledger.commit(proposal.block, certificate, proposal.items, proposal.post)
+        except StorageError as err:  # the disk refused (docs/faults.md): nothing was written; catch up later
+            self.events.emit("commit-failed", height=self.height, view=current.view, reason=str(err))
+            return
         round_s = (self.clock.now_ns() - self.round_started_ns) / 1e9
         self.events.emit("commit", height=self.height, view=current.view, round_ms=round(round_s * 1000, 3),
                          items=len(proposal.items))  # fmt: skip
