@@ -8,7 +8,6 @@ addresses (docs/kubernetes.md, "On one machine"); in a cluster, a StatefulSet's 
 
 from __future__ import annotations
 
-import asyncio
 import os
 import signal
 import socket
@@ -20,7 +19,7 @@ import click
 import uvloop
 
 from harness.cli import numeric
-from harness.cli.run import _exit_status, _finish
+from harness.cli.run import _exit_status, _finish, interrupts_stop
 from harness.multihost.coordinator import CoordinatedRun, Fleet
 from harness.multihost.deployment import load_network
 from harness.multihost.host import HostSpec, run_host
@@ -135,7 +134,5 @@ def _wait_for_signal(timeout_s: float | None) -> None:
 
 async def _execute(profile: Profile, run_dir: Path, run_id: str, fleet: Fleet, genesis_dir: Path | None) -> RunData:
     run = CoordinatedRun(profile, run_dir, run_id, lambda line: click.echo(line), fleet, genesis_dir)
-    loop = asyncio.get_running_loop()
-    loop.add_signal_handler(signal.SIGINT, run.interrupt, "interrupted by SIGINT")
-    loop.add_signal_handler(signal.SIGTERM, run.interrupt, "interrupted by SIGTERM")
-    return await run.execute()
+    with interrupts_stop(run):
+        return await run.execute()

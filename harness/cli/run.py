@@ -8,10 +8,12 @@ measurement (the load generator fell behind); 130 interrupted (a partial report 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import os
 import signal
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -123,11 +125,28 @@ def repeat_warning(repeats: int, source: ParameterSource | None) -> str | None:
             f"(exit 3) unless a figure moves beyond its fixed tolerance")  # fmt: skip
 
 
+@contextlib.contextmanager
+def interrupts_stop(run: Run) -> Iterator[None]:
+    """SIGINT and SIGTERM interrupt ``run`` while it goes, and get their default handlers back after: uvloop
+    leaves its own installed when the loop closes, so a later in-process command (tests, a sweep) saw it."""
+    loop = asyncio.get_running_loop()
+    stops = (signal.SIGINT, signal.SIGTERM)
+    for signum in stops:
+        loop.add_signal_handler(signum, run.interrupt, f"interrupted by {signal.Signals(signum).name}")
+    try:
+        yield
+    finally:
+        for signum in stops:
+            loop.remove_signal_handler(signum)
+
+
 async def _execute(profile: Profile, run_dir: Path, run_id: str, metrics_port: int | None = None) -> RunData:
     run = Run(profile, run_dir, run_id, lambda line: click.echo(line, err=False))
-    loop = asyncio.get_running_loop()
-    loop.add_signal_handler(signal.SIGINT, run.interrupt, "interrupted by SIGINT")
-    loop.add_signal_handler(signal.SIGTERM, run.interrupt, "interrupted by SIGTERM")
+    with interrupts_stop(run):
+        return await _execute_run(run, profile, run_dir, metrics_port)
+
+
+async def _execute_run(run: Run, profile: Profile, run_dir: Path, metrics_port: int | None) -> RunData:
     run.sample_listeners.append(service_writer(run_dir, run.status_line, profile.slo))  # for popbench monitor RUN_DIR
     if metrics_port is None:
         return await run.execute()

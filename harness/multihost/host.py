@@ -215,6 +215,8 @@ async def run_host(spec: HostSpec, console: Console) -> None:
                 await server.close()
     finally:
         deployment.close()
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(signum)  # uvloop would leave its own handler installed after the loop closes
     console(f"host {spec.ordinal}: done")
 
 
