@@ -74,10 +74,14 @@ class NodeClient:
         identity = Identity(chain_id, node_id, role, key or crypto.SigningKey.generate(), validators)
         client = cls(identity)
         loop = asyncio.get_running_loop()
+        conn: Connection | None = None
         try:
-            _, conn = await asyncio.wait_for(loop.create_connection(lambda: Connection(client, outbound=True), host, port), timeout_s)
-            await asyncio.wait_for(conn.established, timeout_s)
+            _, made = await asyncio.wait_for(loop.create_connection(lambda: Connection(client, outbound=True), host, port), timeout_s)
+            conn = made
+            await asyncio.wait_for(made.established, timeout_s)
         except (TimeoutError, OSError, ConnectionError) as err:
+            if conn is not None:
+                conn.close()  # a node slow to answer (a restarted one replaying) must not finish a handshake nobody awaits
             raise ClientError(f"cannot connect to node at {host}:{port}: {err or type(err).__name__}") from err
         client.conn = conn
         return client

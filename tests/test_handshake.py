@@ -7,13 +7,16 @@ can break every rule. Each refusal must end in DISCONNECT(reason) plus a counter
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from typing import Any
 
 import pytest
 import uvloop
 
 from popbench import crypto
+from popbench.client import NodeClient
 from popbench.counters import NodeCounters
+from popbench.errors import ClientError
 from popbench.net import handshake
 from popbench.net.connection import Connection, Identity
 from popbench.wire import (
@@ -235,3 +238,42 @@ def test_handshake_signatures_bind_the_chain_and_the_signer() -> None:
     assert not handshake.ack_is_valid(signature, bytes(32), b"x" * 32, PEER_KEY.public_key)
     assert not handshake.ack_is_valid(signature, CHAIN, b"y" * 32, PEER_KEY.public_key)
     assert not handshake.ack_is_valid(signature, CHAIN, b"x" * 32, SERVER_KEY.public_key)
+
+
+def test_a_handshake_finished_after_the_client_gave_up_closes_the_link_and_raises_nothing(loop_name: str) -> None:
+    """A node slow to answer (a restarted one replaying its database) completed the handshake after
+    NodeClient.connect's timeout: the late HELLO_ACK raised InvalidStateError on the cancelled
+    ``established`` future in the harness's loop (a CI failure of test_planned_kill_and_restart), and
+    the half-open connection stayed. Now the client closes it, and a late ACK is ignored."""
+
+    async def scenario() -> tuple[bool, list[dict[str, Any]]]:
+        errors: list[dict[str, Any]] = []
+        asyncio.get_running_loop().set_exception_handler(lambda loop, context: errors.append(context))
+        answered_late = asyncio.Event()
+        closed_by_client = asyncio.Event()
+
+        async def slow_node(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            peer = RawPeer(reader, writer)
+            client_hello = await peer.next_message()
+            assert isinstance(client_hello, Hello)
+            await asyncio.sleep(0.5)  # stands in for a node busy replaying: the client's timeout is 0.1 s
+            peer.send(Hello(PROTOCOL_VERSION, CHAIN, 0, Role.VALIDATOR, SERVER_KEY.public_key, b"s" * 32, 0, "127.0.0.1"))
+            peer.send(HelloAck(handshake.sign_ack(SERVER_KEY, CHAIN, client_hello.nonce)))
+            answered_late.set()
+            with contextlib.suppress(ConnectionError):
+                await peer.until_closed()
+            closed_by_client.set()
+
+        server = await asyncio.start_server(slow_node, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        with pytest.raises(ClientError):
+            await NodeClient.connect("127.0.0.1", port, chain_id=CHAIN, timeout_s=0.1)
+        await asyncio.wait_for(answered_late.wait(), 20)
+        await asyncio.wait_for(closed_by_client.wait(), 20)  # the client's side of the connection is closed
+        for _ in range(10):  # let a late frame, if one is read, reach its handler
+            await asyncio.sleep(0)
+        server.close()
+        return closed_by_client.is_set(), errors
+
+    closed, errors = run(loop_name, scenario())
+    assert closed and not errors, errors
