@@ -4,8 +4,10 @@ Where the kernel cannot be used (not root, no iptables/tc, nodes sharing one add
 writes what a node should suffer to ``<data dir>/node-<id>.faults.json`` and sends it SIGUSR1; the
 node reloads this file and applies it at once:
 
-- ``blocked``: validator ids whose frames are dropped both ways (each side of a partition lists the
-  other), and whose HELLO is not answered, as if their packets went nowhere;
+- ``blocked``: validator ids cut off both ways (each side of a partition lists the other): their HELLO
+  is not answered, and an established link holds every frame each way until the heal, as TCP keeps
+  retransmitting across a partition (a link cut off for more than ``CUT_OFF_LIMIT_FRAMES`` frames
+  closes instead, as TCP gives up on a peer that stays unreachable);
 - ``links``: per peer (``"*"``: every peer) a one-way ``delay_ms`` with uniform ``jitter_ms``, a ``loss``
   share, and a bandwidth cap ``rate_kbit``. Links are TCP, so a lost packet is not a lost message: the
   emulation holds a "lost" frame for a retransmission timeout (``RETRANSMIT_S``, Linux's minimum RTO)
@@ -51,7 +53,7 @@ class LinkFaults:
     blocked: frozenset[int] = frozenset()
     shapes: dict[str, Shape] = field(default_factory=dict)
     rng: random.Random = field(default_factory=random.Random)
-    dropped: int = 0  # frames dropped across an emulated partition, both ways
+    held: int = 0  # frames held across an emulated partition, both ways, and HELLOs left unanswered
 
     @property
     def active(self) -> bool:
@@ -61,7 +63,7 @@ class LinkFaults:
         return peer_id in self.blocked
 
     def hold_s(self, peer_id: int, size: int) -> float | None:
-        """How long to hold a frame of ``size`` bytes to ``peer_id`` (None: drop it; the peer is cut off)."""
+        """How long to hold a frame of ``size`` bytes to ``peer_id`` (None: until the heal; the peer is cut off)."""
         if peer_id in self.blocked:
             return None
         shape = self.shapes.get(str(peer_id)) or self.shapes.get(ANY_PEER)

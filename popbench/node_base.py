@@ -93,6 +93,7 @@ class NodeBase:
         except ConfigError as err:
             self.report("faults-refused", {"error": str(err)})
             return
+        self.peers.faults_changed()
         self.faults_changed()
         self.report("faults-loaded", self.faults.describe())
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import enum
 from collections.abc import Mapping
-from typing import Protocol
+from typing import Protocol, TypeVar
 
 from popbench import crypto
 from popbench.counters import NodeCounters
@@ -71,6 +71,14 @@ class ConnectionHost(Protocol):
     def connection_closed(self, conn: Connection) -> None: ...
 
 
+_Held = TypeVar("_Held", bytes, Message)
+
+# What a cut-off link holds for its peer, each way, before it gives up and closes (as TCP gives up on a
+# peer that stays unreachable): a partition longer than this loses the link, and its items come back by
+# the mempool sync a new link starts with (docs/protocol.md, "Mempool sync").
+CUT_OFF_LIMIT_FRAMES = 65_536
+
+
 class HandshakeState(enum.Enum):
     AWAIT_HELLO = 1
     AWAIT_ACK = 2
@@ -96,6 +104,8 @@ class Connection(FramedProtocol):
         self._ack_verified = False
         self._timer: asyncio.TimerHandle | None = None
         self._delayed: list[bytes] | None = None
+        self._stalled_out: list[bytes] = []  # frames for a peer an emulated partition cuts off, sent at the heal
+        self._stalled_in: list[Message] = []  # messages from it that arrived as the cut began, read at the heal
 
     # -- identity of the peer --------------------------------------------------------------------
     @property
@@ -157,13 +167,17 @@ class Connection(FramedProtocol):
         counters.frames_in[name] += 1
         if self.state is HandshakeState.ESTABLISHED:
             if self._cut_off(self.peer):
-                return  # an emulated partition: the packet never arrived
-            if type(message) is Disconnect:
-                self._peer_disconnected(message)
-            else:
-                self._dispatch(message)
+                self._stall(self._stalled_in, message)  # TCP would deliver it once packets flow again
+                return
+            self._deliver(message)
             return
         self._handshake_step(message)
+
+    def _deliver(self, message: Message) -> None:
+        if type(message) is Disconnect:
+            self._peer_disconnected(message)
+        else:
+            self._dispatch(message)
 
     def _dispatch(self, message: Message) -> None:
         """Hand a message to the host. A handler that raises is a bug, not the peer's fault: the exception goes
@@ -190,6 +204,7 @@ class Connection(FramedProtocol):
 
     def _on_hello(self, hello: Hello) -> None:
         if self._cut_off(hello):
+            self._count_cut()
             return  # unanswered, as across a real partition: the dialler's handshake times out
         me = self.host.identity
         if me.chain_id is None:  # a chain-agnostic client adopts the node's chain, then says HELLO
@@ -214,6 +229,9 @@ class Connection(FramedProtocol):
             return
         self._ack_verified = True
         self._cancel_timer()
+        if self.established.cancelled():  # the dialler's wait timed out first: nobody will use this link
+            self.close()
+            return
         self.state = HandshakeState.ESTABLISHED
         if not self.host.connection_established(self):
             self.state = HandshakeState.AWAIT_HELLO  # not registered: closing must not report it
@@ -250,6 +268,9 @@ class Connection(FramedProtocol):
         counters = self.host.counters
         counters.frames_out[name] += 1
         counters.bytes_out[name] += len(frame)
+        self._transmit(frame)
+
+    def _transmit(self, frame: bytes) -> None:
         if self.faults is not None and self.faults.active and self.peer_role == Role.VALIDATOR:
             self._send_shaped(frame)
             return
@@ -270,18 +291,41 @@ class Connection(FramedProtocol):
 
     def _cut_off(self, peer: Hello | None) -> bool:
         """An emulated partition cuts validator links only: clients (drivers, monitors) keep their node."""
-        if self.faults is None or peer is None or peer.role != Role.VALIDATOR or not self.faults.blocks(peer.node_id):
-            return False
-        self.faults.dropped += 1
-        return True
+        return not (self.faults is None or peer is None or peer.role != Role.VALIDATOR or not self.faults.blocks(peer.node_id))
+
+    def _count_cut(self) -> None:
+        assert self.faults is not None
+        self.faults.held += 1
+
+    def _stall(self, stalled: list[_Held], item: _Held) -> None:
+        """Hold what crosses a cut link for the heal, as TCP retransmits across a partition; a cut longer
+        than CUT_OFF_LIMIT_FRAMES frames closes the link instead, as TCP gives up on a dead peer."""
+        self._count_cut()
+        stalled.append(item)
+        if len(stalled) > CUT_OFF_LIMIT_FRAMES:
+            self._stalled_out.clear()
+            self._stalled_in.clear()
+            self.close()
+
+    def faults_changed(self) -> None:
+        """The harness changed this node's faults: a healed link sends and reads what it held, in order."""
+        if self._cut_off(self.peer) or not (self._stalled_out or self._stalled_in):
+            return
+        frames, self._stalled_out = self._stalled_out, []
+        messages, self._stalled_in = self._stalled_in, []
+        for frame in frames:
+            self._transmit(frame)
+        for message in messages:
+            if self.state is HandshakeState.ESTABLISHED:
+                self._deliver(message)
 
     def _send_shaped(self, frame: bytes) -> None:
-        """An emulated fault is on: drop the frame (partition) or hold it (delay, jitter, loss, bandwidth) on
-        top of the WAN delay, never letting it overtake an earlier frame, as TCP would not."""
+        """An emulated fault is on: hold the frame until the heal (partition) or for its delay, jitter, loss
+        and bandwidth on top of the WAN delay, never letting it overtake an earlier frame, as TCP would not."""
         assert self.faults is not None
         hold_s = self.faults.hold_s(self.peer_id, len(frame))
         if hold_s is None:
-            self.faults.dropped += 1
+            self._stall(self._stalled_out, frame)
             return
         loop = asyncio.get_running_loop()
         self._held_until = max(loop.time() + self.delay_s + hold_s, self._held_until)

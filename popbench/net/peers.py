@@ -104,6 +104,7 @@ class PeerManager:
         try:
             await asyncio.wait_for(conn.established, DIAL_TIMEOUT_S)
         except (ConnectionError, TimeoutError):
+            conn.close()  # a handshake that completes after the timeout would make a link nobody tracks
             return None, self._proven_id(conn)
         return conn, self._proven_id(conn)
 
@@ -218,6 +219,11 @@ class PeerManager:
     def peer_links(self) -> list[Connection]:
         """Validator and follower links: every node-to-node connection (clients excluded)."""
         return [*self.links.values(), *self.followers.values()]
+
+    def faults_changed(self) -> None:
+        """The node's emulated faults changed: links a healed partition had cut off send and read what they held."""
+        for conn in list(self._all):
+            conn.faults_changed()
 
     # -- shutdown ------------------------------------------------------------------------------
     async def close(self) -> None:

@@ -18,7 +18,7 @@ from popbench.mempool import Mempool
 from popbench.net.connection import Connection
 from popbench.node_base import NodeBase
 from popbench.node_config import NodeConfig, Reporter
-from popbench.pop.admission import Admission
+from popbench.pop.admission import Admission, gossip_batches
 from popbench.pop.byzantine import engine_for
 from popbench.pop.catchup import CatchUp
 from popbench.pop.clock import LoopClock
@@ -97,9 +97,19 @@ class Node(NodeBase):
         if conn.peer_role == Role.VALIDATOR:
             self._links_changed()
             conn.send(BlockRequest(self.ledger.height + 1, 1))  # a restarted node learns if it is behind
+            self._sync_mempool(conn)
             if self.config.role == Role.FOLLOWER:
                 conn.send(Subscribe(TOPIC_COMMITS))  # a follower learns of new blocks by notification
         return True
+
+    def _sync_mempool(self, conn: Connection) -> None:
+        """A new validator link starts with every item this node holds uncommitted (as CometBFT's mempool
+        reactor walks its mempool for each new peer): an item whose gossip died with a closed link, or a
+        peer that restarted with an empty mempool, still reaches every validator (docs/protocol.md,
+        "Mempool sync")."""
+        for kind in (ItemKind.PROOF, ItemKind.TRANSFER):
+            for batch in gossip_batches(kind, [item.raw for item in self.mempool if item.kind is kind]):
+                conn.send(batch)
 
     def connection_closed(self, conn: Connection) -> None:
         self.peers.unregister(conn)
@@ -123,9 +133,12 @@ class Node(NodeBase):
             conn.send(SubmitResult(message.request_id, bytes(32), RejectReason.NOT_A_VALIDATOR))
             return
         reason, item_id = self.admission.admit(message.kind, message.item, relay=True)
-        conn.send(SubmitResult(message.request_id, item_id, reason))
-        if reason == 0:
-            self.engine.work_arrived()
+        result = SubmitResult(message.request_id, item_id, reason)
+        if reason != 0:
+            conn.send(result)
+            return
+        self.admission.after_gossip(lambda: conn.send(result))
+        self.engine.work_arrived()
 
     def _on_subscribe(self, conn: Connection, message: Subscribe) -> None:
         if message.topics & TOPIC_COMMITS:
