@@ -127,3 +127,17 @@ def test_a_drivers_p99_covers_the_commits_of_its_whole_window() -> None:
     assert recent_p99_ms(recent, since_ns=1 * second) == pytest.approx(120.0)  # the oldest commit dropped
     assert len(recent) == 2
     assert recent_p99_ms(recent, since_ns=5 * second) is None and not recent  # none in the window: "-"
+
+
+def test_a_node_restarted_between_two_lines_adds_its_new_cpu_never_a_negative_share() -> None:
+    """A wipe restarts node 1 from zero CPU seconds: the chaos run printed `cpu nodes -328%`."""
+    printed: list[str] = []
+    line = StatusLine(RUN, printed.append)
+    window = (WINDOW_START_NS, WINDOW_START_NS + int(RUN.duration_s * 1e9))
+    before, after = _sample(11.0, {0: 100, 1: 100}, {0, 1}), _sample(12.0, {0: 200, 1: 190}, {0, 1})
+    before.processes[0].cpu_s, before.processes[1].cpu_s = 10.0, 40.0
+    after.processes[0].cpu_s, after.processes[1].cpu_s = 10.3, 0.2  # node 1: 0.2 s since its restart
+    line.on_sample(before, window)
+    line._last_print = -1e9  # the test does not wait half an interval between lines
+    line.on_sample(after, window)
+    assert "cpu nodes 50%" in printed[-1], printed

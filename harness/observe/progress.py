@@ -224,4 +224,10 @@ def stale_mined(sections: list[PowSection]) -> int:
 
 
 def _cpu_delta(previous: Sample, sample: Sample) -> float:
-    return sum(p.cpu_s - previous.processes[n].cpu_s for n, p in sample.processes.items() if n in previous.processes)
+    """CPU the nodes used between two samples. A node restarted in between (kill, wipe) counts from its new
+    start: its cumulative figure fell, and the difference once printed `cpu nodes -328%`."""
+    return sum(_used_since(previous.processes[n].cpu_s, p.cpu_s) for n, p in sample.processes.items() if n in previous.processes)
+
+
+def _used_since(before_s: float, now_s: float) -> float:
+    return now_s - before_s if now_s >= before_s else now_s
