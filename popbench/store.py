@@ -83,6 +83,12 @@ class Store:
             self._db.execute("INSERT INTO blocks VALUES (?, ?, ?, ?, ?)", (height, block_hash, 0, committed, state_root))
             self._upsert_accounts(accounts)
 
+    def clear_chain(self) -> None:
+        """Forget every block, account and item: what a node joining at height 0 starts from."""
+        with self._transaction():
+            for table in ("blocks", "accounts", "items"):
+                self._db.execute(f"DELETE FROM {table}")
+
     def replace_accounts(self, accounts: Iterable[Row]) -> None:
         """Rewrite the whole account table (the state rebuilt by replaying the stored blocks)."""
         with self._transaction():

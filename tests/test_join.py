@@ -14,7 +14,7 @@ from popbench.genesis import ChainParams, make_genesis
 from popbench.model.block import CommitCertificate
 from popbench.pop import sync
 from popbench.pop.catchup import CatchUp
-from popbench.pop.ledger import CommittedBlock
+from popbench.pop.ledger import CommittedBlock, genesis_state
 from popbench.wire import SnapshotChunk, SnapshotRequest
 from popbench.wire.status import AnyStatus
 from tests.chain_builder import NodeChain, proof_item
@@ -68,10 +68,42 @@ def test_join_syncs_a_verified_snapshot_and_follows_new_blocks(network: LocalClu
         sock.close()
 
 
-async def _follow(cluster: LocalCluster, follower_port: int) -> None:
+def test_a_network_that_has_committed_nothing_can_be_joined(tmp_path: Path) -> None:
+    """The README's network by hand, joined before any load: the node serves its opening state at height
+    0, which no block certifies. `popbench join` failed with 'the node did not serve its committed block
+    at height 0' (issue 17, item 7); the opening state is checked against the genesis instead."""
+    cluster = LocalCluster(tmp_path, 4)
+    cluster.start()
+    sock = _listening_socket()
+    follower: subprocess.Popen[bytes] | None = None
+    try:
+        asyncio.run(cluster.wait_connected())
+        done = subprocess.run(join_args(cluster, tmp_path, 5000), capture_output=True, text=True, timeout=60)
+        assert done.returncode == 0, done.stderr
+        assert "synced the opening state at height 0" in done.stdout, done.stdout
+        follower = subprocess.Popen([POPBENCH, "node", "--config", str(tmp_path / "joined.json"), "--listen-fd", str(sock.fileno())],
+                                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, pass_fds=(sock.fileno(),))  # fmt: skip
+        asyncio.run(_follow(cluster, sock.getsockname()[1], first=0, total=60))
+    finally:
+        if follower is not None:
+            follower.terminate()
+            follower.wait(timeout=15)
+        sock.close()
+        cluster.stop()
+
+
+def test_an_opening_state_other_than_the_genesis_is_refused() -> None:
+    genesis, _ = make_genesis(4, seed="join-opening")
+    other, _ = make_genesis(4, seed="join-opening-other")
+    assert sync.verify_opening_state(genesis, genesis_state(genesis).encode_snapshot()).record is None
+    with pytest.raises(SyncError, match="opening state"):
+        sync.verify_opening_state(genesis, genesis_state(other).encode_snapshot())
+
+
+async def _follow(cluster: LocalCluster, follower_port: int, first: int = 60, total: int = 120) -> None:
     client = await cluster.client(1)
-    await submit_all(client, make_proofs(cluster, 60, start=60))
-    statuses = await cluster.wait_until(all_committed(120), TIMEOUT_S, what="second batch committed")
+    await submit_all(client, make_proofs(cluster, 60, start=first))
+    statuses = await cluster.wait_until(all_committed(total), TIMEOUT_S, what="second batch committed")
     target = max(s.height for s in statuses.values() if s)
     client.close()
     deadline = asyncio.get_running_loop().time() + TIMEOUT_S

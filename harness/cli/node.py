@@ -214,8 +214,12 @@ def join_command(node_id: int, stake: int, bootstrap: str, genesis: str, data_di
     chain = load_genesis(Path(genesis))
     key = crypto.derive_key(seed, node_id) if seed else crypto.SigningKey.generate()
     snapshot, peers = uvloop.run(join(chain, key, node_id, stake, parse_address(bootstrap, "--bootstrap"), Path(data_dir)))
-    click.echo(f"synced snapshot at height {snapshot.height} (state root {snapshot.record.block.state_root.hex()[:16]}…, "
-               f"certificate of {len(certificate_voters(snapshot.record.certificate, chain))} validators); {len(peers)} peers known")  # fmt: skip
+    if snapshot.record is None:
+        click.echo(f"synced the opening state at height 0 (state root {snapshot.state.root().hex()[:16]}…: the network has "
+                   f"committed nothing yet, checked against the genesis); {len(peers)} peers known")  # fmt: skip
+    else:
+        click.echo(f"synced snapshot at height {snapshot.height} (state root {snapshot.record.block.state_root.hex()[:16]}…, "
+                   f"certificate of {len(certificate_voters(snapshot.record.certificate, chain))} validators); {len(peers)} peers known")  # fmt: skip
     options = {"genesis": genesis, "node_id": node_id, "data_dir": data_dir, "listen": listen, "role": "follower",
                "key_hex": key.secret.hex(), "peers": [f"{h}:{p}" for h, p in peers.values()]}  # fmt: skip
     if save_config:

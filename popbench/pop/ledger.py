@@ -138,8 +138,7 @@ class Ledger:
         self.leaders.restore(Block.decode(Reader(data).blob()) for data in self.store.committed_range(first, 2 * WINDOW))
 
     def _genesis_state(self) -> State:
-        stakes = {v.address: v.stake for v in self.genesis.validators}
-        return State.from_genesis(dict(self.genesis.balances), stakes)
+        return genesis_state(self.genesis)
 
     def _rebuild_by_replay(self, certified_root: bytes | None) -> None:
         """The stored accounts disagree with the head's state root (a database an older version wrote):
@@ -282,3 +281,9 @@ def items_of(record: CommittedBlock) -> list[PoolItem]:
         *(PoolItem(p.id, ItemKind.PROOF, p, raw) for p, raw in zip(proofs, record.proofs, strict=True)),
         *(PoolItem(t.id, ItemKind.TRANSFER, t, raw) for t, raw in zip(transfers, record.transfers, strict=True)),
     ]
+
+
+def genesis_state(genesis: Genesis) -> State:
+    """The opening state, before height 1: the genesis balances and every validator's stake (docs/genesis.md)."""
+    stakes = {v.address: v.stake for v in genesis.validators}
+    return State.from_genesis(dict(genesis.balances), stakes)

@@ -16,7 +16,7 @@ from popbench.client import NodeClient
 from popbench.errors import ConfigError, ConsensusError, ProtocolError, SyncError
 from popbench.genesis import Genesis
 from popbench.net.peers import Address
-from popbench.pop.ledger import CommittedBlock
+from popbench.pop.ledger import CommittedBlock, genesis_state
 from popbench.pop.state import State
 from popbench.store import Store, node_database
 from popbench.wire import BlockRequest, BlockResponse, Peers, PeersRequest, Role, SnapshotChunk, SnapshotRequest
@@ -29,7 +29,7 @@ class Snapshot:
     """A verified snapshot: the committed block at its height and the state after it."""
 
     height: int
-    record: CommittedBlock
+    record: CommittedBlock | None  # None at height 0: the opening state, checked against the genesis instead
     raw_record: bytes
     state: State
 
@@ -54,6 +54,8 @@ async def fetch_snapshot(client: NodeClient, genesis: Genesis) -> Snapshot:
         if chunks is None:
             continue
         height, data = chunks
+        if height == 0:
+            return verify_opening_state(genesis, data)
         raw = await _fetch_committed(client, height)
         return verify_snapshot(genesis, height, data, raw)
     raise SyncError(f"the snapshot kept changing height over {MAX_SNAPSHOT_ATTEMPTS} attempts")
@@ -99,7 +101,20 @@ def verify_snapshot(genesis: Genesis, height: int, data: bytes, raw_record: byte
     return Snapshot(height, record, raw_record, state)
 
 
+def verify_opening_state(genesis: Genesis, data: bytes) -> Snapshot:
+    """A network that has committed nothing serves its opening state (docs/protocol.md, section 9). No
+    block certifies it, and none needs to: the joiner computes the same state from the genesis it holds,
+    so the served one must match that root exactly. Joining it then means following from height 0."""
+    state = State.decode_snapshot(data)
+    if state.root() != genesis_state(genesis).root():
+        raise SyncError("snapshot refused: the node served height 0 with a state other than this genesis's opening state")
+    return Snapshot(0, None, b"", state)
+
+
 def install_snapshot(store: Store, snapshot: Snapshot) -> None:
+    if snapshot.record is None:
+        store.clear_chain()  # height 0: an empty database is the opening state, which a node computes at start
+        return
     block = snapshot.record.block
     store.replace_state(snapshot.height, block.hash, snapshot.raw_record, snapshot.state.rows(), block.state_root)
 
