@@ -121,7 +121,7 @@ def test_smoke_run_writes_a_real_report_and_refuses_every_invalid_proof(tmp_path
     code, output = finish(start_run(write_profile(tmp_path, invalid=0.2), run_dir))
     assert_passed(code, run_dir, output)
     report = read_report(run_dir)
-    assert report["schema_version"] == 4 and report["status"] == "complete"
+    assert report["schema_version"] == 5 and report["status"] == "complete"
     metrics = report["metrics"]
     assert metrics["throughput"]["valid_committed"] > 0
     assert metrics["stability"]["safety"]["agree"] is True

@@ -18,6 +18,10 @@ Schema versions (bump SCHEMA_VERSION and note the change here whenever a field c
      out of every service figure); ``throughput.valid_offered_per_s``, ``backlog_at_start`` and
      ``backlog_at_end`` (what makes offered and committed per second add up). Each new field has a default,
      so a version-3 report reads unchanged.
+  5  PoW ``mining.stale_rate_predicted`` is p / (1 + p), p = 1 - exp(-d / T), d a block's mean delay to
+     the other nodes and T the interval between any two blocks mined (was 1 - exp(-d / T) with d the
+     time to reach every node and T the main chain's interval, which overstated). A version-4 report
+     keeps the figure it was written with.
 
 The JSON Schema in docs/report.schema.json is generated from these types:
 ``python -m harness.report.schema`` rewrites it, ``--check`` exits 1 when it is stale.
@@ -38,7 +42,7 @@ from harness.metrics.results import Finding, Metrics, Record
 from harness.profile import Profile
 from popbench.kinds import ConsensusKind
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 SCHEMA_PATH = Path(__file__).resolve().parent.parent.parent / "docs" / "report.schema.json"
 RunStatus = Literal["complete", "partial", "failed"]
 

@@ -91,4 +91,10 @@ def v3_to_v4(report: JsonObject) -> JsonObject:
     return {**report, "schema_version": 4}
 
 
-UPGRADES: dict[int, Callable[[JsonObject], JsonObject]] = {1: v1_to_v2, 2: v2_to_v3, 3: v3_to_v4}
+def v4_to_v5(report: JsonObject) -> JsonObject:
+    """Nothing moves: a version-4 PoW report keeps the predicted stale rate of its day's formula (the
+    measurements it came from are not in the report, so it cannot be recomputed)."""
+    return {**report, "schema_version": 5}
+
+
+UPGRADES: dict[int, Callable[[JsonObject], JsonObject]] = {1: v1_to_v2, 2: v2_to_v3, 3: v3_to_v4, 4: v4_to_v5}
