@@ -270,11 +270,15 @@ def test_popbench_report_html_writes_the_page_for_a_stored_run(run_dir: Path) ->
 
 
 # -- a real browser ------------------------------------------------------------------------------------
-@pytest.mark.skipif(shutil.which("chromium") is None, reason="no chromium on this machine (apt-get install chromium)")
+BROWSER = shutil.which("chromium") or shutil.which("chromium-headless-shell")  # Debian ships both packages
+
+
+@pytest.mark.skipif(BROWSER is None, reason="no chromium on this machine (apt-get install chromium-headless-shell)")
 def test_headless_chromium_renders_the_page(run_dir: Path) -> None:
     page = html.write_html(v2_report(run_dir), run_dir)
     shot = run_dir / "page.png"
-    command = ["chromium", "--headless", "--no-sandbox", "--disable-gpu", f"--screenshot={shot}", "--window-size=1400,3000", page.as_uri()]
+    assert BROWSER is not None
+    command = [BROWSER, "--headless", "--no-sandbox", "--disable-gpu", f"--screenshot={shot}", "--window-size=1400,3000", page.as_uri()]
     done = subprocess.run(command, capture_output=True, text=True, timeout=120, check=False)
     assert shot.exists(), f"chromium wrote no screenshot (exit {done.returncode}):\n{done.stderr[-2000:]}"
     assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and shot.stat().st_size > 50_000  # a blank page is a few kB
