@@ -269,11 +269,12 @@ def notes_section(report: Report, series: RunSeries) -> str:
 # -- figures -------------------------------------------------------------------------------------------
 def marks(report: Report, series: RunSeries) -> Marks:
     views = series.resources.view_changes_at_s if series.resources else []
+    run = report.profile.run
+    faults = [(r.at_s, run.duration_s if r.healed_at_s is None else r.healed_at_s) for r in report.metrics.stability.recovery]
     service = report.metrics.service
     if service is not None:
-        return Marks((service.steady_start_s, service.steady_end_s), [(s.start_s, s.length_s) for s in service.stalls], views)
-    run = report.profile.run
-    return Marks((run.warmup_s, run.duration_s - run.cooldown_s), [], views)
+        return Marks((service.steady_start_s, service.steady_end_s), [(s.start_s, s.length_s) for s in service.stalls], views, faults)
+    return Marks((run.warmup_s, run.duration_s - run.cooldown_s), [], views, faults)
 
 
 def timeline_figure(report: Report, series: RunSeries) -> str:

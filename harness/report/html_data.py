@@ -219,8 +219,10 @@ def forks_by_height(chains: dict[int, StoredChain]) -> dict[int, int]:
 
 @dataclass(frozen=True)
 class Marks:
-    """What the timeline marks on every panel: the steady window, stalls and view changes (s after the window start)."""
+    """What the timeline marks on every panel: the steady window, stalls, view changes and the planned faults
+    from apply to heal (s after the window start)."""
 
     steady: tuple[float, float] | None = None
     stalls: list[tuple[float, float]] = field(default_factory=list)  # (start, length)
     view_changes: list[float] = field(default_factory=list)
+    faults: list[tuple[float, float]] = field(default_factory=list)  # (applied, healed) of each planned fault

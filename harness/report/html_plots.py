@@ -27,7 +27,7 @@ LEGEND_X, TWIN_LEGEND_X = 1.01, 1.09  # where a legend starts, in axes widths fr
 SIZE_ATTRIBUTES = re.compile(r'\s(width|height)="[^"]*"')
 LOG_SUBS = (2.0, 5.0)  # minor ticks labelled on a log axis: 20, 50, 200, 500, ...
 SVG_SALT = "popbench-report"
-STALL_COLOUR, VIEW_CHANGE_COLOUR, STEADY_COLOUR = "#d62728", "#9467bd", "#2ca02c"
+STALL_COLOUR, VIEW_CHANGE_COLOUR, STEADY_COLOUR, FAULT_COLOUR = "#d62728", "#9467bd", "#2ca02c", "#7f7f7f"
 SHARE_LABELS = {0.5: "50 % of nodes", 0.9: "90 % of nodes", 1.0: "all nodes"}
 
 
@@ -76,6 +76,9 @@ def legend_outside(axes: Axes, *more: Axes) -> None:
 def mark(axes: Axes, marks: Marks) -> None:
     if marks.steady:
         axes.axvspan(*marks.steady, color=STEADY_COLOUR, alpha=0.06, label="steady window")
+    for index, (applied, healed) in enumerate(marks.faults):  # hatched, so a stall inside one still shows
+        axes.axvspan(applied, healed, facecolor="none", edgecolor=FAULT_COLOUR, hatch="//", linewidth=0, alpha=0.5,
+                     label="fault (applied to healed)" if index == 0 else None)  # fmt: skip
     for index, (start, length) in enumerate(marks.stalls):
         axes.axvspan(start, start + length, color=STALL_COLOUR, alpha=0.25, label="stall" if index == 0 else None)
     for index, at in enumerate(marks.view_changes):
