@@ -184,6 +184,18 @@ def test_a_boundary_replaces_the_grid_tick_beside_it_and_is_never_lost() -> None
     assert schedule.next(4.7) == (5.0, None)
 
 
+def test_a_tick_overrun_by_a_little_is_sampled_late_not_skipped() -> None:
+    """The 100-validator run: the steady-start sample at 10 s had room to the tick at 14 s and ended at
+    14.18 s; skipping that tick left 9 s between lines at a 5 s interval."""
+    schedule = Schedule(first=-1.0, interval_s=5.0, boundaries=[(10.0, Boundary.STEADY_START)], min_gap_s=1.0)
+    assert schedule.next(-1.0) == (4.0, None)
+    assert schedule.next(5.2) == (9.0, None)
+    assert schedule.next(10.0) == (10.0, Boundary.STEADY_START)
+    assert schedule.next(14.18) == (14.18, None)  # 0.18 s late: at once, not at 19
+    assert schedule.next(14.3) == (19.0, None)  # that tick is taken: never twice
+    assert schedule.next(25.5) == (29.0, None)  # 1.5 s late, more than the gap: skipped, not caught up
+
+
 def test_boundary_samples_come_on_time_between_periodic_ones_and_are_heard() -> None:
     interval_s = 0.3
 
