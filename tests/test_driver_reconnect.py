@@ -9,8 +9,11 @@ dead node never answered, and take the node back once it restarts.
 from __future__ import annotations
 
 import asyncio
+import signal
 import time
+from collections.abc import Callable, Coroutine
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -75,10 +78,7 @@ def test_a_driver_moves_its_subscription_off_a_killed_node_and_takes_it_back_aft
         driver.close()
         return driver
 
-    try:
-        driver = asyncio.run(scenario())
-    finally:
-        cluster.stop(check=False)
+    driver = run_scenario(cluster, scenario)
     first, after_kill, after_restart = subscribed_nodes
     assert len(first) == SUBSCRIPTIONS and len(after_kill) == SUBSCRIPTIONS and not first & after_kill, subscribed_nodes
     assert len(after_restart) == SUBSCRIPTIONS, subscribed_nodes
@@ -96,7 +96,7 @@ def test_items_a_dead_node_never_answered_are_settled_as_unanswered(tmp_path: Pa
         driver = make_driver(cluster, 2)
         driver.spec.nodes = [cluster.address(0)]
         await driver.connect()
-        cluster.procs[0].send_signal(19)  # SIGSTOP: the node cannot answer
+        cluster.procs[0].send_signal(signal.SIGSTOP)  # the node cannot answer
         for index in range(2):
             driver._send(index)
         cluster.kill(0)
@@ -104,8 +104,12 @@ def test_items_a_dead_node_never_answered_are_settled_as_unanswered(tmp_path: Pa
         driver.close()
         return driver
 
+    driver = run_scenario(cluster, scenario)
+    assert [r.reason for r in driver.records] == [NO_ANSWER, NO_ANSWER]
+
+
+def run_scenario(cluster: LocalCluster, scenario: Callable[[], Coroutine[Any, Any, Driver]]) -> Driver:
     try:
-        driver = asyncio.run(scenario())
+        return asyncio.run(scenario())
     finally:
         cluster.stop(check=False)
-    assert [r.reason for r in driver.records] == [NO_ANSWER, NO_ANSWER]
