@@ -1,4 +1,4 @@
-"""An acknowledged item outlives the node that acknowledged it (docs/protocol.md, "Submitting", "Mempool sync").
+"""An acknowledged item outlives the node that acknowledged it (docs/protocol.md, section 6: SUBMIT and the mempool sync).
 
 Two mechanisms: a node answers ACCEPTED only once the item's gossip is written to its peers' links (so a
 kill right after the answer leaves it in the kernel's send buffers), and every new validator link starts

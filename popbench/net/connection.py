@@ -75,7 +75,7 @@ _Held = TypeVar("_Held", bytes, Message)
 
 # What a cut-off link holds for its peer, each way, before it gives up and closes (as TCP gives up on a
 # peer that stays unreachable): a partition longer than this loses the link, and its items come back by
-# the mempool sync a new link starts with (docs/protocol.md, "Mempool sync").
+# the mempool sync a new link starts with (docs/protocol.md, section 6, "mempool sync").
 CUT_OFF_LIMIT_FRAMES = 65_536
 
 

@@ -117,7 +117,7 @@ class Admission:
 
         A node acknowledges a client's item only after its gossip is written: a node killed in between
         has not promised it, and one killed after leaves it in the kernel's send buffers, which still
-        deliver it (docs/protocol.md, "Submitting"). Before, an item acknowledged in the 5 ms before a
+        deliver it (docs/protocol.md, section 6, SUBMIT). Before, an item acknowledged in the 5 ms before a
         kill lived in that node's memory alone and was lost with it."""
         self._after_flush.append(acknowledge)
         if self._flush_handle is None:

@@ -106,7 +106,7 @@ class Node(NodeBase):
         """A new validator link starts with every item this node holds uncommitted (as CometBFT's mempool
         reactor walks its mempool for each new peer): an item whose gossip died with a closed link, or a
         peer that restarted with an empty mempool, still reaches every validator (docs/protocol.md,
-        "Mempool sync")."""
+        section 6, "mempool sync")."""
         for kind in (ItemKind.PROOF, ItemKind.TRANSFER):
             for batch in gossip_batches(kind, [item.raw for item in self.mempool if item.kind is kind]):
                 conn.send(batch)
