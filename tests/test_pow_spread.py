@@ -71,7 +71,7 @@ def test_a_transfer_submitted_at_one_end_of_a_line_reaches_the_mempool_at_the_ot
 
 def test_blocks_are_pushed_along_a_line_not_fetched_at_every_hop(line) -> None:  # type: ignore[no-untyped-def]
     """Counted from the moment the line is linked: blocks node 0 mined before a node was up reach it by
-    the chain catch-up (POW_GET_CHAIN), which is right, and on a slow CI start that was most of them
+    the chain catch-up (POW_GET_CHAIN), which is right, and on a slow CI start that was several of them
     (in one CI run node 2 received 6 of its 9 blocks pushed and the rest by the catch-up, failing the
     old count from genesis)."""
     cluster = line(miners={0})
