@@ -53,7 +53,6 @@ class LinkFaults:
     blocked: frozenset[int] = frozenset()
     shapes: dict[str, Shape] = field(default_factory=dict)
     rng: random.Random = field(default_factory=random.Random)
-    held: int = 0  # frames held across an emulated partition, both ways, and HELLOs left unanswered
 
     @property
     def active(self) -> bool:

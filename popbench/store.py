@@ -78,16 +78,18 @@ class Store:
     def replace_state(self, height: int, block_hash: bytes, committed: bytes, accounts: Iterable[Row], state_root: bytes) -> None:
         """Install a verified snapshot: the state at ``height`` and the block that certifies it."""
         with self._transaction():
-            for table in ("blocks", "accounts", "items"):
-                self._db.execute(f"DELETE FROM {table}")
+            self._delete_chain()
             self._db.execute("INSERT INTO blocks VALUES (?, ?, ?, ?, ?)", (height, block_hash, 0, committed, state_root))
             self._upsert_accounts(accounts)
 
     def clear_chain(self) -> None:
         """Forget every block, account and item: what a node joining at height 0 starts from."""
         with self._transaction():
-            for table in ("blocks", "accounts", "items"):
-                self._db.execute(f"DELETE FROM {table}")
+            self._delete_chain()
+
+    def _delete_chain(self) -> None:
+        for table in ("blocks", "accounts", "items"):
+            self._db.execute(f"DELETE FROM {table}")
 
     def replace_accounts(self, accounts: Iterable[Row]) -> None:
         """Rewrite the whole account table (the state rebuilt by replaying the stored blocks)."""

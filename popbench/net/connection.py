@@ -204,7 +204,6 @@ class Connection(FramedProtocol):
 
     def _on_hello(self, hello: Hello) -> None:
         if self._cut_off(hello):
-            self._count_cut()
             return  # unanswered, as across a real partition: the dialler's handshake times out
         me = self.host.identity
         if me.chain_id is None:  # a chain-agnostic client adopts the node's chain, then says HELLO
@@ -291,16 +290,11 @@ class Connection(FramedProtocol):
 
     def _cut_off(self, peer: Hello | None) -> bool:
         """An emulated partition cuts validator links only: clients (drivers, monitors) keep their node."""
-        return not (self.faults is None or peer is None or peer.role != Role.VALIDATOR or not self.faults.blocks(peer.node_id))
-
-    def _count_cut(self) -> None:
-        assert self.faults is not None
-        self.faults.held += 1
+        return self.faults is not None and peer is not None and peer.role == Role.VALIDATOR and self.faults.blocks(peer.node_id)
 
     def _stall(self, stalled: list[_Held], item: _Held) -> None:
         """Hold what crosses a cut link for the heal, as TCP retransmits across a partition; a cut longer
         than CUT_OFF_LIMIT_FRAMES frames closes the link instead, as TCP gives up on a dead peer."""
-        self._count_cut()
         stalled.append(item)
         if len(stalled) > CUT_OFF_LIMIT_FRAMES:
             self._stalled_out.clear()
