@@ -16,7 +16,11 @@ node reloads this file and applies it at once:
   run that much fast, or slow when negative);
 - ``disk``: ``slow`` (each database write waits ``delay_ms`` first), ``fail`` (writes raise an I/O
   error) or ``full`` (writes fail as on a full disk). A failed write rolls back its transaction and
-  leaves the database as it was; the node carries on serving and catches up once writes work again.
+  leaves the database as it was; the node carries on serving and catches up once writes work again;
+- ``leak``: ``mib_per_min``, memory the node allocates, fills (so every page is really resident) and
+  holds at that rate from the moment it reads the file: an injected leak the soak's growth verdict must
+  catch (docs/metrics.md, "The growth verdict"). A file without it stops the allocation; what was
+  allocated stays held until the process ends, as a real leak's memory does.
 
 An empty or missing file means no fault. The format is plain JSON so an operator can use it by hand.
 """
@@ -105,6 +109,46 @@ class DiskFaults:
             raise StorageError("disk fault: database or disk is full (emulated)")
 
 
+LEAK_TICK_S = 1.0  # a leaking node tops its held memory up to the rate this often
+LEAK_CHUNK_BYTES = 1 << 20  # ... in allocations of at most this much
+
+
+@dataclass
+class LeakFaults:
+    """Memory allocated and held on purpose at ``mib_per_min`` since the rate was set (0: not leaking)."""
+
+    mib_per_min: float = 0.0
+    clock: Callable[[], float] = time.monotonic
+    held: list[bytes] = field(default_factory=list)
+    held_bytes: int = 0
+    _since: float = 0.0  # clock() when the current rate began
+    _base: int = 0  # bytes held then
+
+    @property
+    def active(self) -> bool:
+        return self.mib_per_min > 0
+
+    def set_rate(self, mib_per_min: float) -> None:
+        if mib_per_min < 0:
+            raise ConfigError(f"leak.mib_per_min must be at least 0, got {mib_per_min}")
+        if mib_per_min != self.mib_per_min:
+            self.top_up()  # what the old rate owed so far, then the new rate from now
+            self.mib_per_min, self._since, self._base = mib_per_min, self.clock(), self.held_bytes
+
+    def top_up(self) -> int:
+        """Allocate and fill what the rate owes by now; the bytes added."""
+        if not self.active:
+            return 0
+        due = self._base + int(self.mib_per_min * 2**20 / 60 * max(0.0, self.clock() - self._since))
+        added = 0
+        while self.held_bytes < due:
+            chunk = min(due - self.held_bytes, LEAK_CHUNK_BYTES)
+            self.held.append(b"\xa5" * chunk)  # written, not just reserved: the pages count in USS
+            self.held_bytes += chunk
+            added += chunk
+        return added
+
+
 @dataclass
 class NodeFaults:
     """Everything the harness asked this node to suffer; reloaded from its file on SIGUSR1."""
@@ -112,10 +156,11 @@ class NodeFaults:
     links: LinkFaults = field(default_factory=LinkFaults)
     clock: ClockFaults = field(default_factory=ClockFaults)
     disk: DiskFaults = field(default_factory=DiskFaults)
+    leak: LeakFaults = field(default_factory=LeakFaults)
 
     @property
     def active(self) -> bool:
-        return self.links.active or bool(self.clock.offset_ms or self.clock.drift_ppm or self.disk.mode)
+        return self.links.active or bool(self.clock.offset_ms or self.clock.drift_ppm or self.disk.mode) or self.leak.active
 
     def load(self, path: Path) -> None:
         """Replace the current faults with the file's (missing or empty: none)."""
@@ -127,10 +172,12 @@ class NodeFaults:
         self.clock.offset_ms, self.clock.drift_ppm = float(clock.get("offset_ms", 0)), float(clock.get("drift_ppm", 0))
         disk = data.get("disk", {})
         self.disk.mode, self.disk.delay_ms = str(disk.get("mode", "")), float(disk.get("delay_ms", 0))
+        self.leak.set_rate(float(data.get("leak", {}).get("mib_per_min", 0)))
 
     def describe(self) -> dict[str, Any]:
         return {"blocked": sorted(self.links.blocked), "links": sorted(self.links.shapes), "clock_offset_ms": self.clock.offset_ms,
-                "drift_ppm": self.clock.drift_ppm, "disk": self.disk.mode}  # fmt: skip
+                "drift_ppm": self.clock.drift_ppm, "disk": self.disk.mode, "leak_mib_per_min": self.leak.mib_per_min,
+                "leaked_bytes": self.leak.held_bytes}  # fmt: skip
 
 
 def faults_path(data_dir: Path, node_id: int) -> Path:

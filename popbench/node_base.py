@@ -19,7 +19,7 @@ import msgspec
 from popbench import crypto
 from popbench.counters import NodeCounters
 from popbench.errors import ConfigError
-from popbench.faults import NodeFaults, faults_path
+from popbench.faults import LEAK_TICK_S, NodeFaults, faults_path
 from popbench.loop_exceptions import unexpected_exceptions
 from popbench.net.connection import Connection, Identity
 from popbench.net.discovery import PeerDiscovery
@@ -43,6 +43,7 @@ class NodeBase:
     _tasks: list[asyncio.Task[None]]
     _handlers: dict[type[Message], Handler]
     _connected_reported: bool = False
+    _leak_timer: asyncio.TimerHandle | None = None
 
     def _init_common(self, config: NodeConfig, report: Reporter | None) -> None:
         """Identity, counters, database, peer manager and discovery: the same for both node kinds."""
@@ -69,6 +70,7 @@ class NodeBase:
         """Serve on the pre-bound (or a fresh) socket, say so, dial the given peers, start discovery."""
         sock = self.config.listen_socket or bind_listener(self.config.listen)
         self.identity.listen_host, self.identity.listen_port = sock.getsockname()[:2]
+        self._follow_leak()  # a node restarted during a leak fault leaks again from its start
         await self.peers.listen(sock)
         self.report("listening", {"host": self.identity.listen_host, "port": self.identity.listen_port})
         for node_id, address in self.config.dial:
@@ -77,6 +79,8 @@ class NodeBase:
             self._tasks.append(asyncio.get_running_loop().create_task(self.discovery.run()))
 
     async def _close_network_and_store(self) -> None:
+        if self._leak_timer is not None:
+            self._leak_timer.cancel()
         for task in self._tasks:
             task.cancel()
         await self.peers.close()
@@ -95,7 +99,18 @@ class NodeBase:
             return
         self.peers.faults_changed()
         self.faults_changed()
+        self._follow_leak()
         self.report("faults-loaded", self.faults.describe())
+
+    def _follow_leak(self) -> None:
+        """While the harness asks for a leak, top the held memory up every LEAK_TICK_S (popbench/faults.py)."""
+        if self.faults.leak.active and self._leak_timer is None:
+            self._leak_timer = asyncio.get_running_loop().call_later(LEAK_TICK_S, self._leak_tick)
+
+    def _leak_tick(self) -> None:
+        self._leak_timer = None
+        self.faults.leak.top_up()
+        self._follow_leak()
 
     def faults_changed(self) -> None:
         """A node kind applies what its own parts read (the PoP validator: its engine's clock, its ledger's)."""
