@@ -121,7 +121,7 @@ def test_smoke_run_writes_a_real_report_and_refuses_every_invalid_proof(tmp_path
     code, output = finish(start_run(write_profile(tmp_path, invalid=0.2), run_dir))
     assert_passed(code, run_dir, output)
     report = read_report(run_dir)
-    assert report["schema_version"] == 5 and report["status"] == "complete"
+    assert report["schema_version"] == 6 and report["status"] == "complete"
     metrics = report["metrics"]
     assert metrics["throughput"]["valid_committed"] > 0
     assert metrics["stability"]["safety"]["agree"] is True
@@ -130,8 +130,12 @@ def test_smoke_run_writes_a_real_report_and_refuses_every_invalid_proof(tmp_path
     assert invalid["sent"] > 0
     assert invalid["committed"] == 0 and invalid["accepted"] == 0
     assert set(invalid["answers"]) <= {"bad_signature", "low_work", "replay"}
+    growth = metrics["growth"]  # a few seconds are no soak: every quantity sampled, nothing flagged
+    assert growth["verdict"] == "not enough samples" and not any(slope["flagged"] for slope in growth["slopes"]), growth
+    assert all(slope["points"] >= 2 for slope in growth["slopes"]), growth  # the databases were sized, fds and USS read
     assert 0 < report["score"]["total"] <= 100
     assert (run_dir / "summary.md").read_text().startswith("## popbench")
+    assert "### Growth verdict" in (run_dir / "summary.md").read_text()
     assert "### Load applied" in (run_dir / "summary.md").read_text()
     assert '<figure id="timeline"><svg' in (run_dir / "report.html").read_text(encoding="utf-8")
     assert not processes_of(run_dir)

@@ -11,9 +11,14 @@ from collections.abc import Callable
 from pathlib import Path
 
 import psutil
+import pytest
 
+from harness.kinds import FaultKind
+from harness.profile import profile_from_dict
+from harness.run.fault_net import NetFaults
+from popbench.errors import ConfigError
 from popbench.events import events_path
-from popbench.faults import LeakFaults, faults_path, write_faults
+from popbench.faults import LeakFaults, NodeFaults, faults_path, write_faults
 from tests.cluster import LocalCluster
 
 LEAK_TEST_MIB_PER_MIN = 60.0  # 1 MiB/s: a real node's USS must show it within a slow CI machine's patience
@@ -34,6 +39,28 @@ def test_a_leak_allocates_at_its_rate_and_stops_when_the_rate_is_cleared() -> No
     now[0] = 600.0
     assert leak.top_up() == 0 and leak.held_bytes == 2**20 * 3 // 2  # what leaked stays held
     assert all(chunk.count(0xA5) == len(chunk) for chunk in leak.held)  # written, so really resident
+
+
+def test_a_leak_in_the_profile_is_the_targets_share_until_it_heals(tmp_path: Path) -> None:
+    profile = profile_from_dict({"network": {"nodes": 4}, "faults": [{"at_s": 5.0, "kind": "leak", "node": 2, "mib_per_min": 3.0}]}, "t")
+    (leak,) = profile.faults
+    assert (leak.kind, leak.node, leak.mib_per_min) == (FaultKind.LEAK, 2, 3.0)
+    default = profile_from_dict({"faults": [{"at_s": 5.0, "kind": "leak", "node": 0}]}, "t").faults[0]
+    assert default.mib_per_min == 1.0
+    with pytest.raises(ConfigError) as refused:
+        profile_from_dict({"faults": [{"at_s": 5.0, "kind": "leak", "node": 0, "mib_per_min": 0}]}, "t")
+    assert refused.value.key == "faults[0].mib_per_min", refused.value
+    net = NetFaults(tmp_path, 4, dict, None, "not root")
+    assert net.apply(0, leak, [2])["mechanism"] == "transport"
+    node = NodeFaults()
+    node.load(faults_path(tmp_path, 2))  # what node 2 reads from the file the harness wrote
+    assert node.leak.mib_per_min == 3.0 and node.active
+    bystander = NodeFaults()
+    bystander.load(faults_path(tmp_path, 1))
+    assert not bystander.leak.active
+    assert net.heal(0)
+    node.load(faults_path(tmp_path, 2))
+    assert not node.leak.active
 
 
 def test_the_leak_fault_makes_a_real_nodes_uss_grow(tmp_path: Path) -> None:

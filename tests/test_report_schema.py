@@ -18,6 +18,7 @@ import orjson
 import pytest
 
 from harness.metrics.results import FindingKind, Metrics, PopMining, PowMining
+from harness.profile import GrowthThresholds
 from harness.report.build import encode_report, load_report
 from harness.report.schema import SCHEMA_PATH, SCHEMA_VERSION, Report, ScoreV1, json_schema, json_schema_text
 from harness.report.upgrade import decode_report, v1_to_v2
@@ -70,7 +71,7 @@ def test_a_version_2_report_upgrades_keeping_its_score_and_its_issues_as_notes(p
     version_2 = v1_to_v2(orjson.loads(path.read_bytes()))
     version_2["issues"] = ["2 protocol errors (malformed frames) were counted"]
     report = decode_report(orjson.dumps(version_2))
-    assert report.schema_version == SCHEMA_VERSION == 5
+    assert report.schema_version == SCHEMA_VERSION == 6
     assert isinstance(report.score, ScoreV1) and report.score.total == version_2["score"]["total"]
     assert [(i.kind, i.message) for i in report.issues] == [(FindingKind.NOTE, "2 protocol errors (malformed frames) were counted")]
 
@@ -82,7 +83,7 @@ def test_a_version_3_report_reads_with_its_grade_and_nothing_in_flight() -> None
             current["metrics"][section] = {k: v for k, v in current["metrics"][section].items() if k not in names}
     current["schema_version"] = 3
     report = decode_report(orjson.dumps(current))
-    assert report.schema_version == 5 and report.score.grade == current["score"]["grade"]
+    assert report.schema_version == 6 and report.score.grade == current["score"]["grade"]
     assert report.metrics.throughput is not None and report.metrics.throughput.backlog_at_start is None
 
 
@@ -91,9 +92,19 @@ def test_a_version_4_pow_report_keeps_the_predicted_stale_rate_it_was_written_wi
     current = orjson.loads(encode_report(load_report(pow_report)))
     current["schema_version"] = 4
     report = decode_report(orjson.dumps(current))
-    assert report.schema_version == 5
+    assert report.schema_version == 6
     assert isinstance(report.metrics.mining, PowMining)
     assert report.metrics.mining.stale_rate_predicted == current["metrics"]["mining"]["stale_rate_predicted"]
+
+
+def test_a_version_5_report_reads_with_no_growth_verdict_and_the_growth_defaults() -> None:
+    current = orjson.loads(encode_report(load_report(V1_REPORTS[0])))
+    current["metrics"]["growth"] = {"verdict": "flat"}  # what a version-5 report cannot hold: the upgrade must drop it
+    del current["profile"]["growth"]
+    current["schema_version"] = 5
+    report = decode_report(orjson.dumps(current))
+    assert report.schema_version == 6 and report.metrics.growth is None
+    assert report.profile.growth == GrowthThresholds()
 
 
 @pytest.mark.parametrize("path", V1_REPORTS, ids=lambda p: p.stem)
