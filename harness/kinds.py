@@ -53,6 +53,7 @@ class FaultKind(StrEnum):
     CLOCK_SKEW = "clock-skew"  # the target's wall clock offset and its timers' drift
     DISK = "disk"  # the target's database writes slow, failing, or the disk full
     WIPE = "wipe"  # killed, its data directory emptied, forked again: it rejoins from its peers
+    LEAK = "leak"  # the target allocates and holds memory at mib_per_min: the soak's growth verdict must catch it
 
 
 class LeaderRotation(StrEnum):

@@ -100,6 +100,8 @@ class Consensus:
     # "reputation": a validator that missed its turn leads nothing for a while (popbench/pop/leaders.py);
     # "round-robin": the wave-2 rotation, leader_for_view(v + h), kept to compare the two
     leader_rotation: LeaderRotation = LeaderRotation.REPUTATION
+    # collector votes only: no certificate this long after a share and the view falls back to all-to-all
+    collector_timeout_ms: int = bounded(1000, COUNT)
 
 
 @dataclass(frozen=True)
@@ -157,6 +159,19 @@ class Slo:
 
 
 @dataclass(frozen=True)
+class GrowthThresholds:
+    """The soak's growth verdict (harness/metrics/growth.py, docs/metrics.md): a quantity is flagged when the
+    lower 95 % confidence bound of its slope over the steady window exceeds its threshold here."""
+
+    uss_mib_per_hour: float = bounded(10.0, POSITIVE)  # median and max node USS
+    fds_per_hour: float = bounded(10.0, POSITIVE)  # open file descriptors of the node with the most
+    db_bytes_per_block_per_hour: float = bounded(200.0, POSITIVE)  # database + WAL growth per committed block (all nodes)
+    cpu_ms_per_block_per_hour: float = bounded(2.0, POSITIVE)  # node CPU per committed block (median node)
+    min_points: int = bounded(6, Bound(low=3))  # fewer samples in the steady window: "not enough samples"
+    min_span_s: float = bounded(600.0, NON_NEGATIVE)  # a shorter steady window: "not enough samples"
+
+
+@dataclass(frozen=True)
 class Fault:
     """One planned fault (docs/faults.md): what, when, for how long, to whom, and its figures."""
 
@@ -175,6 +190,7 @@ class Fault:
     offset_ms: float = bounded(0.0, Bound(low=-86_400_000, high=86_400_000))  # clock-skew: wall clock offset, up to a day either way
     drift_ppm: float = bounded(0.0, Bound(low=-500_000, high=500_000))  # clock-skew: timers run this much fast (+) or slow
     mode: str = ""  # disk: a DiskMode value
+    mib_per_min: float = bounded(1.0, POSITIVE)  # leak: memory the target allocates and holds per minute
     mechanism: FaultMechanism = FaultMechanism.AUTO  # partition and link: kernel or transport
 
     @property
@@ -214,11 +230,13 @@ class Profile:
     slo: Slo = field(default_factory=Slo)
     faults: list[Fault] = field(default_factory=list)
     nemesis: Nemesis = field(default_factory=Nemesis)
+    growth: GrowthThresholds = field(default_factory=GrowthThresholds)
     source: str = ""
 
 
 SECTIONS: dict[str, type] = {"network": Network, "consensus": Consensus, "workload": Workload,
-                             "miners": Miners, "run": Run, "score": Score, "slo": Slo, "nemesis": Nemesis}  # fmt: skip
+                             "miners": Miners, "run": Run, "score": Score, "slo": Slo, "nemesis": Nemesis,
+                             "growth": GrowthThresholds}  # fmt: skip
 
 
 # -- loading ------------------------------------------------------------------------------------------
@@ -318,8 +336,10 @@ def validate(profile: Profile) -> None:
         )
     if run.warmup_s + run.cooldown_s >= run.duration_s:
         raise ConfigError("warm-up plus cool-down must leave a steady window inside the duration", key="run.warmup_s", source=src)
-    if net.consensus == "pbft" and net.topology == "k-regular":
-        raise ConfigError("PBFT runs over a full validator mesh; use full-mesh or hierarchy", key="network.topology", source=src)
+    if net.consensus == "pbft" and net.topology == "k-regular" and net.votes != "collector":
+        raise ConfigError("PBFT over a bounded (k-regular) mesh needs votes = \"collector\": all-to-all votes flooded "
+                          "over a mesh cost more than the full mesh; use full-mesh or hierarchy", key="network.topology",
+                          source=src)  # fmt: skip
     if profile.consensus.view_timeout_max_ms < profile.consensus.view_timeout_ms:
         raise ConfigError("must be at least consensus.view_timeout_ms (the first timeout doubles up to it)",
                           key="consensus.view_timeout_max_ms", source=src)  # fmt: skip

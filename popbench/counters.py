@@ -16,7 +16,7 @@ class NodeCounters:
         "frames_in", "bytes_in", "frames_out", "bytes_out", "signature_verifications",
         "items_admitted", "items_rejected", "view_changes", "protocol_errors",
         "handshake_failures", "disconnects_received", "blocks_committed", "proofs_committed",
-        "transfers_committed", "hashes", "equivocations_seen",
+        "transfers_committed", "hashes", "equivocations_seen", "relay_duplicates",
     )  # fmt: skip
 
     def __init__(self) -> None:
@@ -36,6 +36,7 @@ class NodeCounters:
         self.transfers_committed = 0
         self.hashes = 0
         self.equivocations_seen = 0
+        self.relay_duplicates = 0  # RELAYED envelopes that arrived again over another mesh link (popbench/pop/mesh.py)
 
     def as_dict(self) -> dict[str, Any]:
         return {name: _plain(getattr(self, name)) for name in self.__slots__}

@@ -34,6 +34,10 @@ class NodeConfig:
     region_of: dict[int, str] = field(default_factory=dict)
     latency_ms: dict[str, dict[str, float]] = field(default_factory=dict)
     expected_links: int | None = None  # report "connected" once this many links are up
+    # PoP on a bounded mesh (docs/protocol.md section 15): the node's mesh neighbours, which its floods
+    # and item gossip travel over; None is the full mesh (every validator linked to every other)
+    mesh: frozenset[int] | None = None
+    address_book: dict[int, Address] = field(default_factory=dict)  # validators' addresses, for on-demand links
     consensus: ConsensusKind = ConsensusKind.PBFT  # the PoP validator (popbench.pop.node) or PowNode
     mine: bool = True  # PoW only: whether this node mines
 

@@ -83,6 +83,7 @@ class Deployment:
     sockets: list[socket.socket]
     data_dir: Path
     loopback: str = field(default=SHARED, kw_only=True)  # network.loopback: shared or per-node
+    _book: dict[int, tuple[str, int]] | None = field(default=None, init=False, repr=False)
 
     @property
     def count(self) -> int:
@@ -115,7 +116,20 @@ class Deployment:
             expected_links=self.topology.expected_links(node_id), consensus=net.consensus,
             mine=self._mines(node_id),
         )  # fmt: skip
+        if self.bounded_mesh:
+            config.mesh = self.topology.neighbours(node_id)
+            config.address_book = self._address_book()
         return config
+
+    @property
+    def bounded_mesh(self) -> bool:
+        """PBFT over a k-regular graph: floods over the mesh, direct links on demand (docs/protocol.md 15)."""
+        return self.profile.network.consensus == "pbft" and self.topology.kind == "k-regular"
+
+    def _address_book(self) -> dict[int, tuple[str, int]]:
+        if self._book is None:
+            self._book = dict(enumerate(self.addresses()))
+        return self._book
 
     def _mines(self, node_id: int) -> bool:
         """PoW: the profile's mining nodes (all when it names none); PoP nodes never mine blocks."""
@@ -151,6 +165,7 @@ def chain_params(profile: Profile) -> ChainParams:
         pow_block_interval_ms=m.block_interval_ms, pow_retarget_blocks=m.retarget_blocks,
         pow_initial_work_bits=m.initial_work_bits, votes=VOTE_PATHS[profile.network.votes],
         leader_reputation=int(c.leader_rotation == LeaderRotation.REPUTATION),
+        collector_timeout_ms=c.collector_timeout_ms,
     )  # fmt: skip
 
 

@@ -22,8 +22,9 @@ from popbench.errors import HarnessError
 # Memory of one validator: its private pages (USS; measured per run in resources.uss_per_node_mib) plus,
 # per link, the kernel's socket (both ends' buffers, a few KiB idle, up to the autotuned size under load)
 # and the node's own connection objects. Measured at N = 100 (docs/metrics.md, "Where a node's memory
-# goes"): median USS 16-18 MiB, max 27 MiB under load before issue 16's lean-node work.
-NODE_BASE_MIB = 24.0
+# goes"): median USS 16-18 MiB, max 27 MiB under load before issue 16's lean-node work; 9-13 MiB median,
+# 15 MiB max after it (docs/memory.md), so 16 MiB a node, with the links' share on top.
+NODE_BASE_MIB = 16.0
 NODE_PER_LINK_KIB = 16.0
 HARNESS_BASE_MIB = 256.0  # the supervisor, the collector and their buffers
 DRIVER_MIB = 128.0  # a driver holds its whole pre-signed plan

@@ -1,9 +1,11 @@
 """Who dials whom: full mesh, the 3-tier bootstrap hierarchy, random k-regular; and regions.
 
-An edge (a, b) is always dialled by the higher id, matching the node's link rule. PBFT needs every
-validator linked to every other, so for the PoP network a topology decides how nodes *find* each other
-(all addresses up front, or bootstrap tiers plus peer exchange), and the intended graph is the full
-mesh. The proof-of-work network keeps exactly the topology's edges.
+An edge (a, b) is always dialled by the higher id, matching the node's link rule. For the PoP network
+on all-to-all votes every validator is linked to every other, so a topology decides how nodes *find*
+each other (all addresses up front, or bootstrap tiers plus peer exchange), and the intended graph is the
+full mesh. PoP on collector votes may instead run over a k-regular graph, the bounded mesh: floods over
+its edges, direct links to collectors opened on demand (docs/protocol.md, section 15). The proof-of-work
+network keeps exactly the topology's edges.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from dataclasses import dataclass, field
 from popbench.errors import ConfigError
 
 MAX_REGULAR_ATTEMPTS = 200
+MAX_STUCK_PASSES = 20  # passes in a row that pair nothing: what is left cannot be paired
 
 
 @dataclass(frozen=True)
@@ -25,9 +28,21 @@ class Topology:
     discover: bool
     intended: frozenset[frozenset[int]]
     tier: dict[int, int] = field(default_factory=dict)  # 0 primary, 1 bootstrap, 2 leaf (hierarchy)
+    _adjacent: dict[int, set[int]] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        adjacent: dict[int, set[int]] = {}
+        for a, b in self.intended:
+            adjacent.setdefault(a, set()).add(b)
+            adjacent.setdefault(b, set()).add(a)
+        object.__setattr__(self, "_adjacent", adjacent)
 
     def expected_links(self, node: int) -> int:
-        return sum(1 for edge in self.intended if node in edge)
+        return len(self._adjacent.get(node, ()))
+
+    def neighbours(self, node: int) -> frozenset[int]:
+        """The nodes ``node`` shares an intended link with."""
+        return frozenset(self._adjacent.get(node, ()))
 
 
 def full_mesh_edges(n: int) -> frozenset[frozenset[int]]:
@@ -65,15 +80,24 @@ def k_regular(n: int, k: int, seed: int) -> Topology:
 
 
 def _try_pairing(n: int, k: int, rng: random.Random) -> set[frozenset[int]] | None:
+    """Pair the k stubs of every node at random, keeping each suitable pair (two nodes, no edge yet) and
+    pairing the rest again (Steger and Wormald's way: rejecting the whole pairing on any loop or double
+    edge, as the plain pairing model does, almost never succeeds at k = 8); None when stuck."""
     stubs = [node for node in range(n) for _ in range(k)]
-    rng.shuffle(stubs)
     edges: set[frozenset[int]] = set()
-    for a, b in zip(stubs[::2], stubs[1::2], strict=True):
-        edge = frozenset((a, b))
-        if a == b or edge in edges:
-            return None
-        edges.add(edge)
-    return edges
+    stuck = 0
+    while stubs and stuck < MAX_STUCK_PASSES:
+        rng.shuffle(stubs)
+        left: list[int] = []
+        for a, b in zip(stubs[::2], stubs[1::2], strict=True):
+            edge = frozenset((a, b))
+            if a == b or edge in edges:
+                left += (a, b)
+            else:
+                edges.add(edge)
+        stuck = stuck + 1 if len(left) == len(stubs) else 0
+        stubs = left
+    return None if stubs else edges
 
 
 def build(kind: str, n: int, consensus: str, degree: int = 4, bootstrap_nodes: int = 3, seed: int = 0) -> Topology:
@@ -83,9 +107,7 @@ def build(kind: str, n: int, consensus: str, degree: int = 4, bootstrap_nodes: i
     if kind == "hierarchy":
         return hierarchy(n, bootstrap_nodes, full_mesh_goal=pbft)
     if kind == "k-regular":
-        if pbft:
-            raise ConfigError("PBFT runs over a full validator mesh; use full-mesh or hierarchy", key="network.topology")
-        return k_regular(n, degree, seed)
+        return k_regular(n, degree, seed)  # PBFT: a bounded mesh, collector votes only (harness/profile.py)
     raise ConfigError(f"unknown topology {kind!r}", key="network.topology")
 
 

@@ -15,11 +15,12 @@ from harness.metrics import mining
 from harness.metrics import network as net
 from harness.metrics import throughput as tp
 from harness.metrics.cost import cost as window_cost
+from harness.metrics.growth import growth
 from harness.metrics.pow import pow_metrics
 from harness.metrics.recovery import fault_recoveries
-from harness.metrics.results import Metrics, Mining, PowMining, Service, Throughput
+from harness.metrics.results import Growth, Metrics, Mining, PowMining, Service, Throughput
 from harness.metrics.service import POW_STALL_INTERVALS, ServiceInputs, planned_deaths, planned_down_spans, service
-from harness.metrics.timeline import Timeline, build_timeline
+from harness.metrics.timeline import Timeline, build_timeline, sample_states
 from harness.run.phases import RunData
 from popbench.pow.rules import CONFIRMATIONS as POW_CONFIRMATIONS
 from popbench.wire.status import AnyStatus
@@ -76,7 +77,17 @@ def compute(data: RunData) -> Metrics:
         stability=stability,
         resources=net.resources(data.samples, bounds, data.harness_cpu_s, run_s, cores),
         mining=_with_wall_efficiency(_mining(data), data),
+        growth=_growth(data, steady),
     )
+
+
+def _growth(data: RunData, steady: tp.SteadyWindow | None) -> Growth | None:
+    """The growth verdict over the steady window's status samples (harness/metrics/growth.py)."""
+    if steady is None or data.window is None:
+        return None
+    origin = data.window[0]
+    rows = sample_states(data.samples, origin)
+    return growth(rows, ((steady.start_ns - origin) / 1e9, (steady.end_ns - origin) / 1e9), data.profile.growth)
 
 
 def timeline(data: RunData) -> Timeline | None:

@@ -13,7 +13,8 @@ import itertools
 from collections.abc import Iterator
 
 from harness.kinds import ChildKind
-from harness.metrics.results import SEVERITY_ORDER, Finding, FindingKind, Metrics, Service, Severity
+from harness.metrics.growth import USS_QUANTITIES
+from harness.metrics.results import SEVERITY_ORDER, Finding, FindingKind, Growth, Metrics, Service, Severity
 from harness.metrics.service import planned_deaths
 from harness.metrics.timeline import Timeline
 from harness.profile import Slo
@@ -30,6 +31,7 @@ def findings(data: RunData, metrics: Metrics, timeline: Timeline | None) -> list
     origin_ns = data.window[0] if data.window else data.started_ns
     found = [*_hard(data, metrics, origin_ns), *_service(metrics.service, data.profile.slo), *_load(data, metrics)]
     found += _faults(data, origin_ns)
+    found += _growth(metrics.growth)
     if timeline is not None:
         found += [*_view_changes(timeline, metrics.stability.view_changes_total), *_backlog(timeline), *_memory(timeline)]
     return sorted(found, key=lambda f: (SEVERITY_ORDER.index(f.severity), f.at_s if f.at_s is not None else -1.0))
@@ -151,6 +153,20 @@ def _faults(data: RunData, origin_ns: int) -> Iterator[Finding]:
         verb = "healed" if fault.get("action") == "heal" else "planned fault"
         yield _finding(FindingKind.FAULT_APPLIED, Severity.INFO, (int(fault["at_ns"]) - origin_ns) / 1e9,
                        f"{verb}: {fault['kind']} node {nodes}{how}{error}", node=int(fault["node"]))  # fmt: skip
+
+
+# -- the growth verdict (harness/metrics/growth.py) ----------------------------------------------------
+def _growth(verdict: Growth | None) -> Iterator[Finding]:
+    """Each quantity the growth verdict flagged: USS as memory growth, the others as resource growth."""
+    for slope in verdict.slopes if verdict is not None else ():
+        if not slope.flagged or slope.slope_per_hour is None or slope.ci_low_per_hour is None or slope.ci_high_per_hour is None:
+            continue
+        kind = FindingKind.MEMORY_GROWTH if slope.quantity in USS_QUANTITIES else FindingKind.RESOURCE_GROWTH
+        yield _finding(kind, Severity.WARN, None,
+                       f"growth verdict: {slope.quantity} grows {slope.slope_per_hour:+.3g} {slope.unit}/h over the steady window "
+                       f"(95 % CI {slope.ci_low_per_hour:+.3g} to {slope.ci_high_per_hour:+.3g}; threshold {slope.threshold_per_hour:g})",
+                       slope_per_hour=slope.slope_per_hour, ci_low_per_hour=slope.ci_low_per_hour,
+                       threshold_per_hour=slope.threshold_per_hour)  # fmt: skip
 
 
 # -- from the timeline ---------------------------------------------------------------------------------

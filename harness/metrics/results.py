@@ -157,6 +157,7 @@ class FindingKind(StrEnum):
     GENERATOR_SATURATED = "generator_saturated"
     PLAN_EXHAUSTED = "plan_exhausted"
     MEMORY_GROWTH = "memory_growth"
+    RESOURCE_GROWTH = "resource_growth"  # the growth verdict flagged descriptors, database per block or CPU per block
     LIGHT_LOAD = "light_load"
     PROTOCOL_ERRORS = "protocol_errors"
     UNEXPECTED_EXCEPTIONS = "unexpected_exceptions"
@@ -353,6 +354,39 @@ Mining = PopMining | PowMining
 
 
 # -- all of them ---------------------------------------------------------------------------------------
+# -- growth (harness/metrics/growth.py) ----------------------------------------------------------------
+class GrowthVerdict(StrEnum):
+    FLAT = "flat"  # every quantity measured, none flagged
+    FLAGGED = "flagged"  # at least one quantity's slope is past its threshold with 95 % confidence
+    NOT_ENOUGH_SAMPLES = "not enough samples"  # too few points or too short a steady window: nothing is flagged
+
+
+class GrowthSlope(Record, frozen=True, kw_only=True):
+    """One quantity's least-squares line over the steady window's samples, per hour, with its 95 % interval."""
+
+    quantity: str  # uss_mib_median, uss_mib_max, open_fds_max, db_bytes_per_block, cpu_ms_per_block (NodeState fields)
+    unit: str  # of the quantity; the slope is that unit per hour
+    points: int  # samples in the steady window that measured it
+    first: float | None  # the fitted line at the first point and at the last: where it went from and to
+    last: float | None
+    slope_per_hour: float | None  # None: fewer than 3 points, or every point at one instant
+    ci_low_per_hour: float | None  # slope -/+ t(0.975, points - 2) x its standard error
+    ci_high_per_hour: float | None
+    threshold_per_hour: float  # the profile's [growth] threshold for it
+    flagged: bool  # ci_low_per_hour > threshold_per_hour (never when the verdict is "not enough samples")
+
+
+class Growth(Record, frozen=True, kw_only=True):
+    """Whether the nodes' memory, descriptors, database and per-block CPU grew over the steady window."""
+
+    verdict: GrowthVerdict
+    reason: str  # one line: what was flagged, or why there were not enough samples
+    window_s: float  # the steady window's length
+    min_points: int  # the profile's [growth] minimums the verdict was held to
+    min_span_s: float
+    slopes: list[GrowthSlope]
+
+
 class Metrics(Record, frozen=True, kw_only=True):
     """Every figure of one run; a section is None when the run did not exercise it."""
 
@@ -366,3 +400,4 @@ class Metrics(Record, frozen=True, kw_only=True):
     stability: Stability
     resources: Resources
     mining: Mining | None
+    growth: Growth | None = None  # None: no steady window, or a report before schema version 6

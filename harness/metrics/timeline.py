@@ -15,6 +15,7 @@ Every offset ``t_s`` is seconds after the load window started, as everywhere in 
 from __future__ import annotations
 
 import itertools
+import statistics
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
@@ -30,7 +31,8 @@ from popbench.errors import HarnessError
 from popbench.wire.status import AnyStatus
 
 TIMELINE_NAME = "timeline.jsonl"
-TIMELINE_VERSION = 2  # 2: NodeState.nodes_alive and SampleRow.took_s (both None when read from version 1)
+TIMELINE_VERSION = 3  # 2: NodeState.nodes_alive and SampleRow.took_s (both None when read from version 1)
+# 3: NodeState.uss_mib_median, open_fds_max, db_bytes_per_block, cpu_ms_per_block (None when read from older ones)
 ROW_S = 1.0
 
 
@@ -48,6 +50,11 @@ class NodeState(Record, frozen=True, kw_only=True):
     mempool_mean: float | None
     mempool_max: int | None
     nodes_alive: int | None = None  # node processes running (version 2; None in older timelines): alive, answering or not
+    # version 3 (None in older timelines), what the growth verdict fits (harness/metrics/growth.py):
+    uss_mib_median: float | None = None  # median over the nodes whose USS this sample read
+    open_fds_max: int | None = None  # open file descriptors of the node with the most
+    db_bytes_per_block: float | None = None  # database + WAL growth since the previous sample over blocks committed since (all nodes)
+    cpu_ms_per_block: float | None = None  # CPU since the previous sample over the blocks committed since: median over nodes
 
 
 class TimelineHeader(Record, frozen=True, kw_only=True, tag="header", tag_field="row"):
@@ -153,12 +160,15 @@ def node_state(sample: Sample, before: Sample | None, view_changes: int | None) 
     cpu = _cpu_percent(sample, before)
     uss = [p.uss_bytes / 2**20 for p in sample.processes.values() if p.uss_bytes is not None]
     mempool = [s.mempool for s in statuses]
+    fds = [p.open_files for p in sample.processes.values()]
     return NodeState(
         nodes_up=len(statuses), height=max((s.height for s in statuses), default=None),
         view_changes=view_changes, links_up=len(links),
         cpu_percent_mean=_mean(cpu), cpu_percent_max=max(cpu, default=None),
         uss_mib_mean=_mean(uss), uss_mib_max=max(uss, default=None),
         mempool_mean=_mean([float(m) for m in mempool]), mempool_max=max(mempool, default=None), nodes_alive=len(sample.processes),
+        uss_mib_median=_median(uss), open_fds_max=max(fds, default=None), db_bytes_per_block=_db_per_block(sample, before),
+        cpu_ms_per_block=_median(_cpu_ms_per_block(sample, before)),
     )  # fmt: skip
 
 
@@ -169,6 +179,43 @@ def _cpu_percent(sample: Sample, before: Sample | None) -> list[float]:
     span_s = (sample.at_ns - before.at_ns) / 1e9
     pairs = ((p, before.processes[n]) for n, p in sample.processes.items() if n in before.processes)
     return [(p.cpu_s - q.cpu_s) / span_s * 100 for p, q in pairs if p.cpu_s >= q.cpu_s]
+
+
+def _db_per_block(sample: Sample, before: Sample | None) -> float | None:
+    """Database + WAL growth since the previous sample over the blocks committed since, summed over the nodes
+    that answered both from the same process: a ratio of sums, since SQLite grows its files in steps (a
+    checkpoint copies up to 1000 pages of WAL at once) and a median of steps is mostly 0."""
+    grown = blocks = 0
+    for node, status in sample.statuses.items():
+        earlier, now, then = (
+            before.statuses.get(node) if before else None,
+            sample.processes.get(node),
+            before.processes.get(node) if before else None,
+        )
+        if earlier is None or now is None or then is None or earlier.pid != status.pid or now.db_bytes is None or then.db_bytes is None:
+            continue
+        grown += now.db_bytes - then.db_bytes
+        blocks += status.height - earlier.height
+    return grown / blocks if blocks > 0 else None
+
+
+def _cpu_ms_per_block(sample: Sample, before: Sample | None) -> list[float]:
+    """Per node that answered both samples, same process, and committed blocks between them: CPU ms per block."""
+    if before is None:
+        return []
+    found = []
+    for node, status in sample.statuses.items():
+        earlier, now, then = before.statuses.get(node), sample.processes.get(node), before.processes.get(node)
+        if earlier is None or now is None or then is None or earlier.pid != status.pid:
+            continue
+        blocks = status.height - earlier.height
+        if blocks > 0 and now.cpu_s >= then.cpu_s:
+            found.append((now.cpu_s - then.cpu_s) * 1000 / blocks)
+    return found
+
+
+def _median(values: list[float]) -> float | None:
+    return float(statistics.median(values)) if values else None
 
 
 def _mean(values: list[float]) -> float | None:

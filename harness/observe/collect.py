@@ -9,7 +9,9 @@ in flight for the next sample instead of being sent again (a saturated node is n
 A node whose process is gone (a planned kill) is not dialled at all: the supervisor keeps its listening
 socket open for the restart, so a dial would sit in the kernel's backlog until the handshake timed out.
 CPU comes from psutil's cumulative CPU times (differences between samples, so no blocking interval);
-USS is read less often because it walks /proc/<pid>/smaps.
+USS is read less often because it walks /proc/<pid>/smaps (but at least every USS_MAX_GAP_S, so a soak's
+growth verdict has a USS point per sample); each node's database size (its SQLite file and WAL, two
+stats) is read from the supervisor's side every sample.
 """
 
 from __future__ import annotations
@@ -17,10 +19,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import math
+import os
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
+from pathlib import Path
 
 import psutil
 
@@ -37,6 +41,7 @@ SAMPLE_MARGIN_S = 0.05  # a sample ends this long before the next is due: readin
 STATUS_GIVE_UP_S = 30.0  # a STATUS request unanswered this long: its connection is closed and dialled again
 USS_EVERY_SAMPLES = 10  # at most every 10th sample reads USS (it walks /proc/<pid>/smaps) ...
 USS_SAMPLES_IN_WINDOW = 5  # ... but often enough that the steady window holds at least this many
+USS_MAX_GAP_S = 60.0  # ... and at least this often: a soak sampling every 5 minutes reads it every sample
 Address = tuple[str, int]
 Dial = Callable[[str, int, bytes], Awaitable[NodeClient]]
 PSUTIL_GONE = (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess)
@@ -57,6 +62,7 @@ class ProcessSample:
     open_files: int
     ctx_switches: int
     rss_bytes: int | None = None  # resident set size, cheap to read every sample (popbench_node_resident_bytes)
+    db_bytes: int | None = None  # the node's SQLite database plus its WAL (None: its path is not known here)
 
 
 @dataclass
@@ -82,9 +88,11 @@ class Answer:
 
 def uss_every_samples(run: Run) -> int:
     """Every how many samples to read USS: every 10th in a long window, every one in a short window, so
-    the steady window holds at least USS_SAMPLES_IN_WINDOW readings."""
+    the steady window holds at least USS_SAMPLES_IN_WINDOW readings, and never less often than every
+    USS_MAX_GAP_S (the growth verdict fits a line through these points)."""
     steady_samples = (run.duration_s - run.warmup_s - run.cooldown_s) / run.status_interval_s
-    return max(1, min(USS_EVERY_SAMPLES, int(steady_samples // USS_SAMPLES_IN_WINDOW)))
+    by_gap = int(USS_MAX_GAP_S // run.status_interval_s)
+    return max(1, min(USS_EVERY_SAMPLES, int(steady_samples // USS_SAMPLES_IN_WINDOW), by_gap))
 
 
 def sample_deadline_s(interval_s: float) -> float:
@@ -159,6 +167,7 @@ class Collector:
     dial: Dial = field(default=_dial)  # how to reach a node (tests give a fake)
     samples: list[Sample] = field(default_factory=list)
     keep: int | None = None  # keep only the latest this many samples (None: all; a monitor runs for hours)
+    databases: dict[int, Path] = field(default_factory=dict)  # node id -> its SQLite file, sized every sample
     listeners: list[Callable[[Sample], None]] = field(default_factory=list)  # told of every sample (monitor, /metrics)
     _taken: int = 0  # samples taken, kept or not
     _clients: dict[int, NodeClient] = field(default_factory=dict)
@@ -300,9 +309,21 @@ class Collector:
                 switches = proc.num_ctx_switches()
                 cpu_s = answer.cpu_s if answer is not None and answer.cpu_s is not None else process_cpu_s(times)
                 uss = full.uss if full is not None else None
-                return ProcessSample(cpu_s, uss, proc.num_fds(), switches.voluntary + switches.involuntary, rss)
+                fds = proc.num_fds()
+            return ProcessSample(cpu_s, uss, fds, switches.voluntary + switches.involuntary, rss, self._db_bytes(node_id))
         except PSUTIL_GONE:
             return None
+
+    def _db_bytes(self, node_id: int) -> int | None:
+        """The node's database file plus its write-ahead log, as the file system has them now."""
+        path = self.databases.get(node_id)
+        if path is None:
+            return None
+        total = 0
+        for part in (path, Path(f"{path}-wal")):
+            with contextlib.suppress(FileNotFoundError):
+                total += os.stat(part).st_size
+        return total
 
     def watch_harness(self, pids: dict[str, int]) -> None:
         """Also read the CPU of these harness children (drivers, miners) in every sample from now on."""

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from tabulate import tabulate
 
-from harness.metrics.results import Finding, InvalidProofs, Mining, Record, Service, Throughput
+from harness.metrics.results import Finding, Growth, InvalidProofs, Mining, Record, Service, Throughput
 from harness.profile import Profile
 from harness.report.schema import AnyScore, Report, Score, ScoreV1
 
@@ -219,6 +219,25 @@ def _mining_rows(mining: Mining | None) -> list[list[str]]:
     return [["mining", name.replace("_", " "), _fmt(value, "", 3)] for name, value in values if not isinstance(value, (dict, list, Record))]
 
 
+GROWTH_HEADERS = ["quantity", "slope per hour (95 % CI)", "threshold", "points", "flagged"]
+
+
+def growth_rows(growth: Growth) -> list[list[str]]:
+    """The growth verdict's table: one row per quantity (harness/metrics/growth.py)."""
+    rows = []
+    for s in growth.slopes:
+        if s.slope_per_hour is None or s.ci_low_per_hour is None or s.ci_high_per_hour is None:
+            slope = "-"
+        else:
+            slope = f"{s.slope_per_hour:+.3g} ± {(s.ci_high_per_hour - s.ci_low_per_hour) / 2:.3g} {s.unit}/h"
+        rows.append([s.quantity, slope, f"{s.threshold_per_hour:g} {s.unit}/h", str(s.points), "FLAGGED" if s.flagged else "no"])
+    return rows
+
+
+def growth_text(growth: Growth) -> str:
+    return f"growth verdict: {growth.verdict}: {growth.reason} (steady window {growth.window_s:.0f} s)"
+
+
 def console(report: Report) -> str:
     parts = [tabulate(headline(report), tablefmt="plain"), "",
              tabulate(score_rows(report), headers=["part", "points", "detail"], tablefmt="simple"), "",
@@ -226,6 +245,9 @@ def console(report: Report) -> str:
     parts += ["", "score arithmetic:"] + [f"  {line}" for line in score_arithmetic(report.score)]
     parts += ["", "load applied:"] + [f"  {name:<17} {value}" for name, value in load_settings(report.profile)]
     parts += ["", "service level:"] + [f"  {name:<17} {value}" for name, value in service_level(report.profile)]
+    if report.metrics.growth is not None:
+        parts += ["", growth_text(report.metrics.growth), tabulate(growth_rows(report.metrics.growth), headers=GROWTH_HEADERS,
+                                                                  tablefmt="simple")]  # fmt: skip
     if report.issues:
         parts += ["", "issues found:"] + [f"  - {finding_line(issue)}" for issue in report.issues]
     return "\n".join(parts)
@@ -239,6 +261,9 @@ def markdown(report: Report) -> str:
     lines += ["", "### Load applied", "", tabulate(load_settings(report.profile), headers=["setting", "value"], tablefmt="github")]
     lines += ["", "### Service level", "", tabulate(service_level(report.profile), headers=["target", "value"], tablefmt="github")]
     lines += ["", "### Metrics", "", tabulate(metric_rows(report), headers=["section", "metric", "value"], tablefmt="github")]
+    if report.metrics.growth is not None:
+        lines += ["", "### Growth verdict", "", growth_text(report.metrics.growth), "",
+                  tabulate(growth_rows(report.metrics.growth), headers=GROWTH_HEADERS, tablefmt="github")]  # fmt: skip
     if report.issues:
         lines += ["", "### Issues found", ""] + [f"- {finding_line(issue)}" for issue in report.issues]
     env = report.environment

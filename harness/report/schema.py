@@ -22,6 +22,9 @@ Schema versions (bump SCHEMA_VERSION and note the change here whenever a field c
      the other nodes and T the interval between any two blocks mined (was 1 - exp(-d / T) with d the
      time to reach every node and T the main chain's interval, which overstated). A version-4 report
      keeps the figure it was written with.
+  6  ``metrics.growth``, the growth verdict (harness/metrics/growth.py; None in upgraded reports: older
+     timelines lack what it fits), the profile's ``[growth]`` thresholds and a fault's ``mib_per_min``
+     (leak), both with their defaults in upgraded reports.
 
 The JSON Schema in docs/report.schema.json is generated from these types:
 ``python -m harness.report.schema`` rewrites it, ``--check`` exits 1 when it is stale.
@@ -42,7 +45,7 @@ from harness.metrics.results import Finding, Metrics, Record
 from harness.profile import Profile
 from popbench.kinds import ConsensusKind
 
-SCHEMA_VERSION = 5
+SCHEMA_VERSION = 6
 SCHEMA_PATH = Path(__file__).resolve().parent.parent.parent / "docs" / "report.schema.json"
 RunStatus = Literal["complete", "partial", "failed"]
 

@@ -97,4 +97,11 @@ def v4_to_v5(report: JsonObject) -> JsonObject:
     return {**report, "schema_version": 5}
 
 
-UPGRADES: dict[int, Callable[[JsonObject], JsonObject]] = {1: v1_to_v2, 2: v2_to_v3, 3: v3_to_v4, 4: v4_to_v5}
+def v5_to_v6(report: JsonObject) -> JsonObject:
+    """No growth verdict: a version-5 run's samples did not size the databases, and the report does not
+    hold its samples, so it cannot be computed. The profile's ``[growth]`` table and a fault's
+    ``mib_per_min`` decode to their defaults (the run used neither)."""
+    return {**report, "schema_version": 6, "metrics": {**report["metrics"], "growth": None}}
+
+
+UPGRADES: dict[int, Callable[[JsonObject], JsonObject]] = {1: v1_to_v2, 2: v2_to_v3, 3: v3_to_v4, 4: v4_to_v5, 5: v5_to_v6}

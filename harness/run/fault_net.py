@@ -1,11 +1,11 @@
-"""Network, clock and disk faults as the nodes suffer them: in the kernel, or emulated by the nodes.
+"""Network, clock, disk and leak faults as the nodes suffer them: in the kernel, or emulated by the nodes.
 
 Every active fault contributes to each node's share of trouble; whenever a fault is applied or healed
 the shares are recomputed and each node whose share changed is told. Two mechanisms (docs/faults.md):
 
 - **kernel** (partitions and links, where the harness is root and every node has its own loopback
   address): iptables drops and tc netem shapes packets between node pairs (harness/faults/kernel.py);
-- **transport** (everything else, and always for clocks and disks): the harness writes
+- **transport** (everything else, and always for clocks, disks and leaks): the harness writes
   ``<data dir>/node-<id>.faults.json`` and sends the node SIGUSR1; its connections drop or hold frames,
   its clock and its database obey (popbench/faults.py).
 """
@@ -28,7 +28,7 @@ from harness.run.fault_targets import Pair, cut_pairs, partition_sides
 from popbench.faults import ANY_PEER, faults_path, write_faults
 
 NET_KINDS = (FaultKind.PARTITION, FaultKind.LINK)
-NODE_KINDS = (FaultKind.CLOCK_SKEW, FaultKind.DISK)
+NODE_KINDS = (FaultKind.CLOCK_SKEW, FaultKind.DISK, FaultKind.LEAK)
 
 
 class KernelLinks(Protocol):
@@ -159,6 +159,9 @@ class NetFaults:
             elif fault.kind == FaultKind.DISK:
                 for node in entry.nodes:
                     specs[node]["disk"] = {"mode": fault.mode, "delay_ms": fault.delay_ms}
+            elif fault.kind == FaultKind.LEAK:
+                for node in entry.nodes:
+                    specs[node]["leak"] = {"mib_per_min": fault.mib_per_min}
         return {node: {**spec, "blocked": sorted(spec.get("blocked", ()))} for node, spec in specs.items()}
 
     def _publish(self) -> None:

@@ -40,7 +40,9 @@ from harness.run.safety import SafetyCheck, check_pow_safety, check_safety
 from popbench.errors import HarnessError, NodeStartError
 from popbench.loop_exceptions import install_exception_counter, unexpected_exceptions
 from popbench.model.proof import HEAD as PROOF_HEAD
+from popbench.net.ondemand import ON_DEMAND_LIMIT
 from popbench.pow.block import PREFIX as POW_HEADER_PREFIX
+from popbench.store import node_database
 from popbench.wire import ItemKind
 from popbench.wire.status import AnyStatus, PowStatus, decode_status
 
@@ -154,7 +156,9 @@ class Run:
         self.pins = pinning.plan(cores)
         pinning.pin_harness(self.pins)
         miners = self.profile.miners.count if net.consensus == "pbft" else 0
-        links = None if net.consensus == "pbft" or net.topology != "k-regular" else 2 * net.degree
+        links = None if net.topology != "k-regular" else 2 * net.degree
+        if net.consensus == "pbft" and links is not None:  # the bounded mesh, plus links opened on demand both ways
+            links = net.degree + 2 * ON_DEMAND_LIMIT
         needs = limits.HostNeeds(net.nodes, load.drivers, miners, links)  # refused with the numbers before a fork
         self.data.notes += [*limits.check_host(needs), f"pinning: {self.pins.describe()}"]
         self.data.notes = [note for note in self.data.notes if note]
@@ -217,7 +221,8 @@ class Run:
         run = self.profile.run
         self.collector = Collector(dict(enumerate(self.deployment.addresses())), self.deployment.genesis.chain_id, pids,
                                    uss_every=uss_every_samples(run), deadline_s=sample_deadline_s(run.status_interval_s),
-                                   listeners=self.sample_listeners)  # fmt: skip
+                                   listeners=self.sample_listeners,
+                                   databases={n: node_database(self.deployment.data_dir, n) for n in pids})  # fmt: skip
 
     def _has_load(self) -> bool:
         load = self.profile.workload

@@ -65,6 +65,12 @@ class Proof:
             raise ProtocolError(f"proof payload over {MAX_PAYLOAD_BYTES} bytes")
         return self.work_prefix() + NONCE.pack(self.nonce) + self.signature
 
+    @staticmethod
+    def id_of_encoded(data: bytes) -> bytes:
+        """The id of the proof ``data`` encodes, without decoding it (the signed bytes are the encoding
+        less its signature); only meaningful for a well-formed encoding."""
+        return sha256(DOMAIN + data[:-SIGNATURE_BYTES])
+
     @classmethod
     def decode(cls, data: bytes) -> Proof:
         if len(data) < MIN_ENCODED_BYTES:

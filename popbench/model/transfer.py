@@ -54,6 +54,11 @@ class Transfer:
     def encode(self) -> bytes:
         return self.body() + self.signature
 
+    @staticmethod
+    def id_of_encoded(data: bytes) -> bytes:
+        """The id of the transfer ``data`` encodes, without decoding it (as Proof.id_of_encoded)."""
+        return sha256(DOMAIN + data[:-SIGNATURE_BYTES])
+
     @classmethod
     def decode(cls, data: bytes) -> Transfer:
         if len(data) != BODY.size + SIGNATURE_BYTES:

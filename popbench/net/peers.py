@@ -86,6 +86,14 @@ class PeerManager:
             await asyncio.sleep(backoff)  # redial backoff after a refused or failed dial, not a sync wait
             backoff = min(backoff * 2, REDIAL_MAX_S)
 
+    async def dial_once(self, address: Address, node_id: int) -> Connection | None:
+        """One dial to validator ``node_id``, not kept up (popbench/net/ondemand.py): the link, or None."""
+        if self._closing:
+            return None
+        self.addresses.setdefault(node_id, address)
+        conn, _ = await self._dial_once(address, node_id)
+        return conn
+
     async def _dial_once(self, address: Address, node_id: int | None) -> tuple[Connection | None, int | None]:
         """One dial: the established connection (or None) and the validator id the peer proved, if it did.
 

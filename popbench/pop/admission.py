@@ -19,6 +19,7 @@ from popbench.model.proof import Proof, check_proof
 from popbench.model.transfer import Transfer, check_transfer_signature
 from popbench.pop.ledger import Ledger
 from popbench.wire import Gossip, ItemKind, RejectReason
+from popbench.wire.messages import SIGNATURE_BYTES
 
 GOSSIP_FLUSH_S = 0.005  # proofs admitted within this window travel to peers in one GOSSIP frame
 GOSSIP_MAX_ITEMS = 512
@@ -47,13 +48,14 @@ class Admission:
 
     def admit(self, kind: ItemKind, raw: bytes, relay: bool) -> tuple[RejectReason, bytes]:
         """Admit one encoded item; returns ACCEPTED or the reason, and the item's id."""
+        known_id = self._known_id(kind, raw)
+        if known_id is not None:
+            return self._rejected(RejectReason.REPLAY, known_id)
         try:
             item = self._decode(kind, raw)
         except ProtocolError:
             return self._rejected(RejectReason.MALFORMED, sha256(raw))
         item_id = item.item_id
-        if item_id in self.mempool or item_id in self.ledger.committed_ids:
-            return self._rejected(RejectReason.REPLAY, item_id)
         expected = item_id in self._expected
         if self.mempool.full and not expected:
             return self._rejected(RejectReason.BUSY, item_id)
@@ -80,6 +82,15 @@ class Admission:
         """Raw bytes of the requested items this node holds, for a peer's ITEMS_REQUEST."""
         found = (self.mempool.get(item_id) for item_id in ids)
         return [item.raw for item in found if item is not None]
+
+    def _known_id(self, kind: ItemKind, raw: bytes) -> bytes | None:
+        """The id of an item this node already holds or committed, read off its bytes without decoding
+        them, else None. On a bounded mesh every item reaches a node once over each of its links, so most
+        arrivals are repeats: a hash and a lookup each, not a decode (docs/protocol.md, section 7)."""
+        if len(raw) <= SIGNATURE_BYTES:
+            return None
+        item_id = (Proof if kind == ItemKind.PROOF else Transfer).id_of_encoded(raw)
+        return item_id if item_id in self.mempool or item_id in self.ledger.committed_ids else None
 
     def _decode(self, kind: ItemKind, raw: bytes) -> PoolItem:
         obj = Proof.decode(raw) if kind == ItemKind.PROOF else Transfer.decode(raw)

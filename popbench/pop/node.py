@@ -16,6 +16,7 @@ from popbench import crypto
 from popbench.events import EventLog, events_path
 from popbench.mempool import Mempool
 from popbench.net.connection import Connection
+from popbench.net.ondemand import OnDemandLinks
 from popbench.node_base import NodeBase
 from popbench.node_config import NodeConfig, Reporter
 from popbench.pop.admission import Admission, gossip_batches
@@ -23,6 +24,7 @@ from popbench.pop.byzantine import engine_for
 from popbench.pop.catchup import CatchUp
 from popbench.pop.clock import LoopClock
 from popbench.pop.ledger import CommittedBlock, Ledger
+from popbench.pop.mesh import MeshFlood
 from popbench.pop.status import pop_node_status
 from popbench.wire import (
     TOPIC_COMMITS,
@@ -46,6 +48,7 @@ from popbench.wire import (
     PrepareShare,
     PrePrepare,
     RejectReason,
+    Relayed,
     Role,
     SnapshotRequest,
     StatusRequest,
@@ -67,7 +70,11 @@ class Node(NodeBase):
         self._init_common(config, report)
         self.ledger = Ledger(self.genesis, self.store)
         self.mempool = Mempool(self.genesis.params.mempool_limit)
-        self.admission = Admission(self.ledger, self.mempool, self.counters, self.peers.broadcast)
+        self.mesh = config.mesh  # None: a full mesh, where every broadcast goes straight to every validator
+        self.peers.addresses.update(config.address_book)
+        self.flood = MeshFlood(self.node_id, self.key, self.genesis.chain_id, self.genesis.public_keys, self.counters)
+        self.direct = OnDemandLinks(self.peers, self.mesh or frozenset())
+        self.admission = Admission(self.ledger, self.mempool, self.counters, self._gossip)
         self.engine = engine_for(config.byzantine, self, config.role)
         self.events = EventLog(events_path(config.data_dir, config.node_id))
         self.engine.events = self.events
@@ -94,13 +101,29 @@ class Node(NodeBase):
     def connection_established(self, conn: Connection) -> bool:
         if not self.peers.register(conn):
             return False
-        if conn.peer_role == Role.VALIDATOR:
+        if conn.peer_role == Role.VALIDATOR and self._is_mesh_link(conn):
             self._links_changed()
             conn.send(BlockRequest(self.ledger.height + 1, 1))  # a restarted node learns if it is behind
             self._sync_mempool(conn)
             if self.config.role == Role.FOLLOWER:
                 conn.send(Subscribe(TOPIC_COMMITS))  # a follower learns of new blocks by notification
         return True
+
+    def _is_mesh_link(self, conn: Connection) -> bool:
+        """A link to a mesh neighbour (every validator link on a full mesh), not one opened on demand."""
+        return self.mesh is None or conn.peer_id in self.mesh
+
+    def _mesh_links(self) -> list[Connection]:
+        links = self.peers.validator_links()
+        return links if self.mesh is None else [conn for conn in links if conn.peer_id in self.mesh]
+
+    def _links_changed(self) -> None:
+        """Report "connected" once the intended links are up: on a bounded mesh, the mesh neighbours only."""
+        links = len(self._mesh_links())
+        expected = self.config.expected_links
+        if expected is not None and links >= expected and not self._connected_reported:
+            self._connected_reported = True
+            self.report("connected", {"peers": links})
 
     def _sync_mempool(self, conn: Connection) -> None:
         """A new validator link starts with every item this node holds uncommitted (as CometBFT's mempool
@@ -119,7 +142,7 @@ class Node(NodeBase):
         handlers: dict[type[Message], Callable[[Connection, Any], None]] = {
             Submit: self._on_submit, Gossip: self._on_gossip, ItemsRequest: self._on_items_request,
             Subscribe: self._on_subscribe, StatusRequest: self._on_status_request, Ping: self._on_ping,
-            PeersRequest: self.discovery.on_peers_request, Peers: self.discovery.on_peers,
+            PeersRequest: self.discovery.on_peers_request, Peers: self.discovery.on_peers, Relayed: self._on_relayed,
             BlockRequest: self.catchup.on_block_request, BlockResponse: self.catchup.on_block_response,
             SnapshotRequest: self.catchup.on_snapshot_request, Committed: self._on_committed_notice,
         }  # fmt: skip
@@ -160,10 +183,15 @@ class Node(NodeBase):
         if message.height > self.ledger.height:
             self.catchup.request(conn.peer_id)
 
+    def _gossip(self, message: Gossip) -> None:
+        """Item gossip goes to the mesh neighbours (every validator on a full mesh)."""
+        self.peers.broadcast(message, self._mesh_links())
+
     def _on_gossip(self, conn: Connection, message: Gossip) -> None:
         admitted = 0
+        relay = self.mesh is not None  # on a bounded mesh an item reaches most validators through others
         for raw in message.items:
-            reason, _ = self.admission.admit(message.kind, raw, relay=False)
+            reason, _ = self.admission.admit(message.kind, raw, relay=relay)
             admitted += reason == 0
         if admitted:
             self.engine.work_arrived()
@@ -179,12 +207,36 @@ class Node(NodeBase):
             return
         self.engine.on_message(conn.peer_id, message)
 
+    def _on_relayed(self, conn: Connection, envelope: Relayed) -> None:
+        """A flooded consensus message: check it once, pass it on to the other neighbours, then deliver it
+        as if its origin had sent it over a link (popbench/pop/mesh.py)."""
+        if not conn.is_validator_link:
+            conn.disconnect(DisconnectReason.UNEXPECTED_MESSAGE, "relayed consensus messages are for validators")
+            return
+        inner = self.flood.receive(envelope)
+        if inner is None:
+            return
+        self.admission.flush_gossip()  # items a proposal names travel ahead of it, hop by hop
+        frame = encode_frame(envelope)
+        for link in self._mesh_links():
+            if link is not conn and link.peer_id != envelope.origin:
+                link.send_encoded(frame, "Relayed")
+        self.engine.on_message(envelope.origin, inner)
+
     # -- PbftHost ------------------------------------------------------------------------------------
     def broadcast(self, message: Message) -> None:
         self.admission.flush_gossip()  # a proposal's items must reach peers before the proposal does
-        self.peers.broadcast(message)
+        if self.mesh is None:
+            self.peers.broadcast(message)
+            return
+        frame = self.flood.wrap(message)
+        for link in self._mesh_links():
+            link.send_encoded(frame, "Relayed")
 
     def send_to(self, node_id: int, message: Message) -> None:
+        if self.mesh is not None:
+            self.direct.send(node_id, message)  # dials a direct link when there is none
+            return
         link = self.peers.links.get(node_id)
         if link is not None:
             link.send(message)
@@ -213,6 +265,12 @@ class Node(NodeBase):
             self.round_times_s.append(round_s)
         self.commit_times_ns.append(time.time_ns())
         self._notify_subscribers(record, view)
+        if self.mesh is not None and self.engine.collector_path:
+            asyncio.get_running_loop().call_soon(self._dial_next_collectors)
+
+    def _dial_next_collectors(self) -> None:
+        """The next height's collectors, dialled while its leader batches: its shares then find links up."""
+        self.direct.prepare(self.engine.collectors(self.engine.view))
 
     def _notify_subscribers(self, record: CommittedBlock, view: int) -> None:
         if not self.subscribers:

@@ -436,6 +436,35 @@ class CommitAggregate(PrepareAggregate):
     __slots__ = ()
 
 
+class Relayed(Message):
+    """A consensus message flooded over the bounded mesh (docs/protocol.md, section 15): ``origin``'s
+    ECDSA signature over the inner message stands in for the authenticated link it did not come over.
+
+    ``inner_type`` and ``inner`` are the inner message's type and body, exactly as its own frame carries
+    them; which types may travel this way is the receiver's rule, not the codec's.
+    """
+
+    TYPE = 29
+    __slots__ = ("origin", "signature", "inner_type", "inner")
+    _HEAD = struct.Struct(f">I{SIGNATURE_BYTES}sB")
+
+    def __init__(self, origin: int, signature: bytes, inner_type: int, inner: bytes) -> None:
+        self.origin = origin
+        self.signature = signature
+        self.inner_type = inner_type
+        self.inner = inner
+
+    def encode_body(self) -> bytes:
+        return self._HEAD.pack(self.origin, self.signature, self.inner_type) + self.inner
+
+    @classmethod
+    def decode_body(cls, body: Body) -> Relayed:
+        if len(body) < cls._HEAD.size:
+            raise ProtocolError(f"Relayed body must be at least {cls._HEAD.size} bytes, got {len(body)}")
+        origin, signature, inner_type = cls._HEAD.unpack_from(body)
+        return cls(origin, signature, inner_type, bytes(body[cls._HEAD.size :]))
+
+
 class ViewChange(Message):
     """A validator gives up on the current view and carries what it prepared into ``new_view``.
 
@@ -748,7 +777,7 @@ MESSAGE_TYPES: tuple[type[Message], ...] = (
     Hello, HelloAck, Ping, Pong, Disconnect,
     Submit, SubmitResult, Subscribe, Committed, Gossip, ItemsRequest,
     PrePrepare, Prepare, Commit, ViewChange, NewView, PrepareShare, CommitShare, PrepareAggregate, CommitAggregate,
-    BlockRequest, BlockResponse, SnapshotRequest, SnapshotChunk,
+    Relayed, BlockRequest, BlockResponse, SnapshotRequest, SnapshotChunk,
     StatusRequest, Status, PeersRequest, Peers,
     PowAnnounce, PowGetBlock, PowBlock, PowGetChain, PowChain,
 )  # fmt: skip

@@ -50,6 +50,7 @@ class CounterTotals(msgspec.Struct, frozen=True, kw_only=True):
     transfers_committed: int = 0
     hashes: int = 0
     equivocations_seen: int = 0
+    relay_duplicates: int = 0
 
 
 class NodeStatus(msgspec.Struct, frozen=True, kw_only=True, tag_field="consensus"):
