@@ -148,8 +148,12 @@ class NodeBase:
     def _on_ping(self, conn: Connection, message: Ping) -> None:
         conn.send(Pong(message.nonce, message.sent_ns))
 
+    def _intended_links(self) -> list[Connection]:
+        """The links that count towards "connected" (a PoP node on a bounded mesh: its mesh links only)."""
+        return self.peers.validator_links()
+
     def _links_changed(self) -> None:
-        links = len(self.peers.validator_links())
+        links = len(self._intended_links())
         expected = self.config.expected_links
         if expected is not None and links >= expected and not self._connected_reported:
             self._connected_reported = True

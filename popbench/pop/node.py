@@ -117,13 +117,8 @@ class Node(NodeBase):
         links = self.peers.validator_links()
         return links if self.mesh is None else [conn for conn in links if conn.peer_id in self.mesh]
 
-    def _links_changed(self) -> None:
-        """Report "connected" once the intended links are up: on a bounded mesh, the mesh neighbours only."""
-        links = len(self._mesh_links())
-        expected = self.config.expected_links
-        if expected is not None and links >= expected and not self._connected_reported:
-            self._connected_reported = True
-            self.report("connected", {"peers": links})
+    def _intended_links(self) -> list[Connection]:
+        return self._mesh_links()
 
     def _sync_mempool(self, conn: Connection) -> None:
         """A new validator link starts with every item this node holds uncommitted (as CometBFT's mempool
