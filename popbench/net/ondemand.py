@@ -29,8 +29,6 @@ class OnDemandLinks:
         self.peers = peers
         self.keep = keep  # mesh neighbours: never closed here
         self.limit = limit
-        self.dials = 0  # links opened on demand since start (the report's connection churn)
-        self.dropped = 0  # messages dropped: held too many, or the dial failed
         self._held: dict[int, list[Message]] = {}
         self._dialing: dict[int, asyncio.Task[None]] = {}
         self._used: OrderedDict[int, None] = OrderedDict()  # on-demand peers, least recently used first
@@ -43,7 +41,6 @@ class OnDemandLinks:
             return
         held = self._held.setdefault(node_id, [])
         if len(held) >= HELD_FRAMES_LIMIT:
-            self.dropped += 1
             return
         held.append(message)
         self._dial(node_id)
@@ -57,17 +54,12 @@ class OnDemandLinks:
             else:
                 self._touch(node_id)
 
-    @property
-    def open_links(self) -> int:
-        """On-demand links this node dialled that are open now."""
-        return sum(1 for node_id in self._used if node_id in self.peers.links)
-
     def _dial(self, node_id: int) -> None:
         if node_id in self._dialing or node_id == self.peers.host.identity.node_id:
             return
         address = self.peers.addresses.get(node_id)
         if address is None:
-            self.dropped += len(self._held.pop(node_id, ()))
+            self._held.pop(node_id, None)
             return
         task = asyncio.get_running_loop().create_task(self._open(node_id, address))
         self._dialing[node_id] = task
@@ -80,9 +72,7 @@ class OnDemandLinks:
         held = self._held.pop(node_id, [])
         link = self.peers.links.get(node_id)  # ours, or one the peer dialled meanwhile: either carries them
         if link is None or not link.is_open:
-            self.dropped += len(held)
             return
-        self.dials += 1
         for message in held:
             link.send(message)
         self._touch(node_id)

@@ -23,26 +23,16 @@ from popbench.counters import NodeCounters
 from popbench.errors import ProtocolError
 from popbench.model.hashing import sha256
 from popbench.wire import (
-    Commit,
-    CommitAggregate,
-    CommitShare,
+    CONSENSUS_MESSAGES,
     Message,
-    NewView,
-    Prepare,
-    PrepareAggregate,
-    PrepareShare,
-    PrePrepare,
     Relayed,
-    ViewChange,
     decode_message,
     encode_frame,
 )
 
 RELAY_DOMAIN = b"popbench/relay/v1/"
 SEEN_LIMIT = 1 << 16  # envelopes remembered; a height's floods are a few per validator, so this spans many heights
-FLOODED_TYPES = frozenset(
-    kind.TYPE for kind in (PrePrepare, Prepare, Commit, PrepareShare, CommitShare, PrepareAggregate, CommitAggregate, ViewChange, NewView)
-)
+FLOODED_TYPES = frozenset(kind.TYPE for kind in CONSENSUS_MESSAGES)  # every broadcast the engine makes
 _ORIGIN = struct.Struct(">IB")
 
 

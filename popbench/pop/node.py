@@ -27,26 +27,19 @@ from popbench.pop.ledger import CommittedBlock, Ledger
 from popbench.pop.mesh import MeshFlood
 from popbench.pop.status import pop_node_status
 from popbench.wire import (
+    CONSENSUS_MESSAGES,
     TOPIC_COMMITS,
     BlockRequest,
     BlockResponse,
-    Commit,
-    CommitAggregate,
-    CommitShare,
     Committed,
     DisconnectReason,
     Gossip,
     ItemKind,
     ItemsRequest,
     Message,
-    NewView,
     Peers,
     PeersRequest,
     Ping,
-    Prepare,
-    PrepareAggregate,
-    PrepareShare,
-    PrePrepare,
     RejectReason,
     Relayed,
     Role,
@@ -55,12 +48,9 @@ from popbench.wire import (
     Submit,
     SubmitResult,
     Subscribe,
-    ViewChange,
     encode_frame,
 )
 from popbench.wire.status import PopStatus
-
-CONSENSUS_MESSAGES = (PrePrepare, Prepare, Commit, ViewChange, NewView, PrepareShare, CommitShare, PrepareAggregate, CommitAggregate)
 
 
 class Node(NodeBase):

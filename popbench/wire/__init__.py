@@ -10,11 +10,11 @@ from popbench.wire.framing import (
     encode_frame,
 )
 from popbench.wire.messages import *  # noqa: F403  (every message class, by design one namespace)
-from popbench.wire.messages import MESSAGE_TYPES, PROTOCOL_VERSION, Message, decode_message
+from popbench.wire.messages import CONSENSUS_MESSAGES, MESSAGE_TYPES, PROTOCOL_VERSION, Message, decode_message
 
 __all__ = [  # noqa: PLE0604  (the message class names are strings built from the type map)
     "HEADER", "HEADER_BYTES", "MAX_FRAME_BYTES", "FramedProtocol", "FrameDecoder", "encode_frame",
-    "MESSAGE_TYPES", "PROTOCOL_VERSION", "Message", "decode_message",
+    "CONSENSUS_MESSAGES", "MESSAGE_TYPES", "PROTOCOL_VERSION", "Message", "decode_message",
     "DisconnectReason", "ItemKind", "RejectReason", "Role",
     *[cls.__name__ for cls in MESSAGE_TYPES],
 ]  # fmt: skip

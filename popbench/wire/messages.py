@@ -783,6 +783,12 @@ MESSAGE_TYPES: tuple[type[Message], ...] = (
 )  # fmt: skip
 
 
+# what only validators exchange: the PBFT messages of both vote paths (docs/protocol.md, sections 4 and 14)
+CONSENSUS_MESSAGES: tuple[type[Message], ...] = (
+    PrePrepare, Prepare, Commit, ViewChange, NewView, PrepareShare, CommitShare, PrepareAggregate, CommitAggregate,
+)  # fmt: skip
+
+
 def _build_decoders() -> tuple[Callable[[Body], Message] | None, ...]:
     table: list[Callable[[Body], Message] | None] = [None] * 256
     for cls in MESSAGE_TYPES:

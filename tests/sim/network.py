@@ -28,11 +28,9 @@ from popbench.pop.ledger import CommittedBlock, Ledger
 from popbench.pop.pbft import PbftEngine
 from popbench.store import Store
 from popbench.wire import (
+    CONSENSUS_MESSAGES,
     BlockRequest,
     BlockResponse,
-    Commit,
-    CommitAggregate,
-    CommitShare,
     Gossip,
     ItemKind,
     ItemsRequest,
@@ -49,7 +47,6 @@ from popbench.wire import (
 
 NS_PER_S = 1_000_000_000
 TRACE_EVENTS = 80  # events kept for the failure report
-CONSENSUS_MESSAGES = (PrePrepare, Prepare, Commit, ViewChange, NewView, PrepareShare, CommitShare, PrepareAggregate, CommitAggregate)
 
 
 class Timer:
