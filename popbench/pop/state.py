@@ -7,16 +7,23 @@ are exactly those leaves, so a snapshot reproduces the root it claims or is refu
 An account exists once execution writes to it, and only then: a transfer that execution skips (docs/
 consensus.md, "Execution and replay") creates no account. The state records which accounts execution
 wrote since it was copied, so what the node persists is exactly what execution changed.
+
+The root is kept incrementally (docs/consensus.md, "The state root, block by block"): the sorted
+addresses and the Merkle tree's levels live in an :class:`AccountTree` that a copy shares with the state
+it was copied from, and the first of them to compute a root after writing takes it over and rehashes
+only the paths of the accounts written; another that still needs it later builds its own from scratch.
 """
 
 from __future__ import annotations
 
+import itertools
 import struct
+from bisect import bisect_left
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 from popbench.errors import InvalidProof, SyncError
-from popbench.merkle import merkle_root
+from popbench.merkle import MerkleTree
 from popbench.model.hashing import address_of
 from popbench.model.proof import Proof
 from popbench.model.transfer import Transfer, TransferKind
@@ -24,6 +31,9 @@ from popbench.wire.enums import RejectReason
 
 ACCOUNT = struct.Struct(">20sQQQQ")
 Row = tuple[bytes, int, int, int, int]  # address, balance, stake, rewards, nonce
+Account = tuple[int, int, int, int]  # balance, stake, rewards, nonce
+NO_ACCOUNT: Account = (0, 0, 0, 0)
+_VERSIONS = itertools.count(1)
 
 
 @dataclass(frozen=True)
@@ -33,34 +43,78 @@ class RewardRules:
     validator_reward: int
 
 
+class AccountTree:
+    """The sorted addresses and the Merkle tree over their records, as of one ``version``.
+
+    A state may use the tree only while its version is the one that state last saw: every change gives
+    the tree a new version, so a state whose accounts it no longer reflects can tell.
+    """
+
+    __slots__ = ("addresses", "merkle", "version")
+
+    def __init__(self, accounts: Mapping[bytes, Account]) -> None:
+        self.addresses = sorted(accounts)
+        self.merkle = MerkleTree([ACCOUNT.pack(address, *accounts[address]) for address in self.addresses])
+        self.version = next(_VERSIONS)
+
+    def update(self, accounts: Mapping[bytes, Account], written: Iterable[bytes]) -> None:
+        """Bring the tree up to ``accounts`` after the ``written`` addresses changed or came into being."""
+        addresses = self.addresses
+        replaced: dict[int, bytes] = {}
+        inserted: list[tuple[int, bytes]] = []
+        for address in written:
+            index = bisect_left(addresses, address)
+            if index < len(addresses) and addresses[index] == address:
+                replaced[index] = ACCOUNT.pack(address, *accounts[address])
+            else:
+                inserted.append((index, address))
+        inserted.sort()  # by position, then address: new accounts between the same two keep address order
+        self.merkle.apply(replaced, [(index, ACCOUNT.pack(address, *accounts[address])) for index, address in inserted])
+        if inserted:
+            merged: list[bytes] = []
+            previous = 0
+            for index, address in inserted:
+                merged.extend(addresses[previous:index])
+                merged.append(address)
+                previous = index
+            merged.extend(addresses[previous:])
+            self.addresses = merged
+        self.version = next(_VERSIONS)
+
+
 class State:
     """Mutable account table; ``copy`` before executing a block that may be refused."""
 
-    __slots__ = ("_accounts", "_root", "_written")
+    __slots__ = ("_accounts", "_dirty", "_root", "_tree", "_tree_version", "_written")
 
-    def __init__(self, accounts: dict[bytes, list[int]]) -> None:
-        self._accounts = accounts  # address -> [balance, stake, rewards, nonce]
+    def __init__(self, accounts: dict[bytes, Account]) -> None:
+        self._accounts = accounts  # address -> (balance, stake, rewards, nonce); a copy copies only the dict
         self._root: bytes | None = None
         self._written: set[bytes] = set()  # accounts execution wrote since this state was made or copied
+        self._tree: AccountTree | None = None  # built by the first root(), then shared with copies
+        self._tree_version = 0  # the tree's version when it last reflected these accounts (but _dirty)
+        self._dirty: set[bytes] = set()  # accounts written since then
 
     @classmethod
     def from_genesis(cls, balances: Mapping[bytes, int], stakes: Mapping[bytes, int]) -> State:
-        accounts: dict[bytes, list[int]] = {}
+        accounts: dict[bytes, Account] = {}
         for address in {*balances, *stakes}:
-            accounts[address] = [balances.get(address, 0), stakes.get(address, 0), 0, 0]
+            accounts[address] = (balances.get(address, 0), stakes.get(address, 0), 0, 0)
         return cls(accounts)
 
     @classmethod
     def from_rows(cls, rows: Iterable[Row]) -> State:
-        return cls({address: [balance, stake, rewards, nonce] for address, balance, stake, rewards, nonce in rows})
+        return cls({address: (balance, stake, rewards, nonce) for address, balance, stake, rewards, nonce in rows})
 
     def copy(self) -> State:
-        copied = State({address: list(values) for address, values in self._accounts.items()})
+        """An independent state with the same accounts; it shares the root's tree until one of them writes."""
+        copied = State(self._accounts.copy())
         copied._root = self._root
+        copied._tree, copied._tree_version, copied._dirty = self._tree, self._tree_version, set(self._dirty)
         return copied
 
     def row(self, address: bytes) -> Row:
-        balance, stake, rewards, nonce = self._accounts.get(address, (0, 0, 0, 0))
+        balance, stake, rewards, nonce = self._accounts.get(address, NO_ACCOUNT)
         return address, balance, stake, rewards, nonce
 
     def rows(self) -> list[Row]:
@@ -104,32 +158,40 @@ class State:
         sender = self._accounts.get(sender_address)
         if sender is None or sender[3] != transfer.account_nonce or sender[0] < transfer.amount + transfer.fee:
             return
-        sender = self._account(sender_address)  # marks it written
-        sender[0] -= transfer.amount + transfer.fee
-        sender[3] += 1
+        balance, stake, rewards, nonce = sender
+        balance -= transfer.amount + transfer.fee
         if transfer.kind == TransferKind.BOND:
-            sender[1] += transfer.amount
+            self._write(sender_address, (balance, stake + transfer.amount, rewards, nonce + 1))
         else:
-            self._account(transfer.recipient)[0] += transfer.amount
-        self._account(proposer)[0] += transfer.fee
+            self._write(sender_address, (balance, stake, rewards, nonce + 1))
+            self._add(transfer.recipient, transfer.amount, 0)  # read after the sender's write: it may be the sender
+        self._add(proposer, transfer.fee, 0)
 
     def _credit(self, address: bytes, amount: int) -> None:
-        account = self._account(address)
-        account[0] += amount
-        account[2] += amount
+        self._add(address, amount, amount)
 
-    def _account(self, address: bytes) -> list[int]:
-        """The account to write to, created if new; every write of execution goes through here."""
+    def _add(self, address: bytes, balance: int, rewards: int) -> None:
+        """Add to an account's balance and rewards, creating it if new."""
+        old = self._accounts.get(address, NO_ACCOUNT)
+        self._write(address, (old[0] + balance, old[1], old[2] + rewards, old[3]))
+
+    def _write(self, address: bytes, account: Account) -> None:
+        """Every write of execution goes through here."""
         self._written.add(address)
-        account = self._accounts.get(address)
-        if account is None:
-            account = self._accounts[address] = [0, 0, 0, 0]
-        return account
+        self._dirty.add(address)
+        self._accounts[address] = account
 
     # -- root and snapshots --------------------------------------------------------------------------
     def root(self) -> bytes:
+        """The state root: rehashing only the accounts written since the last root when the tree is ours."""
         if self._root is None:
-            self._root = merkle_root([ACCOUNT.pack(*row) for row in self.rows()])
+            tree = self._tree
+            if tree is None or tree.version != self._tree_version:
+                tree = self._tree = AccountTree(self._accounts)  # none yet, or a copy took it over
+            elif self._dirty:
+                tree.update(self._accounts, self._dirty)
+            self._tree_version, self._dirty = tree.version, set()
+            self._root = tree.merkle.root()
         return self._root
 
     def encode_snapshot(self) -> bytes:
