@@ -121,6 +121,9 @@ class SampleMetrics(PrometheusCollector):
 
     def _network(self) -> Iterator[Metric]:
         live = self.live
+        if live.at_ns:
+            yield gauge("popbench_sample_timestamp_seconds", "Wall-clock time of the sample these figures are from (Unix seconds)",
+                        live.at_ns / 1e9)  # fmt: skip
         health, _ = live.health()
         yield gauge("popbench_health", "0 healthy, 1 degraded, 2 critical (docs/monitoring.md)", health.value)
         yield gauge("popbench_nodes", "Nodes watched", len(live.nodes))
