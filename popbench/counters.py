@@ -17,6 +17,7 @@ class NodeCounters:
         "items_admitted", "items_rejected", "view_changes", "protocol_errors",
         "handshake_failures", "disconnects_received", "blocks_committed", "proofs_committed",
         "transfers_committed", "hashes", "equivocations_seen", "relay_duplicates",
+        "routed_dropped",
     )  # fmt: skip
 
     def __init__(self) -> None:
@@ -37,6 +38,7 @@ class NodeCounters:
         self.hashes = 0
         self.equivocations_seen = 0
         self.relay_duplicates = 0  # RELAYED envelopes that arrived again over another mesh link (popbench/pop/mesh.py)
+        self.routed_dropped = 0  # ROUTED envelopes this node could not pass on: no link up to the next hop (popbench/pop/routing.py)
 
     def as_dict(self) -> dict[str, Any]:
         return {name: _plain(getattr(self, name)) for name in self.__slots__}

@@ -38,6 +38,7 @@ class NodeConfig:
     # and item gossip travel over; None is the full mesh (every validator linked to every other)
     mesh: frozenset[int] | None = None
     address_book: dict[int, Address] = field(default_factory=dict)  # validators' addresses, for on-demand links
+    mesh_graph: dict[int, frozenset[int]] = field(default_factory=dict)  # every node's neighbours, for ROUTED hops
     consensus: ConsensusKind = ConsensusKind.PBFT  # the PoP validator (popbench.pop.node) or PowNode
     mine: bool = True  # PoW only: whether this node mines
 

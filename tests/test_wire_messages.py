@@ -53,6 +53,7 @@ from popbench.wire import (
     RejectReason,
     Relayed,
     Role,
+    Routed,
     SnapshotChunk,
     SnapshotRequest,
     Status,
@@ -149,6 +150,7 @@ STRATEGIES: dict[type[Message], st.SearchStrategy[Message]] = {
     PrepareAggregate: st.builds(PrepareAggregate, u64, u64, hash32, blob, signature96),
     CommitAggregate: st.builds(CommitAggregate, u64, u64, hash32, blob, signature96),
     Relayed: st.builds(Relayed, u32, signature64, st.integers(0, 255), blob),
+    Routed: st.builds(Routed, u32, u32, signature64, st.integers(0, 255), blob),
     NewView: st.builds(NewView, u64, u64, blobs),
     BlockRequest: st.builds(BlockRequest, u64, u32),
     BlockResponse: st.builds(BlockResponse, blobs),
@@ -279,7 +281,7 @@ def test_mutated_frames_decode_or_raise_protocol_error(data: st.DataObject) -> N
 @given(data=st.data())
 def test_a_body_with_a_trailing_byte_or_one_short_is_refused(cls: type[Message], data: st.DataObject) -> None:
     body = data.draw(STRATEGIES[cls]).encode_body()
-    if cls not in (Submit, PrePrepare, PowBlock, Status, Relayed):  # their last field is "the rest of the body"
+    if cls not in (Submit, PrePrepare, PowBlock, Status, Relayed, Routed):  # their last field is "the rest of the body"
         with pytest.raises(ProtocolError):
             decode_message(cls.TYPE, body + b"\x00")
     if body and cls is not Status:

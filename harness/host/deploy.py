@@ -20,7 +20,7 @@ from harness.kinds import LeaderRotation
 from harness.profile import Profile
 from popbench import crypto
 from popbench.errors import ConfigError, HarnessError
-from popbench.genesis import VOTE_PATHS, ChainParams, Genesis, make_genesis, write_genesis, write_keys
+from popbench.genesis import VOTE_PATHS, VOTES_COLLECTOR, ChainParams, Genesis, make_genesis, write_genesis, write_keys
 from popbench.net.peers import bind_listener
 from popbench.node_config import NodeConfig
 from popbench.wire import Role
@@ -84,6 +84,7 @@ class Deployment:
     data_dir: Path
     loopback: str = field(default=SHARED, kw_only=True)  # network.loopback: shared or per-node
     _book: dict[int, tuple[str, int]] | None = field(default=None, init=False, repr=False)
+    _graph: dict[int, frozenset[int]] | None = field(default=None, init=False, repr=False)
 
     @property
     def count(self) -> int:
@@ -119,12 +120,18 @@ class Deployment:
         if self.bounded_mesh:
             config.mesh = self.topology.neighbours(node_id)
             config.address_book = self._address_book()
+            config.mesh_graph = self._mesh_graph()
         return config
 
     @property
     def bounded_mesh(self) -> bool:
         """PBFT over a k-regular graph: floods over the mesh, direct links on demand (docs/protocol.md 15)."""
         return self.profile.network.consensus == "pbft" and self.topology.kind == "k-regular"
+
+    def _mesh_graph(self) -> dict[int, frozenset[int]]:
+        if self._graph is None:
+            self._graph = self.topology.graph()  # one dict for every node's config (forked: shared pages)
+        return self._graph
 
     def _address_book(self) -> dict[int, tuple[str, int]]:
         if self._book is None:
@@ -187,6 +194,10 @@ def network_plan(profile: Profile) -> NetworkPlan:
     genesis, keys = make_genesis(net.nodes, seed=f"popbench-{profile.run.seed}", params=chain_params(profile),
                                  chain_name=f"popbench-{profile.name}")  # fmt: skip
     topology = build(net.topology, net.nodes, net.consensus, net.degree, net.bootstrap_nodes, profile.run.seed)
+    if genesis.params.votes == VOTES_COLLECTOR:
+        # decode the validators' BLS keys here, once, so every forked node shares them: each node decoding
+        # them itself at its first certificate cost 64 ms at n = 1000, 64 CPU-s across the network at once
+        _ = genesis.bls_keys
     return NetworkPlan(genesis, keys, topology, assign_regions(net.nodes, net.regions))
 
 

@@ -44,6 +44,10 @@ class Topology:
         """The nodes ``node`` shares an intended link with."""
         return frozenset(self._adjacent.get(node, ()))
 
+    def graph(self) -> dict[int, frozenset[int]]:
+        """Every node's neighbours: what a node on a bounded mesh routes by (popbench/pop/routing.py)."""
+        return {node: frozenset(peers) for node, peers in self._adjacent.items()}
+
 
 def full_mesh_edges(n: int) -> frozenset[frozenset[int]]:
     return frozenset(frozenset((a, b)) for a in range(n) for b in range(a))

@@ -1,24 +1,23 @@
 """Direct links opened when a message needs one, on a bounded mesh.
 
 On a full mesh every validator already has a link to every other. On a bounded mesh a node keeps links
-only to its mesh neighbours; a point-to-point message for anyone else (a vote share for the view's
-collector, an item or block request to a leader, a catch-up answer) opens a link to its addressee the
-first time, holds the frames while the dial runs, and sends them in order once the link is up. At most
-``limit`` links this node dialled this way stay open: the least recently used one is closed when a new
-one would pass the limit (its peer may dial it again when it needs to). A failed dial drops what it held:
-a share that never reaches its collector costs the view its collector timeout, not safety.
+only to its mesh neighbours; a request for anyone else (items from a leader, blocks to catch up) or its
+answer opens a link to its addressee the first time, holds the frames while the dial runs, and sends
+them in order once the link is up. (Consensus messages for one validator never wait for a dial: they
+travel hop by hop over the mesh, popbench/pop/routing.py.) At most ``limit`` links this node dialled this
+way stay open: the least recently used one is closed when a new one would pass the limit (its peer may
+dial it again when it needs to). A failed dial drops what it held.
 """
 
 from __future__ import annotations
 
 import asyncio
 from collections import OrderedDict
-from collections.abc import Iterable
 
 from popbench.net.peers import PeerManager
 from popbench.wire import DisconnectReason, Message
 
-ON_DEMAND_LIMIT = 32  # links dialled on demand kept open at once (c + 1 collectors of a few heights, requests)
+ON_DEMAND_LIMIT = 32  # links dialled on demand kept open at once (item and block requests and their answers)
 HELD_FRAMES_LIMIT = 256  # messages held for one addressee while its link is dialled; more are dropped
 
 
@@ -44,15 +43,6 @@ class OnDemandLinks:
             return
         held.append(message)
         self._dial(node_id)
-
-    def prepare(self, node_ids: Iterable[int]) -> None:
-        """Dial ahead the links a coming view will need (its collectors), so its first share does not wait."""
-        for node_id in node_ids:
-            link = self.peers.links.get(node_id)
-            if link is None or not link.is_open:
-                self._dial(node_id)
-            else:
-                self._touch(node_id)
 
     def _dial(self, node_id: int) -> None:
         if node_id in self._dialing or node_id == self.peers.host.identity.node_id:

@@ -83,13 +83,18 @@ class Admission:
         found = (self.mempool.get(item_id) for item_id in ids)
         return [item.raw for item in found if item is not None]
 
+    @staticmethod
+    def id_of(kind: ItemKind, raw: bytes) -> bytes:
+        """An encoded item's id, read off its bytes without decoding them (what ITEMS_REQUEST names)."""
+        return (Proof if kind == ItemKind.PROOF else Transfer).id_of_encoded(raw)
+
     def _known_id(self, kind: ItemKind, raw: bytes) -> bytes | None:
         """The id of an item this node already holds or committed, read off its bytes without decoding
         them, else None. On a bounded mesh every item reaches a node once over each of its links, so most
         arrivals are repeats: a hash and a lookup each, not a decode (docs/protocol.md, section 7)."""
         if len(raw) <= SIGNATURE_BYTES:
             return None
-        item_id = (Proof if kind == ItemKind.PROOF else Transfer).id_of_encoded(raw)
+        item_id = self.id_of(kind, raw)
         return item_id if item_id in self.mempool or item_id in self.ledger.committed_ids else None
 
     def _decode(self, kind: ItemKind, raw: bytes) -> PoolItem:

@@ -24,6 +24,7 @@ from popbench.errors import ProtocolError
 from popbench.model.hashing import sha256
 from popbench.wire import (
     CONSENSUS_MESSAGES,
+    Gossip,
     Message,
     Relayed,
     decode_message,
@@ -32,7 +33,8 @@ from popbench.wire import (
 
 RELAY_DOMAIN = b"popbench/relay/v1/"
 SEEN_LIMIT = 1 << 16  # envelopes remembered; a height's floods are a few per validator, so this spans many heights
-FLOODED_TYPES = frozenset(kind.TYPE for kind in CONSENSUS_MESSAGES)  # every broadcast the engine makes
+# every broadcast the engine makes, and a proposal's items flooded just before it (popbench/pop/forwarding.py)
+FLOODED_TYPES = frozenset(kind.TYPE for kind in CONSENSUS_MESSAGES) | {Gossip.TYPE}
 _ORIGIN = struct.Struct(">IB")
 
 

@@ -13,8 +13,10 @@ from collections.abc import Callable
 from typing import Any
 
 from popbench import crypto
+from popbench.errors import ProtocolError
 from popbench.events import EventLog, events_path
 from popbench.mempool import Mempool
+from popbench.model.block import Block
 from popbench.net.connection import Connection
 from popbench.net.ondemand import OnDemandLinks
 from popbench.node_base import NodeBase
@@ -23,8 +25,10 @@ from popbench.pop.admission import Admission, gossip_batches
 from popbench.pop.byzantine import engine_for
 from popbench.pop.catchup import CatchUp
 from popbench.pop.clock import LoopClock
+from popbench.pop.forwarding import LEADERS_AHEAD, LeaderForwarding
 from popbench.pop.ledger import CommittedBlock, Ledger
 from popbench.pop.mesh import MeshFlood
+from popbench.pop.routing import ROUTED_TYPES, MeshRoutes
 from popbench.pop.status import pop_node_status
 from popbench.wire import (
     CONSENSUS_MESSAGES,
@@ -40,9 +44,11 @@ from popbench.wire import (
     Peers,
     PeersRequest,
     Ping,
+    PrePrepare,
     RejectReason,
     Relayed,
     Role,
+    Routed,
     SnapshotRequest,
     StatusRequest,
     Submit,
@@ -63,9 +69,12 @@ class Node(NodeBase):
         self.mesh = config.mesh  # None: a full mesh, where every broadcast goes straight to every validator
         self.peers.addresses.update(config.address_book)
         self.flood = MeshFlood(self.node_id, self.key, self.genesis.chain_id, self.genesis.public_keys, self.counters)
+        self.routes = MeshRoutes(self.node_id, self.key, self.genesis.chain_id, self.genesis.public_keys,
+                                 config.mesh_graph, self.counters)  # fmt: skip
         self.direct = OnDemandLinks(self.peers, self.mesh or frozenset())
         self.admission = Admission(self.ledger, self.mempool, self.counters, self._gossip)
         self.engine = engine_for(config.byzantine, self, config.role)
+        self.forwarding = LeaderForwarding(self._send_over_mesh, self._coming_leaders, self.genesis.params.mempool_limit)
         self.events = EventLog(events_path(config.data_dir, config.node_id))
         self.engine.events = self.events
         if self.faults.active:  # restarted while a fault of the harness's lasts
@@ -128,6 +137,7 @@ class Node(NodeBase):
             Submit: self._on_submit, Gossip: self._on_gossip, ItemsRequest: self._on_items_request,
             Subscribe: self._on_subscribe, StatusRequest: self._on_status_request, Ping: self._on_ping,
             PeersRequest: self.discovery.on_peers_request, Peers: self.discovery.on_peers, Relayed: self._on_relayed,
+            Routed: self._on_routed,
             BlockRequest: self.catchup.on_block_request, BlockResponse: self.catchup.on_block_response,
             SnapshotRequest: self.catchup.on_snapshot_request, Committed: self._on_committed_notice,
         }  # fmt: skip
@@ -140,12 +150,16 @@ class Node(NodeBase):
         if self.config.role != Role.VALIDATOR:
             conn.send(SubmitResult(message.request_id, bytes(32), RejectReason.NOT_A_VALIDATOR))
             return
-        reason, item_id = self.admission.admit(message.kind, message.item, relay=True)
+        reason, item_id = self.admission.admit(message.kind, message.item, relay=self.mesh is None)
         result = SubmitResult(message.request_id, item_id, reason)
         if reason != 0:
             conn.send(result)
             return
-        self.admission.after_gossip(lambda: conn.send(result))
+        if self.mesh is None:
+            self.admission.after_gossip(lambda: conn.send(result))
+        else:  # to the coming leaders (popbench/pop/forwarding.py): written to their links, then promised
+            self.forwarding.submitted(message.kind, item_id, message.item)
+            conn.send(result)
         self.engine.work_arrived()
 
     def _on_subscribe(self, conn: Connection, message: Subscribe) -> None:
@@ -173,10 +187,14 @@ class Node(NodeBase):
         self.peers.broadcast(message, self._mesh_links())
 
     def _on_gossip(self, conn: Connection, message: Gossip) -> None:
+        self._admit_items(message)
+
+    def _admit_items(self, message: Gossip) -> None:
+        """Items from a peer, never passed on: on a full mesh their origin sent them to everyone, on a
+        bounded mesh they came to a leader or with a proposal (popbench/pop/forwarding.py)."""
         admitted = 0
-        relay = self.mesh is not None  # on a bounded mesh an item reaches most validators through others
         for raw in message.items:
-            reason, _ = self.admission.admit(message.kind, raw, relay=relay)
+            reason, _ = self.admission.admit(message.kind, raw, relay=False)
             admitted += reason == 0
         if admitted:
             self.engine.work_arrived()
@@ -206,7 +224,40 @@ class Node(NodeBase):
         for link in self._mesh_links():
             if link is not conn and link.peer_id != envelope.origin:
                 link.send_encoded(frame, "Relayed")
-        self.engine.on_message(envelope.origin, inner)
+        self._deliver(envelope.origin, inner)
+
+    def _deliver(self, origin: int, inner: Message) -> None:
+        """What came over the mesh from ``origin``: items (a proposal's, or sent to this leader), or a
+        consensus message for the engine."""
+        if isinstance(inner, Gossip):
+            self.admission.expect([self.admission.id_of(inner.kind, raw) for raw in inner.items])
+            self._admit_items(inner)
+        else:
+            self.engine.on_message(origin, inner)
+
+    def _on_routed(self, conn: Connection, envelope: Routed) -> None:
+        """A consensus message for one validator: delivered here if it is for this node, else passed to the
+        neighbour one hop nearer its destination (popbench/pop/routing.py)."""
+        if not conn.is_validator_link:
+            conn.disconnect(DisconnectReason.UNEXPECTED_MESSAGE, "routed consensus messages are for validators")
+            return
+        if envelope.destination != self.node_id:
+            self._pass_on(envelope.destination, encode_frame(envelope))
+            return
+        inner = self.routes.receive(envelope)
+        if inner is not None:
+            self._deliver(envelope.origin, inner)
+
+    def _pass_on(self, destination: int, frame: bytes) -> None:
+        hop = self.routes.next_hop(destination)
+        if hop is None:
+            self.counters.protocol_errors += 1  # not a validator of the graph: its sender's fault
+            return
+        link = self.peers.links.get(hop)
+        if link is None or not link.is_open:
+            self.counters.routed_dropped += 1  # the neighbour is down: the share costs its view a timeout
+            return
+        link.send_encoded(frame, "Routed")
 
     # -- PbftHost ------------------------------------------------------------------------------------
     def broadcast(self, message: Message) -> None:
@@ -214,17 +265,49 @@ class Node(NodeBase):
         if self.mesh is None:
             self.peers.broadcast(message)
             return
+        if isinstance(message, PrePrepare):
+            self._flood_items_of(message)
+        self._flood(message)
+
+    def _flood(self, message: Message) -> None:
         frame = self.flood.wrap(message)
         for link in self._mesh_links():
             link.send_encoded(frame, "Relayed")
 
+    def _flood_items_of(self, proposal: PrePrepare) -> None:
+        """A leader on a bounded mesh floods its proposal's items just before the proposal: over every
+        link they arrive first, so every validator holds them when it prepares the block."""
+        try:
+            block = Block.decode(proposal.block)
+        except ProtocolError:
+            return  # a faulty leader's own garbage: nothing to send with it
+        for kind, ids in ((ItemKind.PROOF, block.proof_ids), (ItemKind.TRANSFER, block.transfer_ids)):
+            for batch in gossip_batches(kind, self.admission.lookup(ids)):
+                self._flood(batch)
+
+    def _coming_leaders(self) -> list[int]:
+        engine, leaders = self.engine, self.ledger.leaders
+        chosen = [leaders.leader(engine.view, engine.height + ahead) for ahead in range(LEADERS_AHEAD)]
+        return [leader for leader in chosen if leader != self.node_id]
+
     def send_to(self, node_id: int, message: Message) -> None:
         if self.mesh is not None:
-            self.direct.send(node_id, message)  # dials a direct link when there is none
+            self._send_over_mesh(node_id, message)
             return
         link = self.peers.links.get(node_id)
         if link is not None:
             link.send(message)
+
+    def _send_over_mesh(self, node_id: int, message: Message) -> None:
+        """A consensus message goes over a link up to its addressee, else hop by hop (ROUTED); a request
+        or an answer (items, blocks) over a direct link, dialled on demand."""
+        link = self.peers.links.get(node_id)
+        if link is not None and link.is_open:
+            link.send(message)
+        elif message.TYPE in ROUTED_TYPES:
+            self._pass_on(node_id, self.routes.wrap(node_id, message))
+        else:
+            self.direct.send(node_id, message)
 
     def verify(self, public_key: bytes, message: bytes, signature: bytes) -> bool:
         self.counters.signature_verifications += 1
@@ -250,12 +333,10 @@ class Node(NodeBase):
             self.round_times_s.append(round_s)
         self.commit_times_ns.append(time.time_ns())
         self._notify_subscribers(record, view)
-        if self.mesh is not None and self.engine.collector_path:
-            asyncio.get_running_loop().call_soon(self._dial_next_collectors)
-
-    def _dial_next_collectors(self) -> None:
-        """The next height's collectors, dialled while its leader batches: its shares then find links up."""
-        self.direct.prepare(self.engine.collectors(self.engine.view))
+        if self.mesh is not None:
+            self.forwarding.committed(block.proof_ids)
+            self.forwarding.committed(block.transfer_ids)
+            asyncio.get_running_loop().call_soon(self.forwarding.resend)  # once the engine is at the next height
 
     def _notify_subscribers(self, record: CommittedBlock, view: int) -> None:
         if not self.subscribers:

@@ -538,6 +538,8 @@ class PbftEngine:
             certificate = current.certificates[key] = formed
         if label not in current.certificates_sent and self.host.node_id in self.collectors(current.view):
             current.certificates_sent.add(label)
+            self.events.emit("certificate-sent", height=self.height, view=current.view, kind=label,
+                             signers=book.count(block_hash))  # fmt: skip
             kind = CommitAggregate if label == "commit" else PrepareAggregate
             self._send_certificate(kind(current.view, self.height, block_hash, certificate.signers, certificate.aggregate))
         return certificate

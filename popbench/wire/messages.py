@@ -465,6 +465,34 @@ class Relayed(Message):
         return cls(origin, signature, inner_type, bytes(body[cls._HEAD.size :]))
 
 
+class Routed(Message):
+    """A consensus message for one validator, passed hop by hop over the bounded mesh (docs/protocol.md,
+    section 15.3): ``origin``'s ECDSA signature over the destination and the inner message stands in for
+    the authenticated link it did not come over. Relays forward it unchanged; only ``destination`` checks it.
+    """
+
+    TYPE = 38
+    __slots__ = ("destination", "origin", "signature", "inner_type", "inner")
+    _HEAD = struct.Struct(f">II{SIGNATURE_BYTES}sB")
+
+    def __init__(self, destination: int, origin: int, signature: bytes, inner_type: int, inner: bytes) -> None:
+        self.destination = destination
+        self.origin = origin
+        self.signature = signature
+        self.inner_type = inner_type
+        self.inner = inner
+
+    def encode_body(self) -> bytes:
+        return self._HEAD.pack(self.destination, self.origin, self.signature, self.inner_type) + self.inner
+
+    @classmethod
+    def decode_body(cls, body: Body) -> Routed:
+        if len(body) < cls._HEAD.size:
+            raise ProtocolError(f"Routed body must be at least {cls._HEAD.size} bytes, got {len(body)}")
+        destination, origin, signature, inner_type = cls._HEAD.unpack_from(body)
+        return cls(destination, origin, signature, inner_type, bytes(body[cls._HEAD.size :]))
+
+
 class ViewChange(Message):
     """A validator gives up on the current view and carries what it prepared into ``new_view``.
 
@@ -777,7 +805,7 @@ MESSAGE_TYPES: tuple[type[Message], ...] = (
     Hello, HelloAck, Ping, Pong, Disconnect,
     Submit, SubmitResult, Subscribe, Committed, Gossip, ItemsRequest,
     PrePrepare, Prepare, Commit, ViewChange, NewView, PrepareShare, CommitShare, PrepareAggregate, CommitAggregate,
-    Relayed, BlockRequest, BlockResponse, SnapshotRequest, SnapshotChunk,
+    Relayed, Routed, BlockRequest, BlockResponse, SnapshotRequest, SnapshotChunk,
     StatusRequest, Status, PeersRequest, Peers,
     PowAnnounce, PowGetBlock, PowBlock, PowGetChain, PowChain,
 )  # fmt: skip

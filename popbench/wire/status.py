@@ -51,6 +51,7 @@ class CounterTotals(msgspec.Struct, frozen=True, kw_only=True):
     hashes: int = 0
     equivocations_seen: int = 0
     relay_duplicates: int = 0
+    routed_dropped: int = 0
 
 
 class NodeStatus(msgspec.Struct, frozen=True, kw_only=True, tag_field="consensus"):
