@@ -318,7 +318,17 @@ class Node(NodeBase):
         self.send_to(node_id, ItemsRequest(kind, ids))
 
     def request_catch_up(self, node_id: int) -> None:
-        self.catchup.request(node_id)
+        self.catchup.request(self._catch_up_peer(node_id))
+
+    def _catch_up_peer(self, node_id: int) -> int:
+        """Whom to ask for the blocks ``node_id`` is ahead by: on a bounded mesh the neighbour one hop nearer
+        it, over a link that is up. Asking ``node_id`` itself dialled it, and at every height change most of
+        1000 validators hear the next leader's proposal before the last commit: a thousand handshakes into
+        the one process that had to lead (measured at N = 1000: its prepare phase took 12 s, not 3)."""
+        if self.mesh is None or node_id in self.mesh:
+            return node_id
+        hop = self.routes.next_hop(node_id)
+        return node_id if hop is None else hop
 
     def block_committed(self, record: CommittedBlock, view: int, round_s: float | None) -> None:
         block = record.block
