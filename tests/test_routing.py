@@ -8,29 +8,21 @@ an unknown origin, the node's own envelope back, a type that may not be routed, 
 
 from __future__ import annotations
 
-from collections import deque
 from pathlib import Path
 
 import pytest
 
 from harness.host.topology import k_regular
-from popbench import crypto
+from harness.metrics.network import distances_from
 from popbench.counters import NodeCounters
 from popbench.errors import ProtocolError
 from popbench.pop.forwarding import LeaderForwarding
 from popbench.pop.routing import MeshRoutes, first_hops, routed_signed_bytes
-from popbench.wire import CommitShare, Gossip, ItemKind, PrepareAggregate, Routed, Submit, decode_message
+from popbench.wire import CommitShare, Gossip, ItemKind, Routed, Submit, decode_message
+from tests.test_mesh import CERTIFICATE, CHAIN, KEYS, PUBLIC  # the keys, chain and inner message of section 15.5's vectors
 
 SPEC = Path(__file__).parent.parent / "docs" / "protocol.md"
-CHAIN = b"\xaa" * 32
-KEYS = [crypto.SigningKey.from_secret((s + 1).to_bytes(32, "big")) for s in range(3)]
-PUBLIC = {node: key.public_key for node, key in enumerate(KEYS)}
 LINE = {0: frozenset({1}), 1: frozenset({0, 2}), 2: frozenset({1})}  # 0 - 1 - 2
-AGGREGATE = bytes.fromhex(
-    "99569d7f553a16529e575588c7f2512efa0e38d847cfd182cb5593c26641e64f599f1f69a739fda5f19ab1a452ae870e"
-    "152c69df982fcaf47528c5879d230a92640212050185584226f8e8dfc7db3e8aea15dfb37f10ceb3f5e39a2395b452aa"
-)  # section 14.4's aggregate of s = 1, 2, 3
-CERTIFICATE = PrepareAggregate(0, 1, b"\xbb" * 32, b"\xe0", AGGREGATE)
 
 
 def _routes(node: int) -> MeshRoutes:
@@ -41,18 +33,6 @@ def _envelope(frame: bytes) -> Routed:
     message = decode_message(frame[4], frame[5:])
     assert isinstance(message, Routed)
     return message
-
-
-def _distances(graph: dict[int, frozenset[int]], source: int) -> dict[int, int]:
-    seen = {source: 0}
-    queue = deque([source])
-    while queue:
-        node = queue.popleft()
-        for onward in graph[node]:
-            if onward not in seen:
-                seen[onward] = seen[node] + 1
-                queue.append(onward)
-    return seen
 
 
 def test_the_routed_envelope_of_the_spec_vector_is_what_the_spec_prints() -> None:
@@ -73,7 +53,7 @@ def test_every_route_ends_at_its_destination_in_the_graph_distance(n: int, degre
     graph = topology.graph()
     tables = {node: first_hops(graph, node) for node in range(n)}
     for source in range(0, n, max(1, n // 25)):
-        distance = _distances(graph, source)
+        distance = distances_from(source, graph)
         for destination in range(n):
             if destination == source:
                 continue

@@ -6,7 +6,7 @@ Definitions are in docs/metrics.md; each function here computes one section of t
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Mapping
 
 from harness.kinds import ChildKind, RunPhase
 from harness.metrics.results import Connectivity, Consensus, Resources, Stability, UssSummary, Work
@@ -35,14 +35,15 @@ def diameter(nodes: set[int], links: set[Edge]) -> tuple[bool, int | None]:
             neighbours[b].append(a)
     longest = 0
     for origin in nodes:
-        distances = _bfs(origin, neighbours)
+        distances = distances_from(origin, neighbours)
         if len(distances) < len(nodes):
             return False, None
         longest = max(longest, max(distances.values()))
     return True, longest
 
 
-def _bfs(origin: int, neighbours: dict[int, list[int]]) -> dict[int, int]:
+def distances_from(origin: int, neighbours: Mapping[int, Iterable[int]]) -> dict[int, int]:
+    """Hops from ``origin`` to every node it reaches (breadth first)."""
     distances, queue = {origin: 0}, deque([origin])
     while queue:
         node = queue.popleft()

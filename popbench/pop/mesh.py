@@ -8,8 +8,9 @@ it believes the origin, delivers the inner message to its engine as if the origi
 forwards the envelope unchanged to its other mesh neighbours. A receiver keeps the digests of the
 envelopes it has seen, so each one is verified, delivered and forwarded at most once per node.
 
-Point-to-point messages (shares to the view's collectors, item and block requests, their answers) do not
-flood: they go over a direct link, opened on demand (popbench/net/ondemand.py).
+Messages for one validator (shares to the view's collectors, items for a coming leader) travel hop by
+hop instead (ROUTED, popbench/pop/routing.py); requests and their answers over a direct link opened on
+demand (popbench/net/ondemand.py).
 """
 
 from __future__ import annotations

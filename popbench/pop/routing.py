@@ -67,7 +67,6 @@ class MeshRoutes:
         self.key = key
         self.chain_id = chain_id
         self.public_keys = public_keys
-        self.graph = graph
         self.counters = counters
         # searched now, while the node starts, not at its first share; a full mesh has no graph and never routes
         self._hops = first_hops(graph, node_id) if graph else {}
