@@ -194,9 +194,11 @@ def network_plan(profile: Profile) -> NetworkPlan:
     genesis, keys = make_genesis(net.nodes, seed=f"popbench-{profile.run.seed}", params=chain_params(profile),
                                  chain_name=f"popbench-{profile.name}")  # fmt: skip
     topology = build(net.topology, net.nodes, net.consensus, net.degree, net.bootstrap_nodes, profile.run.seed)
+    # derived once here, so every forked node shares them instead of deriving them itself: the leader
+    # schedule is n^2 work (1.9 s a node under cProfile at n = 1000, every node at its start), and each node
+    # decoding the validators' BLS keys at its first certificate cost 64 ms, 64 CPU-s across the network at once
+    _ = genesis.leader_schedule
     if genesis.params.votes == VOTES_COLLECTOR:
-        # decode the validators' BLS keys here, once, so every forked node shares them: each node decoding
-        # them itself at its first certificate cost 64 ms at n = 1000, 64 CPU-s across the network at once
         _ = genesis.bls_keys
     return NetworkPlan(genesis, keys, topology, assign_regions(net.nodes, net.regions))
 
