@@ -224,13 +224,14 @@ class Node(NodeBase):
         for link in self._mesh_links():
             if link is not conn and link.peer_id != envelope.origin:
                 link.send_encoded(frame, "Relayed")
+        if isinstance(inner, Gossip):  # a leader's proposal items: admitted even to a full mempool
+            self.admission.expect([self.admission.id_of(inner.kind, raw) for raw in inner.items])
         self._deliver(envelope.origin, inner)
 
     def _deliver(self, origin: int, inner: Message) -> None:
-        """What came over the mesh from ``origin``: items (a proposal's, or sent to this leader), or a
-        consensus message for the engine."""
+        """What came over the mesh from ``origin``: items (a proposal's, or sent to this leader: those
+        within the mempool's bound, like any GOSSIP), or a consensus message for the engine."""
         if isinstance(inner, Gossip):
-            self.admission.expect([self.admission.id_of(inner.kind, raw) for raw in inner.items])
             self._admit_items(inner)
         else:
             self.engine.on_message(origin, inner)
