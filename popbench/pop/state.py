@@ -70,15 +70,8 @@ class AccountTree:
                 inserted.append((index, address))
         inserted.sort()  # by position, then address: new accounts between the same two keep address order
         self.merkle.apply(replaced, [(index, ACCOUNT.pack(address, *accounts[address])) for index, address in inserted])
-        if inserted:
-            merged: list[bytes] = []
-            previous = 0
-            for index, address in inserted:
-                merged.extend(addresses[previous:index])
-                merged.append(address)
-                previous = index
-            merged.extend(addresses[previous:])
-            self.addresses = merged
+        if inserted:  # two sorted runs: Timsort merges them in one linear pass
+            self.addresses = sorted([*addresses, *(address for _, address in inserted)])
         self.version = next(_VERSIONS)
 
 
