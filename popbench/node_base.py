@@ -39,7 +39,7 @@ class NodeBase:
     discovery: PeerDiscovery
     report: Reporter
     store: Store
-    commit_times_ns: list[int]
+    last_commit_ns: int  # wall clock of the last commit (0: none yet), for STATUS
     _tasks: list[asyncio.Task[None]]
     _handlers: dict[type[Message], Handler]
     _connected_reported: bool = False
@@ -123,7 +123,7 @@ class NodeBase:
             uptime_s=(time.time_ns() - self.started_ns) / 1e9,
             peers=len(self.peers.links), peer_ids=sorted(self.peers.links), clients=len(self.peers.clients),
             crypto_backend=crypto.backend_name(),
-            last_commit_ns=self.commit_times_ns[-1] if self.commit_times_ns else 0,
+            last_commit_ns=self.last_commit_ns,
             counters=msgspec.convert(self.counters.as_dict(), CounterTotals),
             unexpected_exceptions=unexpected_exceptions(),
         )  # fmt: skip

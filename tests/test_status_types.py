@@ -22,7 +22,7 @@ from popbench.node_config import NodeConfig
 from popbench.pop.node import Node
 from popbench.pow.node import PowNode
 from popbench.wire import FrameDecoder, Status, encode_frame
-from popbench.wire.status import AnyStatus, CounterTotals, PopStatus, PowStatus, Summary, decode_status, status_to_json_object
+from popbench.wire.status import AnyStatus, CounterTotals, PopStatus, PowStatus, SeriesTally, Summary, decode_status, status_to_json_object
 
 # the 19 fields the two hand-written dicts shared before the types existed: the wire keeps every one
 SHARED_FIELDS = {
@@ -116,3 +116,34 @@ def test_a_node_child_reports_its_final_status_as_json_the_supervisor_decodes(tm
         os.close(read_end)
         os.close(write_end)
     assert event["event"] == "final" and decode_status(event["status"]) == status
+
+
+def test_a_series_tally_summarises_what_it_was_given_in_constant_memory() -> None:
+    tally = SeriesTally()
+    assert tally.summary() == Summary()
+    values = [0.25, 3.5, -1.0, 2.0] * 1000
+    for value in values:
+        tally.add(value)
+    assert tally.summary() == Summary(len(values), sum(values), max(values))
+    assert not hasattr(tally, "__dict__")  # three numbers, however long the chain: nothing grows with it
+    negative = SeriesTally()
+    negative.add(-2.0)
+    assert negative.summary().max == -2.0  # the first value is the max, not 0
+
+
+def test_the_status_reads_the_nodes_tallies(tmp_path: Path) -> None:
+    async def committed_twice() -> PopStatus:
+        node = Node(node_config(tmp_path, "pbft"))
+        try:
+            node.round_times.add(0.5)
+            node.round_times.add(1.5)
+            node.last_commit_ns = 123
+            status = node.status()
+            assert isinstance(status, PopStatus)
+            return status
+        finally:
+            node.store.close()
+
+    status = asyncio.run(committed_twice())
+    assert status.round_time_s == Summary(2, 2.0, 1.5)
+    assert status.last_commit_ns == 123

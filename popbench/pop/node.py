@@ -56,7 +56,7 @@ from popbench.wire import (
     Subscribe,
     encode_frame,
 )
-from popbench.wire.status import PopStatus
+from popbench.wire.status import PopStatus, SeriesTally
 
 
 class Node(NodeBase):
@@ -81,8 +81,8 @@ class Node(NodeBase):
             self.faults_changed()
         self.catchup = CatchUp(self)
         self.subscribers: set[Connection] = set()
-        self.round_times_s: list[float] = []
-        self.commit_times_ns: list[int] = []
+        self.round_times = SeriesTally()
+        self.last_commit_ns = 0
         self._tasks: list[asyncio.Task[None]] = []
         self._handlers = self._build_handlers()
 
@@ -341,8 +341,8 @@ class Node(NodeBase):
         counters.proofs_committed += len(block.proof_ids)
         counters.transfers_committed += len(block.transfer_ids)
         if round_s is not None:
-            self.round_times_s.append(round_s)
-        self.commit_times_ns.append(time.time_ns())
+            self.round_times.add(round_s)
+        self.last_commit_ns = time.time_ns()
         self._notify_subscribers(record, view)
         if self.mesh is not None:
             self.forwarding.committed(block.proof_ids)

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sized
 from typing import Protocol
 
-from popbench.wire.status import PopStatus, SharedStatusFields, Summary
+from popbench.wire.status import PopStatus, SeriesTally, SharedStatusFields
 
 
 class ChainHead(Protocol):
@@ -61,7 +61,7 @@ class PopStatusSource(Protocol):
     def mempool(self) -> Sized: ...
 
     @property
-    def round_times_s(self) -> list[float]: ...
+    def round_times(self) -> SeriesTally: ...
 
     def shared_status_fields(self) -> SharedStatusFields: ...
 
@@ -71,7 +71,7 @@ def pop_node_status(node: PopStatusSource) -> PopStatus:
     return PopStatus(
         **node.shared_status_fields(),
         height=ledger.height, head_hash=ledger.head_hash.hex(), view=engine.view, leader=engine.leader(),
-        mempool=len(node.mempool), round_time_s=Summary.of(node.round_times_s),
+        mempool=len(node.mempool), round_time_s=node.round_times.summary(),
         proposals_refused=dict(engine.proposals_refused),
         blocks_fetched=catchup.blocks_fetched, sync_failures=catchup.sync_failures,
     )  # fmt: skip

@@ -52,7 +52,7 @@ from popbench.wire import (
     encode_frame,
 )
 from popbench.wire import PowBlock as PowBlockMessage
-from popbench.wire.status import PowStatus
+from popbench.wire.status import PowStatus, SeriesTally
 
 
 class PowNode(NodeBase):
@@ -71,8 +71,8 @@ class PowNode(NodeBase):
         self.deepest_reorg = 0
         self.confirmations = CONFIRMATIONS
         self.confirmed_height = 0
-        self.confirmed_intervals_s: list[float] = []
-        self.commit_times_ns: list[int] = []
+        self.confirmed_intervals = SeriesTally()
+        self.last_commit_ns = 0
         self._tasks: list[asyncio.Task[None]] = []
         self._handlers = self._build_handlers()
         self._load_chain()
@@ -220,10 +220,10 @@ class PowNode(NodeBase):
         now_ns = time.time_ns()
         parent = self.tree.get(block.prev_hash)
         if parent is not None and parent.height > 0:
-            self.confirmed_intervals_s.append((block.timestamp_ms - parent.timestamp_ms) / 1000)
+            self.confirmed_intervals.add((block.timestamp_ms - parent.timestamp_ms) / 1000)
         self.counters.blocks_committed += 1
         self.counters.transfers_committed += len(block.encoded_transfers)
-        self.commit_times_ns.append(now_ns)
+        self.last_commit_ns = now_ns
         self._notify(TOPIC_COMMITS, Committed(block.height, block.hash, 0, now_ns, [], block.transfer_ids))
 
     def _notify(self, topic: int, message: Message) -> None:

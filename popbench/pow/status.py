@@ -17,7 +17,7 @@ import msgspec
 
 from popbench.node_config import NodeConfig
 from popbench.pow.chain import BlockTree
-from popbench.wire.status import PowSection, PowStatus, SharedStatusFields, Summary
+from popbench.wire.status import PowSection, PowStatus, SeriesTally, SharedStatusFields
 
 
 class MinerTally(Protocol):
@@ -87,7 +87,7 @@ class PowStatusSource(Protocol):
     def confirmed_height(self) -> int: ...
 
     @property
-    def confirmed_intervals_s(self) -> list[float]: ...
+    def confirmed_intervals(self) -> SeriesTally: ...
 
     def shared_status_fields(self) -> SharedStatusFields: ...
 
@@ -99,7 +99,7 @@ def pow_node_status(node: PowStatusSource) -> PowStatus:
     return PowStatus(
         **shared,
         height=tip.height, head_hash=tip.hash.hex(), view=0, leader=-1, mempool=len(node.pool),
-        round_time_s=Summary.of(node.confirmed_intervals_s), proposals_refused=dict(node.blocks_refused),
+        round_time_s=node.confirmed_intervals.summary(), proposals_refused=dict(node.blocks_refused),
         blocks_fetched=node.relay.blocks_fetched, sync_failures=0, pow=pow_section(node),
     )  # fmt: skip
 

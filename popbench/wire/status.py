@@ -26,9 +26,25 @@ class Summary(msgspec.Struct, frozen=True):
     sum: float = 0.0
     max: float = 0.0
 
-    @classmethod
-    def of(cls, values: list[float]) -> Summary:
-        return cls(len(values), sum(values), max(values)) if values else cls()
+
+class SeriesTally:
+    """A :class:`Summary` kept as values arrive, in constant memory: a node adds a round time a block,
+    so keeping the values themselves grew its heap with the chain (issue 18's soak found it)."""
+
+    __slots__ = ("count", "sum", "max")
+
+    def __init__(self) -> None:
+        self.count = 0
+        self.sum = 0.0
+        self.max = 0.0
+
+    def add(self, value: float) -> None:
+        self.count += 1
+        self.sum += value
+        self.max = value if self.count == 1 else max(self.max, value)
+
+    def summary(self) -> Summary:
+        return Summary(self.count, self.sum, self.max)
 
 
 class CounterTotals(msgspec.Struct, frozen=True, kw_only=True):
