@@ -272,7 +272,7 @@ def profile_from_dict(data: dict[str, Any], source: str, default_name: str = "cu
 
 def list_profiles() -> list[tuple[str, str]]:
     entries = []
-    for path in sorted(PROFILES_DIR.glob("*.toml")):
+    for path in sorted(PROFILES_DIR.glob("*.toml"), key=lambda p: p.stem):
         try:
             entries.append((path.stem, str(tomllib.loads(path.read_text()).get("description", ""))))
         except (OSError, tomllib.TOMLDecodeError):

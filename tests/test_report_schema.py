@@ -17,7 +17,7 @@ import msgspec
 import orjson
 import pytest
 
-from harness.metrics.results import FindingKind, Metrics, PopMining, PowMining
+from harness.metrics.results import FindingKind, LinksPerNode, Metrics, PopMining, PowMining
 from harness.profile import GrowthThresholds
 from harness.report.build import encode_report, load_report
 from harness.report.schema import SCHEMA_PATH, SCHEMA_VERSION, Report, ScoreV1, json_schema, json_schema_text
@@ -61,8 +61,9 @@ def test_a_version_1_report_loads_with_every_figure_unchanged(path: Path) -> Non
 
 
 def without_v3_fields(section: dict[str, Any], *extra: str) -> dict[str, Any]:
-    """A section without the fields schema versions 3 and 4 added with defaults (and ``extra``)."""
-    added = {"nodes_down_by_plan_at_end", "uss_samples_in_window", "wall_hash_efficiency", *V4_FIELDS["throughput"], *extra}
+    """A section without the fields schema versions 3, 4 and 7 added with defaults (and ``extra``)."""
+    added = {"nodes_down_by_plan_at_end", "uss_samples_in_window", "wall_hash_efficiency", *V4_FIELDS["throughput"],
+             "links_per_node", "client_connections", *extra}  # fmt: skip
     return {key: value for key, value in section.items() if key not in added}
 
 
@@ -71,7 +72,7 @@ def test_a_version_2_report_upgrades_keeping_its_score_and_its_issues_as_notes(p
     version_2 = v1_to_v2(orjson.loads(path.read_bytes()))
     version_2["issues"] = ["2 protocol errors (malformed frames) were counted"]
     report = decode_report(orjson.dumps(version_2))
-    assert report.schema_version == SCHEMA_VERSION == 6
+    assert report.schema_version == SCHEMA_VERSION == 7
     assert isinstance(report.score, ScoreV1) and report.score.total == version_2["score"]["total"]
     assert [(i.kind, i.message) for i in report.issues] == [(FindingKind.NOTE, "2 protocol errors (malformed frames) were counted")]
 
@@ -83,7 +84,7 @@ def test_a_version_3_report_reads_with_its_grade_and_nothing_in_flight() -> None
             current["metrics"][section] = {k: v for k, v in current["metrics"][section].items() if k not in names}
     current["schema_version"] = 3
     report = decode_report(orjson.dumps(current))
-    assert report.schema_version == 6 and report.score.grade == current["score"]["grade"]
+    assert report.schema_version == SCHEMA_VERSION and report.score.grade == current["score"]["grade"]
     assert report.metrics.throughput is not None and report.metrics.throughput.backlog_at_start is None
 
 
@@ -92,7 +93,7 @@ def test_a_version_4_pow_report_keeps_the_predicted_stale_rate_it_was_written_wi
     current = orjson.loads(encode_report(load_report(pow_report)))
     current["schema_version"] = 4
     report = decode_report(orjson.dumps(current))
-    assert report.schema_version == 6
+    assert report.schema_version == SCHEMA_VERSION
     assert isinstance(report.metrics.mining, PowMining)
     assert report.metrics.mining.stale_rate_predicted == current["metrics"]["mining"]["stale_rate_predicted"]
 
@@ -103,8 +104,18 @@ def test_a_version_5_report_reads_with_no_growth_verdict_and_the_growth_defaults
     del current["profile"]["growth"]
     current["schema_version"] = 5
     report = decode_report(orjson.dumps(current))
-    assert report.schema_version == 6 and report.metrics.growth is None
+    assert report.schema_version == SCHEMA_VERSION and report.metrics.growth is None
     assert report.profile.growth == GrowthThresholds()
+
+
+def test_a_version_6_report_reads_with_no_links_per_node_and_no_clients_counted() -> None:
+    current = orjson.loads(encode_report(load_report(V1_REPORTS[0])))
+    connectivity = current["metrics"]["connectivity"]
+    del connectivity["links_per_node"], connectivity["client_connections"]
+    current["schema_version"] = 6
+    report = decode_report(orjson.dumps(current))
+    assert report.schema_version == SCHEMA_VERSION
+    assert report.metrics.connectivity.links_per_node is None and report.metrics.connectivity.client_connections == 0
 
 
 @pytest.mark.parametrize("path", V1_REPORTS, ids=lambda p: p.stem)
@@ -140,6 +151,9 @@ def test_a_real_smoke_run_writes_a_report_that_passes_the_types_and_the_schema(t
     assert report.metrics.throughput is not None and report.metrics.throughput.valid_committed > 0
     assert report.metrics.service is not None and report.metrics.service.due > 0
     assert report.files.timeline == "timeline.jsonl" and (run_dir / "timeline.jsonl").exists()
+    full_mesh = report.deployment.nodes - 1 if report.deployment else None
+    assert report.metrics.connectivity.links_per_node == LinksPerNode(min=full_mesh, median=full_mesh, max=full_mesh)
+    assert report.metrics.connectivity.client_connections >= 1  # the driver, apart from the validator links
 
 
 # -- docs/metrics.md -------------------------------------------------------------------------------------

@@ -5,11 +5,12 @@ Definitions are in docs/metrics.md; each function here computes one section of t
 
 from __future__ import annotations
 
+import math
 from collections import deque
 from collections.abc import Callable, Iterable, Mapping
 
 from harness.kinds import ChildKind, RunPhase
-from harness.metrics.results import Connectivity, Consensus, Resources, Stability, UssSummary, Work
+from harness.metrics.results import Connectivity, Consensus, LinksPerNode, Resources, Stability, UssSummary, Work
 from harness.observe.collect import ProcessSample, Sample
 from harness.procs.supervisor import Crash
 from harness.run.safety import SafetyCheck
@@ -68,8 +69,17 @@ def connectivity(statuses: dict[int, AnyStatus], intended: int, nodes: int, phas
         time_to_connected_s=_since(phases, RunPhase.CONNECTED, started_ns),
         time_to_connected_from_fork_s=_since(phases, RunPhase.CONNECTED, phases.get(RunPhase.FORKING)),
         handshake_failures=sum(failures.values()), handshake_failures_by_reason=failures,
-        graph_connected=connected, diameter_hops=hops,
+        graph_connected=connected, diameter_hops=hops, links_per_node=links_per_node(statuses),
+        client_connections=sum(status.clients for status in statuses.values()),
     )  # fmt: skip
+
+
+def links_per_node(statuses: dict[int, AnyStatus]) -> LinksPerNode | None:
+    """Each node's own count of its validator links; clients (drivers, monitors) are counted apart."""
+    counts = sorted(len(set(status.peer_ids) - {node}) for node, status in statuses.items())
+    if not counts:
+        return None
+    return LinksPerNode(min=counts[0], median=counts[math.ceil(len(counts) / 2) - 1], max=counts[-1])
 
 
 def _since(phases: dict[RunPhase, int], phase: RunPhase, origin_ns: int | None) -> float | None:

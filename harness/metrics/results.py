@@ -24,6 +24,14 @@ class Record(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
 
 
 # -- connectivity --------------------------------------------------------------------------------------
+class LinksPerNode(Record, frozen=True, kw_only=True):
+    """Validator links each node reports (its ``peer_ids``): the mesh's degree as the nodes see it."""
+
+    min: int
+    median: int  # nearest rank
+    max: int
+
+
 class Connectivity(Record, frozen=True, kw_only=True):
     intended_links: int
     links_up: int
@@ -34,6 +42,8 @@ class Connectivity(Record, frozen=True, kw_only=True):
     handshake_failures_by_reason: dict[str, int]
     graph_connected: bool
     diameter_hops: int | None
+    links_per_node: LinksPerNode | None = None  # None: no node answered (and in reports before version 7)
+    client_connections: int = 0  # load drivers and other clients connected, apart from validator links
 
 
 # -- throughput ----------------------------------------------------------------------------------------

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from tabulate import tabulate
 
-from harness.metrics.results import Finding, Growth, InvalidProofs, Mining, Record, Service, Throughput
+from harness.metrics.results import Finding, Growth, InvalidProofs, LinksPerNode, Mining, Record, Service, Throughput
 from harness.profile import Profile
 from harness.report.schema import AnyScore, Report, Score, ScoreV1
 
@@ -139,6 +139,10 @@ def score_rows(report: Report) -> list[list[str]]:
     return rows
 
 
+def _links_per_node(links: LinksPerNode | None) -> str:
+    return "-" if links is None else f"{links.min} / {links.median} / {links.max}"
+
+
 def metric_rows(report: Report) -> list[list[str]]:
     m = report.metrics
     c, s, r, w, k = m.connectivity, m.stability, m.resources, m.work, m.consensus
@@ -146,6 +150,8 @@ def metric_rows(report: Report) -> list[list[str]]:
         ["connectivity", "links up / intended", f"{c.links_up} / {c.intended_links}"],
         ["connectivity", "time to all connected", _fmt(c.time_to_connected_s, " s", 2)],
         ["connectivity", "graph connected, diameter", f"{_fmt(c.graph_connected)}, {_fmt(c.diameter_hops)} hops"],
+        ["connectivity", "links per node (min / median / max)", _links_per_node(c.links_per_node)],
+        ["connectivity", "client connections", _fmt(c.client_connections)],
         ["connectivity", "handshake failures", _fmt(c.handshake_failures)],
     ]
     rows += _service_rows(m.service)

@@ -25,6 +25,9 @@ Schema versions (bump SCHEMA_VERSION and note the change here whenever a field c
   6  ``metrics.growth``, the growth verdict (harness/metrics/growth.py; None in upgraded reports: older
      timelines lack what it fits), the profile's ``[growth]`` thresholds and a fault's ``mib_per_min``
      (leak), both with their defaults in upgraded reports.
+  7  ``connectivity.links_per_node`` (min, median and max of each node's validator links) and
+     ``connectivity.client_connections`` (drivers and other clients, counted apart from the mesh);
+     None and 0 in upgraded reports, whose samples are not kept.
 
 The JSON Schema in docs/report.schema.json is generated from these types:
 ``python -m harness.report.schema`` rewrites it, ``--check`` exits 1 when it is stale.
@@ -45,7 +48,7 @@ from harness.metrics.results import Finding, Metrics, Record
 from harness.profile import Profile
 from popbench.kinds import ConsensusKind
 
-SCHEMA_VERSION = 6
+SCHEMA_VERSION = 7
 SCHEMA_PATH = Path(__file__).resolve().parent.parent.parent / "docs" / "report.schema.json"
 RunStatus = Literal["complete", "partial", "failed"]
 

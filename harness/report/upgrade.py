@@ -104,4 +104,11 @@ def v5_to_v6(report: JsonObject) -> JsonObject:
     return {**report, "schema_version": 6, "metrics": {**report["metrics"], "growth": None}}
 
 
-UPGRADES: dict[int, Callable[[JsonObject], JsonObject]] = {1: v1_to_v2, 2: v2_to_v3, 3: v3_to_v4, 4: v4_to_v5, 5: v5_to_v6}
+def v6_to_v7(report: JsonObject) -> JsonObject:
+    """Links per node and client connections were not reported: their defaults (None, 0) say so."""
+    return {**report, "schema_version": 7}
+
+
+UPGRADES: dict[int, Callable[[JsonObject], JsonObject]] = {
+    1: v1_to_v2, 2: v2_to_v3, 3: v3_to_v4, 4: v4_to_v5, 5: v5_to_v6, 6: v6_to_v7,
+}  # fmt: skip
