@@ -5,7 +5,6 @@ Definitions are in docs/metrics.md; each function here computes one section of t
 
 from __future__ import annotations
 
-import math
 from collections import deque
 from collections.abc import Callable, Iterable, Mapping
 
@@ -79,7 +78,7 @@ def links_per_node(statuses: dict[int, AnyStatus]) -> LinksPerNode | None:
     counts = sorted(len(set(status.peer_ids) - {node}) for node, status in statuses.items())
     if not counts:
         return None
-    return LinksPerNode(min=counts[0], median=counts[math.ceil(len(counts) / 2) - 1], max=counts[-1])
+    return LinksPerNode(min=counts[0], median=int(percentile(counts, 0.5) or 0), max=counts[-1])
 
 
 def _since(phases: dict[RunPhase, int], phase: RunPhase, origin_ns: int | None) -> float | None:
