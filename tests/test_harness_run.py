@@ -18,6 +18,8 @@ from typing import Any
 import orjson
 import psutil
 
+from harness.report.schema import SCHEMA_VERSION
+
 RUN_TIMEOUT_S = 150.0
 POLL_S = 0.05
 
@@ -121,7 +123,7 @@ def test_smoke_run_writes_a_real_report_and_refuses_every_invalid_proof(tmp_path
     code, output = finish(start_run(write_profile(tmp_path, invalid=0.2), run_dir))
     assert_passed(code, run_dir, output)
     report = read_report(run_dir)
-    assert report["schema_version"] == 6 and report["status"] == "complete"
+    assert report["schema_version"] == SCHEMA_VERSION and report["status"] == "complete"
     metrics = report["metrics"]
     assert metrics["throughput"]["valid_committed"] > 0
     assert metrics["stability"]["safety"]["agree"] is True
