@@ -20,7 +20,7 @@ from typing import Any, TypeVar, get_type_hints
 
 from harness.kinds import DiskMode, FaultKind, FaultMechanism, InvalidKind, LeaderRotation, LoadShape, Topology, WorkloadMode
 from popbench.errors import ConfigError
-from popbench.kinds import ByzantineBehaviour, ConsensusKind, CryptoBackend, VotePath, values
+from popbench.kinds import COLLECTOR_FAULTS, ByzantineBehaviour, ConsensusKind, CryptoBackend, VotePath, values
 from popbench.model.proof import MAX_PAYLOAD_BYTES
 
 PROFILES_DIR = Path(__file__).resolve().parent.parent / "profiles"
@@ -345,9 +345,12 @@ def validate(profile: Profile) -> None:
                           key="consensus.view_timeout_max_ms", source=src)  # fmt: skip
     _check_latency(net, src)
     _check_nemesis(profile.nemesis, src)
-    for fault in profile.faults:
+    for index, fault in enumerate(profile.faults):
         if fault.target.startswith("node:") and not 0 <= fault.node < net.nodes:
             raise ConfigError(f"node {fault.node} does not exist in a {net.nodes}-node run", key="faults.node", source=src)
+        if fault.kind == FaultKind.BYZANTINE and fault.behaviour in COLLECTOR_FAULTS and net.votes != VotePath.COLLECTOR:
+            raise ConfigError(f"{fault.behaviour!r} is a collector fault: it needs network.votes = \"collector\"",
+                              key=f"faults[{index}].behaviour", source=src)  # fmt: skip
     for node in profile.miners.mining_nodes:
         if node >= net.nodes:
             raise ConfigError(f"node {node} does not exist in a {net.nodes}-node run", key="miners.mining_nodes", source=src)

@@ -27,6 +27,15 @@ class ByzantineBehaviour(StrEnum):
     BAD_SIGNATURE_VOTES = "bad-signature-votes"
     EQUIVOCATE_VOTES = "equivocate-votes"
     WITHHOLD_VOTES = "withhold-votes"
+    # as a collector (the collector vote path)
+    WITHHOLD_CERTIFICATES = "withhold-certificates"
+    BAD_AGGREGATE = "bad-aggregate"
+    FORGED_BITMAP = "forged-bitmap"
+
+
+# Faults only the collector vote path has: on the all-to-all path such a node would simply be honest
+COLLECTOR_FAULTS = frozenset({ByzantineBehaviour.WITHHOLD_CERTIFICATES, ByzantineBehaviour.BAD_AGGREGATE,
+                              ByzantineBehaviour.FORGED_BITMAP})  # fmt: skip
 
 
 class VotePath(StrEnum):

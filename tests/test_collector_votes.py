@@ -103,6 +103,28 @@ def test_a_lying_collector_is_caught_by_one_verify_and_the_honest_collector_carr
     _run(world, 5 * NS_PER_S, check)
 
 
+@pytest.mark.parametrize("kind", ["withhold-certificates", "bad-aggregate", "forged-bitmap"])
+def test_a_real_engines_collector_fault_is_refused_and_the_view_commits_by_falling_back(kind: str) -> None:
+    """Node 2 runs the collector fault a profile selects (popbench/pop/byzantine.py) and node 1's
+    certificates are lost, so node 2's are the only ones nodes 0 and 3 see: each refuses every lying
+    certificate (a protocol error), or hears none, and commits height 1 in view 0 by falling back."""
+
+    def node_1s_certificates_lost(now_ns: int, src: int, dst: int, message: Message) -> bool:
+        return not (src == 1 and isinstance(message, PrepareAggregate))
+
+    world = _world(node_1s_certificates_lost, {2: ("node:" + kind,)})
+    assert world.hosts[0].engine.collectors(0) == (1, 2)
+
+    def check() -> None:
+        for node in (0, 3):
+            engine = world.hosts[node].engine
+            assert engine.collector_fallbacks >= 1 and engine.host.counters.view_changes == 0, node
+            lied = kind != "withhold-certificates"
+            assert (engine.host.counters.protocol_errors >= 1) == lied, (node, engine.host.counters.protocol_errors)
+
+    _run(world, 2 * NS_PER_S, check, heights=1)
+
+
 class PoisonedShares(Behaviour):
     """Every share node 3 sends carries a corrupted signature (a valid encoding of the wrong point, or no point)."""
 

@@ -56,6 +56,7 @@ def test_the_old_node_key_is_a_node_target_and_new_kinds_parse(tmp_path: Path) -
     ('at_s = 1.0\nkind = "disk"\ntarget = "node:1"', "faults[0].mode"),
     ('at_s = 1.0\nkind = "link"\ntarget = "node:1"\nloss = 1.5', "faults[0].loss"),
     ('at_s = 1.0\nkind = "kill"\nnode = 9', "faults.node"),
+    ('at_s = 0.0\nkind = "byzantine"\nnode = 1\nbehaviour = "bad-aggregate"', "faults[0].behaviour"),  # all-to-all votes
 ])  # fmt: skip
 def test_a_bad_fault_is_refused_with_its_key(tmp_path: Path, fault: str, key: str) -> None:
     with pytest.raises(ConfigError) as refused:

@@ -130,7 +130,9 @@ def register(group: click.Group) -> None:
 @click.option("--keys", type=click.Path(exists=True, dir_okay=False), help="Keys file (default: beside the genesis).")
 @click.option("--config", "config_file", type=click.Path(exists=True, dir_okay=False), help="JSON file with the same options.")
 @click.option(
-    "--byzantine", type=click.Choice(values(ByzantineBehaviour)), help="Fault to inject (docs/profiles.md: leader and voter faults)."
+    "--byzantine",
+    type=click.Choice(values(ByzantineBehaviour)),
+    help="Fault to inject (docs/profiles.md: leader, voter and collector faults).",
 )
 @click.option("--consensus", type=click.Choice(values(ConsensusKind)), help="pbft (PoP validator, default) or pow (Antimony).")
 @click.option("--mine/--no-mine", default=None, help="PoW only: mine blocks (default: on).")

@@ -14,19 +14,42 @@ Voter faults (as a leader the node proposes honestly):
   signed, for a hash that names no block to the others; one peer gets both.
 - ``withhold-votes``: never sends a PREPARE or COMMIT.
 
+Collector faults, on the collector vote path only (``engine_for`` refuses them on an all-to-all chain,
+where the node would simply be honest); as a leader and a voter the node is honest, and it commits with
+the certificates it forms itself:
+
+- ``withhold-certificates``: collects shares and forms certificates but never sends one.
+- ``bad-aggregate``: sends its certificates with the aggregate replaced, by its own BLS share on the
+  block hash (a valid point that fails the check) or by 96 bytes that are no point.
+- ``forged-bitmap``: sends its certificates with a bitmap the aggregate does not match: every validator,
+  one real signer swapped for a non-signer, or (when everyone signed) one signer left out.
+
 Honest validators must stay safe and, with at most f such nodes, keep committing (docs/consensus.md).
 """
 
 from __future__ import annotations
 
+from popbench import bls
 from popbench.errors import ConfigError
-from popbench.kinds import ByzantineBehaviour, values
+from popbench.genesis import VOTES_COLLECTOR
+from popbench.kinds import COLLECTOR_FAULTS, ByzantineBehaviour, values
 from popbench.mempool import PoolItem
 from popbench.mining import grind
 from popbench.model.hashing import sha256
 from popbench.model.proof import Proof
 from popbench.pop.pbft import PbftEngine, PbftHost
-from popbench.wire import Commit, CommitShare, Gossip, ItemKind, Message, Prepare, PrePrepare, Role
+from popbench.wire import (
+    Commit,
+    CommitAggregate,
+    CommitShare,
+    Gossip,
+    ItemKind,
+    Message,
+    Prepare,
+    PrepareAggregate,
+    PrePrepare,
+    Role,
+)
 
 
 class SilentLeader(PbftEngine):
@@ -109,6 +132,68 @@ class WithholdingVoter(PbftEngine):
         return None
 
 
+# -- collector faults: the engine's one seam for a formed certificate, _send_certificate ----------------------
+def _certificate_kind(message: PrepareAggregate) -> str:
+    return "commit" if isinstance(message, CommitAggregate) else "prepare"
+
+
+class WithholdingCollector(PbftEngine):
+    """Forms certificates from the shares it receives (and commits with them) but never sends one: with no
+    honest collector in the view, the replicas' collector timers make them vote all-to-all."""
+
+    def _send_certificate(self, message: PrepareAggregate) -> None:
+        self.events.emit("certificate-withheld", height=message.height, view=message.view, kind=_certificate_kind(message))
+
+
+class LyingCollector(PbftEngine):
+    """Sends a forgery of each certificate it forms; ``forge`` says what it changed. The forgery is logged
+    (``certificate-forged``) so a test can match what was sent against what honest nodes refused."""
+
+    def _send_certificate(self, message: PrepareAggregate) -> None:
+        forged, how = self.forge(message)
+        self.events.emit("certificate-forged", height=message.height, view=message.view,
+                         kind=_certificate_kind(message), forgery=how)  # fmt: skip
+        super()._send_certificate(forged)
+
+    def forge(self, message: PrepareAggregate) -> tuple[PrepareAggregate, str]:
+        raise NotImplementedError
+
+    @staticmethod
+    def _alternate(message: PrepareAggregate) -> bool:
+        """Which of two forgeries: PREPARE and COMMIT of one height get different ones, heights alternate."""
+        return (message.height + isinstance(message, CommitAggregate)) % 2 == 0
+
+
+class BadAggregateCollector(LyingCollector):
+    """The real bitmap with an aggregate that is not its signers': its own share over the block hash (a
+    point on the curve, so only the pairing check catches it), or 96 zero bytes (no point at all)."""
+
+    def forge(self, message: PrepareAggregate) -> tuple[PrepareAggregate, str]:
+        if self._alternate(message):
+            aggregate, how = self.bls_key.sign(message.block_hash), "own-share"
+        else:
+            aggregate, how = bytes(bls.SIGNATURE_BYTES), "no-point"
+        return type(message)(message.view, message.height, message.block_hash, message.signers, aggregate), how
+
+
+class ForgedBitmapCollector(LyingCollector):
+    """The real aggregate under a bitmap claiming other signers: every validator, or as many as signed with
+    one of them swapped for a validator that did not; one signer dropped when all signed."""
+
+    def forge(self, message: PrepareAggregate) -> tuple[PrepareAggregate, str]:
+        n = self.genesis.n
+        signers = bls.bitmap_signers(message.signers, n)
+        missing = [index for index in range(n) if index not in signers]
+        if not missing:
+            claimed, how = signers[1:], "signer-dropped"  # still a quorum (n - 1), not the aggregate's
+        elif self._alternate(message):
+            claimed, how = list(range(n)), "every-validator"
+        else:
+            claimed, how = [*signers[1:], missing[0]], "signer-swapped"
+        bitmap = bls.signers_bitmap(claimed, n)
+        return type(message)(message.view, message.height, message.block_hash, bitmap, message.aggregate), how
+
+
 ENGINES: dict[ByzantineBehaviour | None, type[PbftEngine]] = {
     None: PbftEngine,
     ByzantineBehaviour.SILENT: SilentLeader,
@@ -117,6 +202,9 @@ ENGINES: dict[ByzantineBehaviour | None, type[PbftEngine]] = {
     ByzantineBehaviour.BAD_SIGNATURE_VOTES: BadSignatureVoter,
     ByzantineBehaviour.EQUIVOCATE_VOTES: EquivocatingVoter,
     ByzantineBehaviour.WITHHOLD_VOTES: WithholdingVoter,
+    ByzantineBehaviour.WITHHOLD_CERTIFICATES: WithholdingCollector,
+    ByzantineBehaviour.BAD_AGGREGATE: BadAggregateCollector,
+    ByzantineBehaviour.FORGED_BITMAP: ForgedBitmapCollector,
 }
 
 
@@ -142,4 +230,6 @@ def engine_for(kind: str | None, host: PbftHost, role: Role = Role.VALIDATOR) ->
     except ValueError as err:
         known = ", ".join(values(ByzantineBehaviour))
         raise ConfigError(f"unknown Byzantine behaviour {kind!r}; known: {known}", key="byzantine") from err
+    if behaviour in COLLECTOR_FAULTS and host.genesis.params.votes != VOTES_COLLECTOR:
+        raise ConfigError(f"{kind!r} is a collector fault: the chain votes all-to-all (params.votes = 0)", key="byzantine")
     return ENGINES[behaviour](host)

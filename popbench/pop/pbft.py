@@ -460,10 +460,13 @@ class PbftEngine:
             return  # one verified certificate is enough; a collector that lied once is not heard again
         certificate = AggregateCertificate(message.view, message.signers, message.aggregate)
         self.host.counters.signature_verifications += 1
-        if not certificate.valid(self.genesis, self.height, message.block_hash, label):
+        try:
+            certificate.check(self.genesis, self.height, message.block_hash, label)
+        except ConsensusError as err:  # the reason goes to the event log; STATUS counts it in protocol_errors
             target.bad_collectors.add(sender)
             self.host.counters.protocol_errors += 1
-            self.events.emit("certificate-refused", height=self.height, view=message.view, sender=sender, kind=label)
+            self.events.emit("certificate-refused", height=self.height, view=message.view, sender=sender, kind=label,
+                             reason=str(err))  # fmt: skip
             return
         target.certificates[key] = certificate
         proposal = target.proposal
