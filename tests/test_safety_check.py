@@ -4,10 +4,12 @@ unreadable databases, bad certificates, broken links and lagging nodes, each rep
 
 from __future__ import annotations
 
+import sqlite3
 from pathlib import Path
 
 import pytest
 
+from harness.run import safety
 from harness.run.pow_chains import read_chains
 from harness.run.safety import SafetyCheck, check_pow_safety, check_safety
 from popbench import crypto
@@ -143,6 +145,44 @@ def test_a_gap_in_the_heights_fails(tmp_path: Path) -> None:
     result = check_safety(tmp_path, 4, GENESIS)
     assert [(u.node, u.height) for u in result.unverified] == [(1, 2)]
     assert "not contiguous from genesis" in result.unverified[0].reason
+
+
+def replace_certificate(data_dir: Path, node: int, height: int, signers: list[int], forge: int | None = None) -> None:
+    """Store ``node``'s block at ``height`` under a certificate of ``signers`` (``forge``: that voter's
+    signature is over other bytes), as a node that heard another quorum first keeps it."""
+    with Store(node_database(data_dir, node)) as store:
+        good = CommittedBlock.decode(store.committed_at(height) or b"")
+        certificate = certify(GENESIS, KEYS, good.block, signers=signers)
+        if forge is not None:
+            certificate.votes = [(v, KEYS[v].sign(b"other bytes") if v == forge else s) for v, s in certificate.votes]
+        record = CommittedBlock(good.block, certificate, good.proofs, good.transfers)
+    with sqlite3.connect(node_database(data_dir, node)) as db:
+        db.execute("UPDATE blocks SET committed = ? WHERE height = ?", (record.encode(), height))
+
+
+def test_a_vote_shared_by_two_certificates_is_trusted_only_with_its_own_bytes(tmp_path: Path) -> None:
+    close_all(pbft_network(tmp_path, 3))
+    replace_certificate(tmp_path, 1, 2, [0, 1, 3])  # honest: another quorum of the same block
+    replace_certificate(tmp_path, 2, 2, [0, 1, 3], forge=3)  # node 1's good votes 0 and 1, a forged 3
+    result = check_safety(tmp_path, 4, GENESIS)
+    assert [(u.node, u.height) for u in result.unverified] == [(2, 2)], result
+    assert "signature of validator 3 does not verify" in result.unverified[0].reason
+    assert result.heights == {0: 3, 1: 3, 2: 1, 3: 3}
+
+
+def test_chains_longer_than_a_page_are_judged_on_every_page(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(safety, "BLOCKS_PER_READ", 2)  # 7 blocks: four pages, the last one short
+    chains = pbft_network(tmp_path, 5)
+    for node, tag in ((0, 30), (1, 30), (2, 31), (3, 31)):  # height 6: two certified blocks
+        item = proof_item(OWNER, GENESIS, tag)
+        block, post = chains[node].ledger.build_block(0, 2, [item])
+        chains[node].ledger.commit(block, certify(GENESIS, KEYS, block), [item], post)
+    close_all(chains)
+    replace_certificate(tmp_path, 3, 4, [0, 1, 2], forge=2)
+    result = check_safety(tmp_path, 4, GENESIS)
+    assert [(u.node, u.height) for u in result.unverified] == [(3, 4)], result
+    assert result.conflicts_total == 1 and [c.height for c in result.conflicts] == [6]
+    assert result.heights == {0: 6, 1: 6, 2: 6, 3: 3} and result.heights_checked == 6
 
 
 def test_the_result_keeps_its_public_fields_for_the_report(tmp_path: Path) -> None:

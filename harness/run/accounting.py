@@ -64,7 +64,7 @@ def committed_counts(database: Path) -> tuple[Counter[bytes], int]:
         while page := store.stored_blocks(height + 1, PAGE_BLOCKS):
             for stored_height, _, raw in page:
                 try:
-                    block = CommittedBlock.decode(raw).block
+                    block, _ = CommittedBlock.decode_certified(raw)
                 except ProtocolError as err:
                     raise StorageError(f"{database}: block {stored_height} does not decode: {err}") from err
                 counts.update(block.proof_ids)

@@ -25,7 +25,7 @@ from harness.run.accounting import Accounting
 from harness.run.pow_chains import StoredChain, read_chain
 from popbench.errors import ConsensusError, ProtocolError, StorageError
 from popbench.genesis import Genesis
-from popbench.model.block import AnyCertificate
+from popbench.model.block import AnyCertificate, CommitCertificate
 from popbench.pop.ledger import GENESIS_HASH, CommittedBlock
 from popbench.pow.block import genesis_block
 from popbench.pow.rules import CONFIRMATIONS
@@ -73,12 +73,16 @@ class SafetyCheck:
 
 
 class _Census:
-    """Which nodes hold which block at each compared height, and which nodes failed."""
+    """Which nodes hold which block at each compared height, and which nodes failed. Heights are judged
+    when settled and then forgotten, so the PBFT walk holds one page of heights at a time."""
 
     def __init__(self) -> None:
         self.by_height: dict[int, dict[bytes, list[int]]] = defaultdict(lambda: defaultdict(list))
         self.heights: dict[int, int] = {}
         self.unverified: list[Unverified] = []
+        self.conflicts: list[Conflict] = []  # the first MAX_CONFLICTS_LISTED
+        self.conflicts_total = 0
+        self.heights_settled = 0
 
     def add(self, node: int, height: int, block_hash: bytes) -> None:
         self.by_height[height][block_hash].append(node)
@@ -86,32 +90,51 @@ class _Census:
     def fail(self, node: int, height: int | None, reason: str) -> None:
         self.unverified.append(Unverified(node, height, reason))
 
+    def settle(self) -> None:
+        """Judge every height gathered so far (a conflict: two blocks at one height) and forget them."""
+        for height, hashes in sorted(self.by_height.items()):
+            if len(hashes) > 1:
+                self.conflicts_total += 1
+                if len(self.conflicts) < MAX_CONFLICTS_LISTED:
+                    self.conflicts.append(Conflict(height, {h.hex(): nodes for h, nodes in hashes.items()}))
+        self.heights_settled += len(self.by_height)
+        self.by_height.clear()
+
     def verdict(self) -> SafetyCheck:
-        conflicts = [Conflict(height, {h.hex(): nodes for h, nodes in hashes.items()})
-                     for height, hashes in sorted(self.by_height.items()) if len(hashes) > 1]  # fmt: skip
+        self.settle()
         return SafetyCheck(
-            nodes_checked=len(self.heights), heights_checked=len(self.by_height),
-            agree=not conflicts and not self.unverified, conflicts=conflicts[:MAX_CONFLICTS_LISTED],
-            heights=dict(sorted(self.heights.items())), unverified=self.unverified, conflicts_total=len(conflicts),
+            nodes_checked=len(self.heights), heights_checked=self.heights_settled,
+            agree=not self.conflicts_total and not self.unverified, conflicts=self.conflicts,
+            heights=dict(sorted(self.heights.items())), unverified=self.unverified, conflicts_total=self.conflicts_total,
         )  # fmt: skip
 
 
 # -- PBFT --------------------------------------------------------------------------------------------
 def check_safety(data_dir: Path, nodes: int, genesis: Genesis) -> SafetyCheck:
-    """PBFT: every node's stored chain is certified and linked, and no two nodes differ at a height."""
+    """PBFT: every node's stored chain is certified and linked, and no two nodes differ at a height.
+
+    The chains are walked side by side, a page of heights at a time: the nodes' certificates for one
+    block differ (each node keeps the quorum it heard first) but share most votes, so each vote is
+    verified once a page instead of once a node (16 validators, an hour at 200 proofs/s: 3.9 million
+    ECDSA verifications became about 0.7 million), and memory holds one page however long the chain."""
     census = _Census()
     certificates = _Certificates(genesis)
-    for node in range(nodes):
-        _read_pbft_node(node_database(data_dir, node), node, certificates, census)
+    walks = [walk for node in range(nodes) if (walk := _ChainWalk(node, node_database(data_dir, node))).found(census)]
+    while walks:
+        walks = [walk for walk in walks if walk.next_page(certificates, census)]
+        census.settle()
+        certificates.forget()
     return census.verdict()
 
 
 class _Certificates:
-    """Verifies commit certificates against the genesis; a certificate several nodes hold is checked once."""
+    """Verifies commit certificates against the genesis, remembering within a page what it verified: a
+    certificate several nodes hold is checked once, and a vote several certificates carry is verified once."""
 
     def __init__(self, genesis: Genesis) -> None:
         self.genesis = genesis
         self._seen: dict[tuple[bytes, bytes], str | None] = {}
+        self._good_votes: set[tuple[bytes, int, bytes]] = set()
 
     def fault(self, height: int, block_hash: bytes, certificate: AnyCertificate) -> str | None:
         key = (block_hash, certificate.encode())
@@ -119,56 +142,71 @@ class _Certificates:
             self._seen[key] = self._verify(height, block_hash, certificate)
         return self._seen[key]
 
+    def forget(self) -> None:
+        self._seen.clear()
+        self._good_votes.clear()
+
     def _verify(self, height: int, block_hash: bytes, certificate: AnyCertificate) -> str | None:
         genesis = self.genesis
         try:
-            certificate.check(genesis, height, block_hash)
+            if isinstance(certificate, CommitCertificate):  # a list of votes; an aggregate is one check anyway
+                certificate.check(genesis, height, block_hash, known_good=self._good_votes)
+            else:
+                certificate.check(genesis, height, block_hash)
         except ConsensusError as err:
             return f"commit certificate invalid: {err}"
         return None
 
 
-def _read_pbft_node(path: Path, node: int, certificates: _Certificates, census: _Census) -> None:
-    if not path.exists():
-        census.fail(node, None, f"database {path} is missing")
-        return
-    try:
-        with Store(path) as store:
-            census.heights[node] = 0
-            _verify_pbft_chain(store, node, certificates, census)
-    except StorageError as err:
-        census.fail(node, None, f"database unreadable: {err}")
+class _ChainWalk:
+    """One node's stored chain, verified a page at a time from height 1; it stops at the first block that
+    fails (nothing above it is trusted) or at the chain's head."""
 
+    def __init__(self, node: int, path: Path) -> None:
+        self.node = node
+        self.path = path
+        self.below = (0, GENESIS_HASH)
 
-def _verify_pbft_chain(store: Store, node: int, certificates: _Certificates, census: _Census) -> None:
-    """Walk the stored blocks from height 1; stop at the first that fails (nothing above it is trusted)."""
-    below = (0, GENESIS_HASH)
-    while page := store.stored_blocks(below[0] + 1, BLOCKS_PER_READ):
+    def found(self, census: _Census) -> bool:
+        if not self.path.exists():
+            census.fail(self.node, None, f"database {self.path} is missing")
+            return False
+        return True
+
+    def next_page(self, certificates: _Certificates, census: _Census) -> bool:
+        """Verify the next page of blocks; True while more may follow."""
+        try:
+            with Store(self.path) as store:
+                census.heights.setdefault(self.node, 0)
+                page = store.stored_blocks(self.below[0] + 1, BLOCKS_PER_READ)
+        except StorageError as err:
+            census.fail(self.node, None, f"database unreadable: {err}")
+            return False
         for height, stored_hash, raw in page:
-            reason = _pbft_block_fault(height, stored_hash, raw, below, certificates)
+            reason = _pbft_block_fault(height, stored_hash, raw, self.below, certificates)
             if reason is not None:
-                census.fail(node, height, reason)
-                return
-            census.add(node, height, stored_hash)
-            census.heights[node] = height
-            below = (height, stored_hash)
+                census.fail(self.node, height, reason)
+                return False
+            census.add(self.node, height, stored_hash)
+            census.heights[self.node] = height
+            self.below = (height, stored_hash)
+        return len(page) == BLOCKS_PER_READ
 
 
 def _pbft_block_fault(height: int, stored_hash: bytes, raw: bytes, below: tuple[int, bytes], certificates: _Certificates) -> str | None:
     if height != below[0] + 1:
         return f"heights are not contiguous from genesis: block {height} follows block {below[0]}"
     try:
-        record = CommittedBlock.decode(raw)
+        block, certificate = CommittedBlock.decode_certified(raw)
     except ProtocolError as err:
         return f"stored block does not decode: {err}"
-    block = record.block
     if block.height != height:
         return f"stored at height {height}, the block says height {block.height}"
     if block.hash != stored_hash:
         return "the stored hash is not the hash of the stored block's header"
     if block.prev_hash != below[1]:
         return f"broken hash link: prev_hash is not the hash of block {below[0]}"
-    return certificates.fault(height, block.hash, record.certificate)
+    return certificates.fault(height, block.hash, certificate)
 
 
 # -- PoW ---------------------------------------------------------------------------------------------

@@ -24,6 +24,7 @@ HEADER = struct.Struct(">QQ32sIQ32s32s")
 VOTE_DOMAIN = b"popbench/vote/v1/"
 VOTE_KINDS = ("prepare", "commit", "view-change")
 VOTE = struct.Struct(">I64s")
+GoodVote = tuple[bytes, int, bytes]  # (signed message, voter, signature) of a vote that verified
 AGGREGATE_MARKER = 0xFFFF_FFFF  # where a list certificate has its vote count: no count of 64-byte votes fits a frame
 
 
@@ -101,22 +102,28 @@ class CommitCertificate:
         votes = [reader.unpack(VOTE) for _ in range(count)]
         return cls(view, [(voter, signature) for voter, signature in votes])
 
-    def check(self, genesis: Genesis, height: int, block_hash: bytes) -> None:
+    def check(self, genesis: Genesis, height: int, block_hash: bytes, known_good: set[GoodVote] | None = None) -> None:
         """Raise ConsensusError unless this certifies ``block_hash`` at ``height`` on ``genesis``'s chain."""
         if genesis.params.votes != 0:
             raise ConsensusError("a chain on the collector vote path certifies with aggregate signatures")
-        self.verify(genesis.chain_id, height, block_hash, genesis.public_keys, genesis.quorum)
+        self.verify(genesis.chain_id, height, block_hash, genesis.public_keys, genesis.quorum, known_good)
 
-    def verify(self, chain_id: bytes, height: int, block_hash: bytes, validators: Mapping[int, bytes], quorum: int) -> None:
-        """Raise ConsensusError unless ``quorum`` distinct known validators signed COMMIT for the block."""
+    def verify(self, chain_id: bytes, height: int, block_hash: bytes, validators: Mapping[int, bytes], quorum: int,
+               known_good: set[GoodVote] | None = None) -> None:  # fmt: skip
+        """Raise ConsensusError unless ``quorum`` distinct known validators signed COMMIT for the block.
+        ``known_good`` (a verifier reading many certificates): votes already verified are not verified
+        again, and the ones verified here are added."""
         message = vote_message("commit", chain_id, self.view, height, block_hash)
         signers = set()
         for voter, signature in self.votes:
             key = validators.get(voter)
             if key is None or voter in signers:
                 raise ConsensusError(f"certificate vote of unknown or repeated validator {voter}")
-            if not crypto.verify(key, message, signature):
-                raise ConsensusError(f"certificate signature of validator {voter} does not verify")
+            if known_good is None or (message, voter, signature) not in known_good:
+                if not crypto.verify(key, message, signature):
+                    raise ConsensusError(f"certificate signature of validator {voter} does not verify")
+                if known_good is not None:
+                    known_good.add((message, voter, signature))
             signers.add(voter)
         if len(signers) < quorum:
             raise ConsensusError(f"certificate has {len(signers)} signatures, quorum is {quorum}")

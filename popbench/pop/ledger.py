@@ -97,6 +97,12 @@ class CommittedBlock:
         reader.finish()
         return cls(block, certificate, proofs, transfers)
 
+    @staticmethod
+    def decode_certified(data: bytes) -> tuple[Block, AnyCertificate]:
+        """The block and its certificate, leaving the items' bytes undecoded: all a chain verifier reads."""
+        reader = Reader(data)
+        return Block.decode(reader.blob()), decode_certificate(reader.blob())
+
 
 class Ledger:
     """Head, state and replay set of the committed chain, kept in step with the node's Store."""
