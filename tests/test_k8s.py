@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import copy
 import json
+import math
 from pathlib import Path
 from typing import Any
 
@@ -83,6 +84,17 @@ def test_testnet_100_on_4_hosts_runs_25_validators_a_pod_named_by_the_headless_s
     kustomization = (tmp_path / "kustomization.yaml").read_text()
     assert all(f"  - {name}\n" in kustomization for name in out.files)
     assert {p.name for p in written} == {*out.files, "kustomization.yaml"}
+
+
+def test_a_collector_profile_takes_the_collector_paths_cost_not_the_all_to_all_fit() -> None:
+    profile = load_profile("testnet-1000")
+    assert k8s.documented_cost(profile) is k8s.DOCUMENTED_COLLECTOR_COST
+    assert k8s.documented_cost(load_profile("testnet-100")) is k8s.DOCUMENTED_COST
+    # 10 proofs/s, batch 10: 0.1035 x 1000 + 18,170 / 10 = 1,920.5 ms a proof, 27.4 cores at 70 %, 143 of 1000 a pod
+    collector = k8s.pod_resources(profile, 7)
+    assert collector.cpu_milli == math.ceil(10.0 * 1920.5 / 700.0 * 1000 * 143 / 1000)
+    all_to_all = k8s.pod_resources(profile, 7, k8s.DOCUMENTED_COST)
+    assert all_to_all.cpu_milli > 5 * collector.cpu_milli  # the N^2 term the collector path does not pay
 
 
 def test_the_genesis_and_keys_in_the_config_are_the_profiles_own() -> None:

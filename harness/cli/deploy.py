@@ -35,13 +35,13 @@ def deploy_group() -> None:
 @click.option("--namespace", default=k8s.DEFAULT_NAMESPACE, show_default=True, help="Namespace of every resource.")
 @click.option("--image", default=k8s.DEFAULT_IMAGE, show_default=True, help="The image built from Containerfile.")
 @click.option("--model", type=click.Path(exists=True, dir_okay=False, path_type=Path),
-              help="A capacity sweep's fitted model (model.json) for the requests (default: the fit in docs/capacity.md).")  # fmt: skip
+              help="A capacity sweep's fitted model (model.json) for the requests (default: docs/capacity.md's figures for the profile's vote path).")  # fmt: skip
 def deploy_k8s_command(profile_name: str, hosts: int, output: Path, namespace: str, image: str, model: Path | None) -> None:
     """Render PROFILE on H pods: StatefulSet, headless Service, genesis ConfigMap and keys Secret, the
     coordinator Job, kustomization.yaml, and the profile's faults as a chaos-mesh Workflow."""
     profile = load_profile(profile_name)
     text = profile_path(profile_name).read_text()
-    cost = load_model(model).coefficients if model else k8s.DOCUMENTED_COST
+    cost = load_model(model).coefficients if model else None  # None: the documented fit of the profile's vote path
     rendered = k8s.render(profile, text, hosts, namespace, image, cost, DEFAULT_UTILISATION_CEILING)
     written = rendered.write(output)
     plan, res = rendered.plan, rendered.resources

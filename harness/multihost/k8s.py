@@ -30,6 +30,7 @@ from harness.multihost.plan import DEFAULT_BASE_PORT, DEFAULT_CONTROL_PORT, Host
 from harness.profile import Fault, Profile
 from harness.run.fault_targets import partition_sides, resolve_nodes
 from popbench.genesis import write_genesis, write_keys
+from popbench.kinds import VotePath
 
 NAME = "popbench"
 DEFAULT_NAMESPACE = "popbench"
@@ -41,7 +42,8 @@ REPORT_DIR = "/reports"
 HOLD_AFTER_S = 3600.0  # the Job's pod stays this long after the report, so `kubectl cp` can fetch it
 
 # The fitted model of docs/capacity.md (this 2-core host, PBFT all-to-all): node CPU ms per proof
-# = 0.0764 N + (0.1083 N^2 + 0.489 N + 29.0) / batch. `--model` gives another sweep's fit.
+# = 0.0764 N + (0.1083 N^2 + 0.489 N + 29.0) / batch, for all-to-all profiles; collector profiles take
+# DOCUMENTED_COLLECTOR_COST below. `--model` gives another sweep's fit.
 # (harness.capacity sits beside harness.multihost in the layers: the command passes a loaded model's
 # coefficients in, as anything with cpu_ms_per_proof)
 
@@ -65,6 +67,13 @@ class DocumentedCost:
 
 
 DOCUMENTED_COST = DocumentedCost()
+# The collector vote path's cost, measured at N = 1000 only (docs/capacity.md, "A thousand validators":
+# testnet-1000's run r8 spent 28.0 CPU-s of node time on a block of about 95 proofs, r9 19.2 CPU-s on a
+# block of about 10): 18.17 CPU-s a block and 0.1035 CPU-s a proof, spread as linear in N (shares go to
+# the collectors, so no N^2 term). Two runs at one size: a collector-mode sweep's fit (`--model`) replaces it.
+DOCUMENTED_COLLECTOR_COST = DocumentedCost(
+    a_ms_per_proof_per_node=0.1035, b_ms_per_block_per_node2=0.0, c_ms_per_block_per_node=18.17, d_ms_per_block=0.0
+)
 UTILISATION_CEILING = 0.7  # the planner's: cores at most 70 % busy (harness/capacity/model.py, DEFAULT_UTILISATION_CEILING)
 MIN_CPU_MILLI = 100  # a pod's supervisor and idle validators: never request less
 SUPERVISOR_MIB = 96  # popbench's supervisor (Python, the control channel) before any validator
@@ -115,9 +124,17 @@ class Rendered:
         return [name for name in self.files if name != CHAOS_FILE]
 
 
-def pod_resources(profile: Profile, hosts: int, cost: CpuCost = DOCUMENTED_COST, utilisation: float = UTILISATION_CEILING) -> Resources:
+def documented_cost(profile: Profile) -> DocumentedCost:
+    """The documented fit for the profile's vote path: the all-to-all fit's N^2 term is what the collector
+    path removes, so applying it to a collector profile would ask for several times the cores."""
+    return DOCUMENTED_COLLECTOR_COST if profile.network.votes == VotePath.COLLECTOR else DOCUMENTED_COST
+
+
+def pod_resources(profile: Profile, hosts: int, cost: CpuCost | None = None, utilisation: float = UTILISATION_CEILING) -> Resources:
     """A pod's share of the node CPU the model predicts at the profile's size and rate, within the
-    utilisation ceiling, and memory for its supervisor and K validators."""
+    utilisation ceiling, and memory for its supervisor and K validators (``cost``: the documented fit of
+    the profile's vote path unless given)."""
+    cost = documented_cost(profile) if cost is None else cost
     nodes = profile.network.nodes
     per_host = math.ceil(nodes / hosts)
     batch = max(1.0, profile.workload.rate * profile.consensus.batch_interval_ms / 1000.0)
@@ -131,7 +148,7 @@ def service_names(namespace: str) -> str:
 
 
 def render(profile: Profile, profile_text: str, hosts: int, namespace: str = DEFAULT_NAMESPACE, image: str = DEFAULT_IMAGE,
-           cost: CpuCost = DOCUMENTED_COST, utilisation: float = UTILISATION_CEILING) -> Rendered:  # fmt: skip
+           cost: CpuCost | None = None, utilisation: float = UTILISATION_CEILING) -> Rendered:  # fmt: skip
     """Every manifest for ``profile`` on ``hosts`` pods."""
     plan = HostPlan(profile.network.nodes, hosts, tuple(f"{NAME}-{i}" for i in range(hosts)))  # checks hosts against N
     network = network_plan(profile)
