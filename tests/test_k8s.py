@@ -97,6 +97,17 @@ def test_a_collector_profile_takes_the_collector_paths_cost_not_the_all_to_all_f
     assert all_to_all.cpu_milli > 5 * collector.cpu_milli  # the N^2 term the collector path does not pay
 
 
+def test_without_hosts_the_command_renders_the_planners_host_count(tmp_path: Path) -> None:
+    profile = load_profile("testnet-1000")
+    assert k8s.cores_needed(profile) == pytest.approx(10.0 * 1920.5 / 700.0)  # 27.4 cores
+    assert [k8s.planned_hosts(profile, cores) for cores in (2, 4, 64)] == [14, 7, 1]
+    assert k8s.planned_hosts(load_profile("smoke"), 1, k8s.DocumentedCost(d_ms_per_block=1e9)) == 4  # never more hosts than validators
+    result = CliRunner().invoke(main, ["deploy", "k8s", "--profile", "testnet-1000", "--cores-per-host", "2", "--output", str(tmp_path)])
+    assert result.exit_code == 0, result.output
+    assert "need 27.4 cores kept at most 70% busy: 14 hosts of 2 cores" in result.output
+    assert json.loads((tmp_path / "statefulset.json").read_text())["spec"]["replicas"] == 14
+
+
 def test_the_genesis_and_keys_in_the_config_are_the_profiles_own() -> None:
     out = rendered("smoke", 2)
     genesis = json.loads(out.files["configmap.json"]["data"]["genesis.json"])

@@ -7,6 +7,7 @@ load window. docs/kubernetes.md walks through it.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import click
@@ -30,18 +31,31 @@ def deploy_group() -> None:
 
 @deploy_group.command("k8s")
 @click.option("--profile", "profile_name", required=True, help="Profile name in profiles/ or a TOML path.")
-@click.option("--hosts", type=numeric.integer(1), required=True, help="H: pods (one per Kubernetes node), K = ceil(N/H) validators each.")
+@click.option("--hosts", type=numeric.integer(1),
+              help="H: pods (one per Kubernetes node), K = ceil(N/H) validators each (default: the planner's count for hosts of --cores-per-host).")  # fmt: skip
+@click.option(
+    "--cores-per-host",
+    type=numeric.integer(1),
+    help="The planner's host, when --hosts is not given (default: the cores this process may use).",
+)
 @click.option("--output", type=click.Path(file_okay=False, path_type=Path), required=True, help="Directory for the manifests.")
 @click.option("--namespace", default=k8s.DEFAULT_NAMESPACE, show_default=True, help="Namespace of every resource.")
 @click.option("--image", default=k8s.DEFAULT_IMAGE, show_default=True, help="The image built from Containerfile.")
 @click.option("--model", type=click.Path(exists=True, dir_okay=False, path_type=Path),
               help="A capacity sweep's fitted model (model.json) for the requests (default: docs/capacity.md's figures for the profile's vote path).")  # fmt: skip
-def deploy_k8s_command(profile_name: str, hosts: int, output: Path, namespace: str, image: str, model: Path | None) -> None:
+def deploy_k8s_command(profile_name: str, hosts: int | None, cores_per_host: int | None, output: Path, namespace: str, image: str,
+                       model: Path | None) -> None:  # fmt: skip
     """Render PROFILE on H pods: StatefulSet, headless Service, genesis ConfigMap and keys Secret, the
     coordinator Job, kustomization.yaml, and the profile's faults as a chaos-mesh Workflow."""
     profile = load_profile(profile_name)
     text = profile_path(profile_name).read_text()
     cost = load_model(model).coefficients if model else None  # None: the documented fit of the profile's vote path
+    if hosts is None:
+        cores = cores_per_host or usable_cores()
+        hosts = k8s.planned_hosts(profile, cores, cost, DEFAULT_UTILISATION_CEILING)
+        needed = k8s.cores_needed(profile, cost, DEFAULT_UTILISATION_CEILING)
+        click.echo(f"planner: {profile.network.nodes} validators at {profile.workload.rate:g} proofs/s need {needed:.1f} cores "
+                   f"kept at most {DEFAULT_UTILISATION_CEILING:.0%} busy: {hosts} hosts of {cores} cores")  # fmt: skip
     rendered = k8s.render(profile, text, hosts, namespace, image, cost, DEFAULT_UTILISATION_CEILING)
     written = rendered.write(output)
     plan, res = rendered.plan, rendered.resources
@@ -52,6 +66,11 @@ def deploy_k8s_command(profile_name: str, hosts: int, output: Path, namespace: s
     for line in rendered.skipped:
         click.echo(f"  not rendered: {line}")
     click.echo(f"start: kubectl apply -k {output}   report: kubectl cp {namespace}/<coordinator pod>:{k8s.REPORT_DIR}/run ./run")
+
+
+def usable_cores() -> int:
+    """The cores this process may use: the planner's host when none is named."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
 def load_model(path: Path) -> CostModel:

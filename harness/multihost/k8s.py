@@ -130,15 +130,29 @@ def documented_cost(profile: Profile) -> DocumentedCost:
     return DOCUMENTED_COLLECTOR_COST if profile.network.votes == VotePath.COLLECTOR else DOCUMENTED_COST
 
 
+def cores_needed(profile: Profile, cost: CpuCost | None = None, utilisation: float = UTILISATION_CEILING) -> float:
+    """The planner's rule (harness/capacity/model.py, plan_deployment): the node CPU the cost predicts at
+    the profile's size, rate and batch (rate x batch interval), with cores kept at most ``utilisation``
+    busy. ``cost``: the documented figures for the profile's vote path unless given."""
+    cost = documented_cost(profile) if cost is None else cost
+    batch = max(1.0, profile.workload.rate * profile.consensus.batch_interval_ms / 1000.0)
+    return profile.workload.rate * cost.cpu_ms_per_proof(profile.network.nodes, batch) / (1000.0 * utilisation)
+
+
+def planned_hosts(profile: Profile, cores_per_host: int, cost: CpuCost | None = None, utilisation: float = UTILISATION_CEILING) -> int:
+    """The planner's host count: enough hosts of ``cores_per_host`` for ``cores_needed``, then the
+    fewest that hold the same validators a host (1000 at 72 a host: 14 hosts, never one left empty)."""
+    nodes = profile.network.nodes
+    hosts = min(nodes, max(1, math.ceil(cores_needed(profile, cost, utilisation) / cores_per_host)))
+    return math.ceil(nodes / math.ceil(nodes / hosts))
+
+
 def pod_resources(profile: Profile, hosts: int, cost: CpuCost | None = None, utilisation: float = UTILISATION_CEILING) -> Resources:
     """A pod's share of the node CPU the model predicts at the profile's size and rate, within the
-    utilisation ceiling, and memory for its supervisor and K validators (``cost``: the documented fit of
-    the profile's vote path unless given)."""
-    cost = documented_cost(profile) if cost is None else cost
+    utilisation ceiling, and memory for its supervisor and K validators."""
     nodes = profile.network.nodes
     per_host = math.ceil(nodes / hosts)
-    batch = max(1.0, profile.workload.rate * profile.consensus.batch_interval_ms / 1000.0)
-    cores = profile.workload.rate * cost.cpu_ms_per_proof(nodes, batch) / (1000.0 * utilisation)
+    cores = cores_needed(profile, cost, utilisation)
     cpu_milli = max(MIN_CPU_MILLI, math.ceil(cores * 1000 * per_host / nodes))
     return Resources(cpu_milli, SUPERVISOR_MIB + VALIDATOR_MIB * per_host)
 
