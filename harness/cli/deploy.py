@@ -7,7 +7,6 @@ load window. docs/kubernetes.md walks through it.
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import click
@@ -15,6 +14,7 @@ import msgspec
 
 from harness.capacity.model import DEFAULT_UTILISATION_CEILING, CostModel
 from harness.cli import numeric
+from harness.host.envinfo import usable_cores
 from harness.multihost import k8s
 from harness.profile import load_profile, profile_path
 from popbench.errors import ConfigError
@@ -66,11 +66,6 @@ def deploy_k8s_command(profile_name: str, hosts: int | None, cores_per_host: int
     for line in rendered.skipped:
         click.echo(f"  not rendered: {line}")
     click.echo(f"start: kubectl apply -k {output}   report: kubectl cp {namespace}/<coordinator pod>:{k8s.REPORT_DIR}/run ./run")
-
-
-def usable_cores() -> int:
-    """The cores this process may use: the planner's host when none is named."""
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
 def load_model(path: Path) -> CostModel:

@@ -8,7 +8,6 @@ finished is kept: ``--resume`` continues).
 
 from __future__ import annotations
 
-import os
 import signal
 import statistics
 import time
@@ -36,6 +35,7 @@ from harness.capacity.search import Budget, Progress, SearchPlan, SizeStatus, fo
 from harness.capacity.store import SWEEP_FILE, Sweep, load_sweep
 from harness.capacity.sweep import run_sweep, write_page
 from harness.cli.numeric import integer, positive, profile_key
+from harness.host.envinfo import usable_cores
 from harness.kinds import WorkloadMode
 from harness.profile import Profile, apply_overrides, load_profile, scaling_note
 from popbench.errors import ConfigError
@@ -122,7 +122,7 @@ def make_sweep_command(runner_factory: RunnerFactory) -> click.Command:
         settings = RunSettings(profile=profile_name, duration_s=duration_s, seed=seed)
         plan = _search_plan(sizes=sizes, rates=rates, target_rate_per_s=target_rate, repeats=repeats, min_sustained_repeats=min_sustained,
                             tolerance=tolerance, probe_rate_per_s=probe_rate, run_settings=settings.describe())  # fmt: skip
-        after = Afterwards(cores=cores_per_host or _host_cores(), fit_max_nodes=fit_max_nodes, questions=plans, batch=plan_batch)
+        after = Afterwards(cores=cores_per_host or usable_cores(), fit_max_nodes=fit_max_nodes, questions=plans, batch=plan_batch)
         budget = Budget(max_minutes=max_minutes, max_runs=max_runs)
         runner = AnnouncingRunner(runner_factory(settings, output, click.echo))
         click.echo(f"popbench sweep: profile {profile.name}, N = {', '.join(map(str, sizes))}, "
@@ -231,10 +231,6 @@ def _search_plan(**fields: object) -> SearchPlan:
     except ConfigError as err:
         key = (err.key or "").removeprefix("sweep.")
         raise click.BadParameter(str(err), param_hint=FLAG_OF_KEY.get(key, key)) from err
-
-
-def _host_cores() -> int:
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
 # The items of the comma-separated options, parsed and bounded as a single numeric option is.

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import platform
 import subprocess
 import sys
@@ -14,6 +15,11 @@ import psutil
 PACKAGES = ("popbench", "uvloop", "orjson", "psutil", "ecdsa", "coincurve", "pyperf", "tabulate", "click")
 REPO_ROOT = Path(__file__).resolve().parent.parent
 GIT_TIMEOUT_S = 5.0
+
+
+def usable_cores() -> int:
+    """The cores this process may use (its CPU affinity): the host the planner assumes when none is named."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
 def environment() -> dict[str, Any]:
